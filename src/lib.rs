@@ -1,6 +1,21 @@
 //! pimbridge: Microsoft Entra PIM-for-Groups activations to AWS IAM Identity Center, in milliseconds.
+//!
+//! Module map: `routes` (HTTP) → `auth` + `intake` (validate, authenticate, store with
+//! `admission`) → `store` (Postgres). `config` is validated once; `metrics` and `telemetry` observe.
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod auth;
+pub mod config;
+pub mod domain;
 pub mod emulator;
+pub mod error;
+pub mod intake;
+pub mod metrics;
+pub mod routes;
 pub mod scim;
 pub mod secret;
+pub mod startup;
+pub mod state;
+pub mod store;
+pub mod telemetry;

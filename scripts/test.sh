@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite from nothing: installs and starts Postgres, then fmt, clippy and every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/postgres.sh
+. scripts/postgres.sh
+
+for component in rustfmt clippy; do
+  if ! cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1; then
+    rustup component add "$component"
+  fi
+done
+
+ensure_postgres
+PG_DIR=$(pg_dir "$PWD/target/test-postgres")
+PG_PORT=${PIMBRIDGE_TEST_PG_PORT:-55433}
+PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" start_cluster "$PG_DIR" "$PG_PORT"
+trap 'stop_cluster "$PG_DIR"' EXIT
+export PIMBRIDGE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --locked --all-targets

@@ -1,0 +1,704 @@
+//! Configuration: one TOML file, overridden key by key by `PIMBRIDGE_<SECTION>__<KEY>` environment
+//! variables, validated once at start-up.
+//!
+//! Every secret can be given inline (`hmac_secret = "…"`) or as a path (`hmac_secret_file = "…"`), so
+//! that Kubernetes Secrets mount cleanly. [`Settings::load`] reads the layers, resolves the files and
+//! validates everything, and every error names the key at fault.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::Deserialize;
+
+use crate::secret::SecretString;
+
+/// Prefix of environment variables that override configuration keys.
+pub const ENV_PREFIX: &str = "PIMBRIDGE_";
+
+/// Why the configuration cannot be used. Each message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or an environment variable could not be read or has the wrong shape.
+    #[error("configuration: {0}")]
+    Load(String),
+    /// A key has a value that cannot work.
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+impl ConfigError {
+    fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub intake: IntakeSettings,
+    #[serde(default)]
+    pub dispatch: DispatchSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    /// AWS IAM Identity Center targets, keyed by a short name used in metrics and logs.
+    #[serde(default)]
+    pub applications: BTreeMap<String, ApplicationSettings>,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address and port to listen on.
+    pub listen: String,
+    /// Seconds in-flight requests get to finish after SIGTERM; keep below the pod's grace period.
+    pub shutdown_timeout_secs: u64,
+    /// HTTP worker threads; 0 means one per core.
+    pub workers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8080".into(),
+            shutdown_timeout_secs: 20,
+            workers: 0,
+        }
+    }
+}
+
+/// The Postgres database that holds every event and job.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://user:password@host:port/db` — a secret, since it may carry a password.
+    pub url: Option<SecretString>,
+    pub url_file: Option<PathBuf>,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Seconds to wait for a connection before a request fails with 503.
+    #[serde(default = "default_connect_timeout_secs")]
+    pub connect_timeout_secs: u64,
+}
+
+fn default_max_connections() -> usize {
+    16
+}
+
+fn default_connect_timeout_secs() -> u64 {
+    5
+}
+
+/// How events get in and how they are authenticated.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntakeSettings {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Shared secret for the `X-Pimbridge-Signature` HMAC-SHA256 scheme.
+    pub hmac_secret: Option<SecretString>,
+    pub hmac_secret_file: Option<PathBuf>,
+    /// How far a signature's timestamp may be from now, in seconds, against replays.
+    pub signature_tolerance_secs: u64,
+    /// Bearer JWT verification; absent means JWTs are not accepted.
+    pub jwt: Option<JwtSettings>,
+}
+
+impl Default for IntakeSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            hmac_secret: None,
+            hmac_secret_file: None,
+            signature_tolerance_secs: 300,
+            jwt: None,
+        }
+    }
+}
+
+/// Bearer JWT verification for event sources.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtSettings {
+    /// Accepted `iss` values.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values.
+    pub audiences: Vec<String>,
+    /// Accepted algorithms; only asymmetric ones (RS256, RS384, RS512, ES256, ES384, PS256…).
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Where the signing keys are published (a JWKS document); fetched, cached and refetched on an
+    /// unknown `kid`.
+    pub jwks_url: Option<String>,
+    /// A JWKS document on disk, instead of `jwks_url`.
+    pub jwks_file: Option<PathBuf>,
+    /// Least seconds between two fetches of `jwks_url` triggered by unknown key ids.
+    #[serde(default = "default_jwks_refetch_secs")]
+    pub jwks_min_refetch_secs: u64,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    #[serde(default = "default_leeway")]
+    pub leeway_secs: u64,
+}
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into(), "ES256".into()]
+}
+
+fn default_jwks_refetch_secs() -> u64 {
+    30
+}
+
+fn default_leeway() -> u64 {
+    30
+}
+
+/// The immediate-lane dispatcher.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DispatchSettings {
+    /// Run the dispatcher in this process (a replica may serve intake only).
+    pub enabled: bool,
+    /// Jobs handled at once by this replica.
+    pub concurrency: usize,
+    /// Seconds between queue polls when no notification arrives (the LISTEN/NOTIFY fallback).
+    pub poll_interval_secs: u64,
+    /// Seconds a claimed job stays leased before another replica may take it over.
+    pub lease_secs: u64,
+    /// Attempts before a job that keeps failing transiently is marked failed.
+    pub max_attempts: i32,
+}
+
+impl Default for DispatchSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 8,
+            poll_interval_secs: 2,
+            lease_secs: 60,
+            max_attempts: 8,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSettings {
+    /// `json` for production, `pretty` for a terminal.
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `pimbridge=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// One AWS IAM Identity Center target and the Entra groups assigned to it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationSettings {
+    /// The SCIM endpoint, `https://scim.<region>.amazonaws.com/<tenant>/scim/v2`.
+    pub scim_url: String,
+    /// The SCIM bearer token from the IAM Identity Center console.
+    pub scim_token: Option<SecretString>,
+    pub scim_token_file: Option<PathBuf>,
+    /// Entra group object ids whose PIM activations this application receives.
+    pub groups: Vec<String>,
+    /// Activations sent at once per window; the rest wait for the next sync cycle.
+    #[serde(default = "default_activation_limit")]
+    pub activation_limit: u32,
+    /// The admission window in seconds (may be fractional).
+    #[serde(default = "default_activation_window")]
+    pub activation_window_secs: f64,
+    /// Outbound SCIM requests per second (AWS publishes no limit; 5 is conservative).
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second: u32,
+    /// What to do with characters AWS refuses in user attributes: `reject` or `strip`.
+    #[serde(default)]
+    pub character_policy: CharacterPolicySetting,
+}
+
+fn default_activation_limit() -> u32 {
+    5
+}
+
+fn default_activation_window() -> f64 {
+    10.0
+}
+
+fn default_requests_per_second() -> u32 {
+    5
+}
+
+/// Handling of characters that AWS refuses.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum CharacterPolicySetting {
+    #[default]
+    Reject,
+    Strip,
+}
+
+impl ApplicationSettings {
+    /// The admission window as a duration.
+    pub fn activation_window(&self) -> Duration {
+        Duration::from_secs_f64(self.activation_window_secs)
+    }
+}
+
+impl Settings {
+    /// Reads `path` (when given) and the `PIMBRIDGE_*` environment, resolves secret files and
+    /// validates the result.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::new();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(ConfigError::Load(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
+            }
+            figment = figment.merge(Toml::file(path));
+        }
+        // `PIMBRIDGE_CONFIG` names the file itself; it is not a key.
+        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        Self::from_figment(figment)
+    }
+
+    /// Parses a TOML document (no environment); for tests and `check-config` on strings.
+    pub fn from_toml_str(toml: &str) -> Result<Self, ConfigError> {
+        Self::from_figment(Figment::new().merge(Toml::string(toml)))
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let mut settings: Settings = figment
+            .extract()
+            .map_err(|e| ConfigError::Load(describe_figment_error(e)))?;
+        settings.resolve_and_validate()?;
+        Ok(settings)
+    }
+
+    /// Reads `…_file` secrets and checks every rule that spans keys.
+    fn resolve_and_validate(&mut self) -> Result<(), ConfigError> {
+        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(ConfigError::invalid(
+                "server.listen",
+                format!(
+                    "`{}` is not an address such as 0.0.0.0:8080",
+                    self.server.listen
+                ),
+            ));
+        }
+
+        self.database.url = resolve_secret(
+            "database.url",
+            self.database.url.take(),
+            self.database.url_file.as_deref(),
+        )?;
+        match &self.database.url {
+            None => return Err(ConfigError::invalid("database.url", "is required")),
+            Some(url) if url.expose().parse::<tokio_postgres::Config>().is_err() => {
+                return Err(ConfigError::invalid(
+                    "database.url",
+                    "is not a valid Postgres connection string",
+                ))
+            }
+            Some(_) => {}
+        }
+        if self.database.max_connections == 0 {
+            return Err(ConfigError::invalid(
+                "database.max_connections",
+                "must be at least 1",
+            ));
+        }
+
+        self.validate_intake()?;
+        self.validate_dispatch()?;
+        self.validate_applications()?;
+        Ok(())
+    }
+
+    fn validate_intake(&mut self) -> Result<(), ConfigError> {
+        let intake = &mut self.intake;
+        if intake.max_body_bytes < 1024 {
+            return Err(ConfigError::invalid(
+                "intake.max_body_bytes",
+                "must be at least 1024",
+            ));
+        }
+        intake.hmac_secret = resolve_secret(
+            "intake.hmac_secret",
+            intake.hmac_secret.take(),
+            intake.hmac_secret_file.as_deref(),
+        )?;
+        if let Some(secret) = &intake.hmac_secret {
+            if secret.expose().len() < 16 {
+                return Err(ConfigError::invalid(
+                    "intake.hmac_secret",
+                    "must be at least 16 characters",
+                ));
+            }
+        }
+        if let Some(jwt) = &intake.jwt {
+            if jwt.issuers.is_empty() {
+                return Err(ConfigError::invalid(
+                    "intake.jwt.issuers",
+                    "must name at least one issuer",
+                ));
+            }
+            if jwt.audiences.is_empty() {
+                return Err(ConfigError::invalid(
+                    "intake.jwt.audiences",
+                    "must name at least one audience",
+                ));
+            }
+            if jwt.algorithms.is_empty() {
+                return Err(ConfigError::invalid(
+                    "intake.jwt.algorithms",
+                    "must name at least one algorithm",
+                ));
+            }
+            for alg in &jwt.algorithms {
+                crate::auth::jwt::parse_algorithm(alg)
+                    .map_err(|reason| ConfigError::invalid("intake.jwt.algorithms", reason))?;
+            }
+            match (&jwt.jwks_url, &jwt.jwks_file) {
+                (None, None) => {
+                    return Err(ConfigError::invalid(
+                        "intake.jwt.jwks_url",
+                        "set jwks_url or jwks_file",
+                    ))
+                }
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::invalid(
+                        "intake.jwt.jwks_url",
+                        "set only one of jwks_url and jwks_file",
+                    ))
+                }
+                (Some(url), None) => {
+                    let parsed = url::Url::parse(url).map_err(|e| {
+                        ConfigError::invalid("intake.jwt.jwks_url", format!("not a URL: {e}"))
+                    })?;
+                    if !matches!(parsed.scheme(), "http" | "https") {
+                        return Err(ConfigError::invalid(
+                            "intake.jwt.jwks_url",
+                            "must be an http(s) URL",
+                        ));
+                    }
+                }
+                (None, Some(path)) => {
+                    if !path.is_file() {
+                        return Err(ConfigError::invalid(
+                            "intake.jwt.jwks_file",
+                            format!("{} is not a readable file", path.display()),
+                        ));
+                    }
+                }
+            }
+        }
+        if intake.hmac_secret.is_none() && intake.jwt.is_none() {
+            return Err(ConfigError::invalid(
+                "intake.hmac_secret",
+                "events must be authenticated: set intake.hmac_secret (or hmac_secret_file) or configure [intake.jwt]",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_dispatch(&self) -> Result<(), ConfigError> {
+        let d = &self.dispatch;
+        if d.concurrency == 0 {
+            return Err(ConfigError::invalid(
+                "dispatch.concurrency",
+                "must be at least 1",
+            ));
+        }
+        if d.poll_interval_secs == 0 {
+            return Err(ConfigError::invalid(
+                "dispatch.poll_interval_secs",
+                "must be at least 1",
+            ));
+        }
+        if d.lease_secs < 5 {
+            return Err(ConfigError::invalid(
+                "dispatch.lease_secs",
+                "must be at least 5",
+            ));
+        }
+        if d.max_attempts < 1 {
+            return Err(ConfigError::invalid(
+                "dispatch.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_applications(&mut self) -> Result<(), ConfigError> {
+        let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for (name, app) in &mut self.applications {
+            let key = |field: &str| format!("applications.{name}.{field}");
+            if !is_valid_application_name(name) {
+                return Err(ConfigError::invalid(
+                    format!("applications.{name}"),
+                    "application names use lowercase letters, digits and `_`, starting with a letter (so that PIMBRIDGE_APPLICATIONS__<NAME>__… can override them)",
+                ));
+            }
+            let url = url::Url::parse(&app.scim_url)
+                .map_err(|e| ConfigError::invalid(key("scim_url"), format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    key("scim_url"),
+                    "must be an http(s) URL",
+                ));
+            }
+            app.scim_token = resolve_secret(
+                &key("scim_token"),
+                app.scim_token.take(),
+                app.scim_token_file.as_deref(),
+            )?;
+            if app.scim_token.is_none() {
+                return Err(ConfigError::invalid(
+                    key("scim_token"),
+                    "is required (or scim_token_file)",
+                ));
+            }
+            if app.groups.is_empty() {
+                return Err(ConfigError::invalid(
+                    key("groups"),
+                    "must list at least one Entra group object id",
+                ));
+            }
+            for group in &app.groups {
+                if group.trim().is_empty() {
+                    return Err(ConfigError::invalid(
+                        key("groups"),
+                        "contains an empty group id",
+                    ));
+                }
+                owners
+                    .entry(group.clone())
+                    .or_default()
+                    .insert(name.clone());
+            }
+            if app.activation_limit == 0 {
+                return Err(ConfigError::invalid(
+                    key("activation_limit"),
+                    "must be at least 1",
+                ));
+            }
+            if !(app.activation_window_secs.is_finite()
+                && app.activation_window_secs > 0.0
+                && app.activation_window_secs <= 3600.0)
+            {
+                return Err(ConfigError::invalid(
+                    key("activation_window_secs"),
+                    "must be more than 0 and at most 3600",
+                ));
+            }
+            if app.requests_per_second == 0 {
+                return Err(ConfigError::invalid(
+                    key("requests_per_second"),
+                    "must be at least 1",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The applications each Entra group is assigned to (an event becomes one job per entry).
+    pub fn group_routes(&self) -> BTreeMap<String, Vec<String>> {
+        let mut routes: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (name, app) in &self.applications {
+            for group in &app.groups {
+                let apps = routes.entry(group.clone()).or_default();
+                if !apps.contains(name) {
+                    apps.push(name.clone());
+                }
+            }
+        }
+        routes
+    }
+}
+
+fn is_valid_application_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 64
+}
+
+/// One of `inline` or the contents of `file`; an error when both are set or the file is unreadable.
+fn resolve_secret(
+    key: &str,
+    inline: Option<SecretString>,
+    file: Option<&Path>,
+) -> Result<Option<SecretString>, ConfigError> {
+    match (inline, file) {
+        (Some(_), Some(_)) => Err(ConfigError::invalid(
+            key,
+            format!("set only one of `{key}` and `{key}_file`"),
+        )),
+        (Some(value), None) if value.is_empty() => Err(ConfigError::invalid(key, "is empty")),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => {
+            let raw = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::invalid(
+                    format!("{key}_file"),
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let value = raw.trim_end_matches(['\n', '\r']);
+            if value.is_empty() {
+                return Err(ConfigError::invalid(
+                    format!("{key}_file"),
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Ok(Some(SecretString::new(value)))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+/// Figment's errors name the key path and the source (file or environment variable); keep that.
+fn describe_figment_error(error: figment::Error) -> String {
+    error
+        .into_iter()
+        .map(|e| {
+            let path = e.path.join(".");
+            let mut text = if path.is_empty() {
+                e.kind.to_string()
+            } else {
+                format!("key `{path}`: {}", e.kind)
+            };
+            if let Some(source) = e.metadata.as_ref().map(|m| m.name.to_string()) {
+                text.push_str(&format!(" (from {source})"));
+            }
+            text
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [database]
+        url = "postgres://postgres@127.0.0.1:5432/pimbridge"
+        [intake]
+        hmac_secret = "0123456789abcdef0123"
+        [applications.prod]
+        scim_url = "http://127.0.0.1:9080/t/scim/v2"
+        scim_token = "tok"
+        groups = ["g1", "g2"]
+        [applications.dev]
+        scim_url = "http://127.0.0.1:9080/t/scim/v2"
+        scim_token = "tok"
+        groups = ["g2"]
+    "#;
+
+    #[test]
+    fn a_minimal_file_loads_with_defaults() {
+        let s = Settings::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(s.server.listen, "0.0.0.0:8080");
+        assert_eq!(s.intake.max_body_bytes, 1024 * 1024);
+        assert_eq!(s.applications["prod"].activation_limit, 5);
+        assert_eq!(
+            s.applications["prod"].activation_window(),
+            Duration::from_secs(10)
+        );
+    }
+
+    #[test]
+    fn a_group_assigned_to_two_applications_routes_to_both() {
+        let s = Settings::from_toml_str(MINIMAL).unwrap();
+        let routes = s.group_routes();
+        assert_eq!(routes["g2"], vec!["dev".to_string(), "prod".to_string()]);
+        assert_eq!(routes["g1"], vec!["prod".to_string()]);
+    }
+
+    fn error_for(toml: &str) -> String {
+        Settings::from_toml_str(toml).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn each_bad_value_is_reported_with_its_key() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("missing database url", "[database]\n[intake]\nhmac_secret=\"0123456789abcdef\"", "database.url"),
+            ("bad listen address", "[server]\nlisten=\"nope\"\n[database]\nurl=\"postgres://a@b/c\"", "server.listen"),
+            ("no authentication", "[database]\nurl=\"postgres://a@b/c\"", "intake.hmac_secret"),
+            ("short hmac secret", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"short\"", "intake.hmac_secret"),
+            ("unknown key", "[database]\nurl=\"postgres://a@b/c\"\nport=5", "port"),
+            ("jwt without keys", "[database]\nurl=\"postgres://a@b/c\"\n[intake.jwt]\nissuers=[\"i\"]\naudiences=[\"a\"]", "intake.jwt.jwks_url"),
+            ("jwt symmetric alg", "[database]\nurl=\"postgres://a@b/c\"\n[intake.jwt]\nissuers=[\"i\"]\naudiences=[\"a\"]\nalgorithms=[\"HS256\"]\njwks_url=\"https://x/jwks\"", "intake.jwt.algorithms"),
+            ("app without token", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"\n[applications.a]\nscim_url=\"https://x/scim/v2\"\ngroups=[\"g\"]", "applications.a.scim_token"),
+            ("app bad url", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"\n[applications.a]\nscim_url=\"ftp://x\"\nscim_token=\"t\"\ngroups=[\"g\"]", "applications.a.scim_url"),
+            ("app no groups", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"\n[applications.a]\nscim_url=\"https://x/s\"\nscim_token=\"t\"\ngroups=[]", "applications.a.groups"),
+            ("app zero limit", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"\n[applications.a]\nscim_url=\"https://x/s\"\nscim_token=\"t\"\ngroups=[\"g\"]\nactivation_limit=0", "applications.a.activation_limit"),
+            ("app bad name", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"\n[applications.Prod-1]\nscim_url=\"https://x/s\"\nscim_token=\"t\"\ngroups=[\"g\"]", "applications.Prod-1"),
+            ("both secret and file", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"\nhmac_secret_file=\"/etc/x\"", "intake.hmac_secret"),
+            ("unreadable secret file", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret_file=\"/nonexistent/secret\"", "intake.hmac_secret_file"),
+        ];
+        for (case, toml, key) in cases {
+            let message = error_for(toml);
+            assert!(
+                message.contains(key),
+                "{case}: expected the message to name `{key}`, got: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_read_from_files_without_the_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("pimbridge-cfg-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("hmac");
+        std::fs::write(&file, "from-a-file-0123456789\n").unwrap();
+        let toml = format!(
+            "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret_file=\"{}\"",
+            file.display()
+        );
+        let s = Settings::from_toml_str(&toml).unwrap();
+        assert_eq!(
+            s.intake.hmac_secret.unwrap().expose(),
+            "from-a-file-0123456789"
+        );
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn debug_output_never_shows_secrets() {
+        let s = Settings::from_toml_str(MINIMAL).unwrap();
+        let dump = format!("{s:?}");
+        assert!(!dump.contains("0123456789abcdef0123"));
+        assert!(!dump.contains("postgres://postgres@"));
+    }
+}

@@ -1,0 +1,91 @@
+//! The few domain words every module shares: what happened, and where it goes.
+
+use std::fmt;
+
+use serde::Serialize;
+
+/// What an event asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// A membership became active (PIM activation, admin assignment, extension, renewal).
+    Activation,
+    /// A membership ended (self-deactivation, admin removal, expiry).
+    Deactivation,
+}
+
+impl EventKind {
+    /// The stored and labelled name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Activation => "activation",
+            Self::Deactivation => "deactivation",
+        }
+    }
+
+    /// The SCIM membership change this event leads to.
+    pub fn action(self) -> Action {
+        match self {
+            Self::Activation => Action::Add,
+            Self::Deactivation => Action::Remove,
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The membership change a job makes in AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Add,
+    Remove,
+}
+
+impl Action {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Remove => "remove",
+        }
+    }
+}
+
+/// Which path a job takes to AWS (DESIGN.md §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Lane {
+    /// Sent at once by the dispatcher.
+    Immediate,
+    /// Left for the next sync cycle.
+    Deferred,
+}
+
+impl Lane {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Immediate => "immediate",
+            Self::Deferred => "deferred",
+        }
+    }
+}
+
+/// Where an event came from; part of its idempotency key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventSource {
+    /// Our own JSON event on `POST /v1/events`.
+    Api,
+}
+
+impl EventSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+        }
+    }
+}

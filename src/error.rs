@@ -1,0 +1,127 @@
+//! The HTTP edge's one error type: every failure a handler can have, mapped to a status and a
+//! stable `{"code": "...", "message": "..."}` body in exactly one place.
+//!
+//! Modules keep their own error enums (`AuthError`, `EventError`, `StoreError`); handlers convert
+//! them here. Server-side failures are logged with their whole chain and answered with a generic
+//! message, so no internal detail (or secret) leaks to callers.
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
+
+use crate::auth::AuthError;
+use crate::intake::event::EventError;
+use crate::store::StoreError;
+
+/// Seconds a caller is told to wait after a 503.
+const RETRY_AFTER_SECS: &str = "5";
+
+/// An error answered to an HTTP caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+    #[error(transparent)]
+    InvalidEvent(#[from] EventError),
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the request body could not be read")]
+    BodyUnreadable,
+    #[error("the service is starting; try again shortly")]
+    NotReady,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    code: &'a str,
+    message: String,
+}
+
+impl ApiError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthorized(e) => e.code(),
+            Self::InvalidEvent(e) => e.code(),
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::BodyUnreadable => "body_unreadable",
+            Self::NotReady => "not_ready",
+            Self::Store(e) if e.is_transient() => "database_unavailable",
+            Self::Store(_) => "internal_error",
+        }
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthorized(AuthError::KeysUnavailable) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::InvalidEvent(EventError::BatchTooLarge(_)) | Self::PayloadTooLarge { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            Self::InvalidEvent(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let status = self.status_code();
+        let message = if status.is_server_error() {
+            tracing::error!(error.code = self.code(), error.chain = %error_chain(self), "request failed");
+            match status {
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    if let Self::Unauthorized(e) = self {
+                        e.to_string()
+                    } else if let Self::NotReady = self {
+                        self.to_string()
+                    } else {
+                        "the database is unavailable; try again shortly".to_string()
+                    }
+                }
+                _ => "internal error".to_string(),
+            }
+        } else {
+            self.to_string()
+        };
+        let mut response = HttpResponse::build(status);
+        match status {
+            StatusCode::UNAUTHORIZED => {
+                response
+                    .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            StatusCode::SERVICE_UNAVAILABLE => {
+                response.insert_header((
+                    header::RETRY_AFTER,
+                    HeaderValue::from_static(RETRY_AFTER_SECS),
+                ));
+            }
+            _ => {}
+        }
+        response.json(ErrorBody {
+            code: self.code(),
+            message,
+        })
+    }
+}
+
+/// An error and its sources, outermost first, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

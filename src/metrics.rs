@@ -1,0 +1,117 @@
+//! Prometheus metrics (DESIGN.md §6). Names and labels are part of the external contract.
+//!
+//! `Metrics` owns its own `Registry` (no global state, so tests can run many apps in one process)
+//! and is built once at start-up and shared. Per-instance counters and histograms live here;
+//! database-derived gauges are read at scrape time by the metrics route.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// All metrics of one process.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Events received, by source (api, graph, …), type and outcome (accepted, duplicate,
+    /// unrouted, rejected).
+    pub events_received: IntCounterVec,
+    /// Activations admitted per application and lane.
+    pub activations: IntCounterVec,
+    /// Receipt of an event to AWS confirming the change.
+    pub provisioning_latency: HistogramVec,
+    /// SCIM requests by application, method and status (`error` for transport failures).
+    pub scim_requests: IntCounterVec,
+    /// SCIM request durations by application and method.
+    pub scim_request_duration: HistogramVec,
+    /// Jobs waiting per application and lane, refreshed at scrape time.
+    pub queue_depth: IntGaugeVec,
+}
+
+/// Buckets for receipt → AWS latency: 1 ms to 2 h. The immediate lane lives in the first decade
+/// (ms); the deferred lane waits for a sync cycle (40 min default), so the tail reaches 2 h.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    300.0, 600.0, 1200.0, 2400.0, 3600.0, 7200.0,
+];
+
+/// Buckets for one SCIM request: loopback emulator calls take ~1 ms, AWS tens to hundreds of ms,
+/// and the client's timeout caps the tail.
+const SCIM_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+impl Metrics {
+    /// Builds and registers every metric, plus process metrics.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let events_received = IntCounterVec::new(
+            Opts::new(
+                "pimbridge_events_received_total",
+                "Events received, by source, type and outcome.",
+            ),
+            &["source", "type", "outcome"],
+        )?;
+        let activations = IntCounterVec::new(
+            Opts::new(
+                "pimbridge_activations_total",
+                "Activations admitted, by application and lane (immediate or deferred).",
+            ),
+            &["application", "lane"],
+        )?;
+        let provisioning_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "pimbridge_provisioning_latency_seconds",
+                "Time from receipt of an event to AWS confirming the membership change.",
+            )
+            .buckets(LATENCY_BUCKETS.to_vec()),
+            &["application", "lane", "action"],
+        )?;
+        let scim_requests = IntCounterVec::new(
+            Opts::new(
+                "pimbridge_scim_requests_total",
+                "SCIM requests sent to AWS, by application, method and status.",
+            ),
+            &["application", "method", "status"],
+        )?;
+        let scim_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pimbridge_scim_request_duration_seconds",
+                "Duration of SCIM requests to AWS, by application and method.",
+            )
+            .buckets(SCIM_BUCKETS.to_vec()),
+            &["application", "method"],
+        )?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new(
+                "pimbridge_queue_depth",
+                "Jobs waiting to be applied, by application and lane.",
+            ),
+            &["application", "lane"],
+        )?;
+        registry.register(Box::new(events_received.clone()))?;
+        registry.register(Box::new(activations.clone()))?;
+        registry.register(Box::new(provisioning_latency.clone()))?;
+        registry.register(Box::new(scim_requests.clone()))?;
+        registry.register(Box::new(scim_request_duration.clone()))?;
+        registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ))?;
+        Ok(Self {
+            registry,
+            events_received,
+            activations,
+            provisioning_latency,
+            scim_requests,
+            scim_request_duration,
+            queue_depth,
+        })
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> Result<String, prometheus::Error> {
+        let mut buffer = Vec::new();
+        TextEncoder::new().encode(&self.registry.gather(), &mut buffer)?;
+        String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
+    }
+}

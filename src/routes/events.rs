@@ -1,0 +1,147 @@
+//! `POST /v1/events`: our own JSON event, one or a batch (DESIGN.md §2).
+//!
+//! Order of checks: size (413) → authentication over the raw body (401) → content type (415) →
+//! parsing (400/413) → one transaction (202 only after commit; 503 if the database is away).
+
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::{web, HttpRequest, HttpResponse};
+use futures_util::StreamExt;
+use serde::Serialize;
+
+use crate::domain::EventSource;
+use crate::error::ApiError;
+use crate::intake::event::parse_body;
+use crate::intake::EventOutcome;
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/events", web::post().to(post_events));
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    duplicates: usize,
+}
+
+#[tracing::instrument(name = "intake", skip_all, fields(source = "api", events = tracing::field::Empty))]
+async fn post_events(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let result = accept(&request, payload, &state).await;
+    if let Err(error) = &result {
+        state
+            .metrics
+            .events_received
+            .with_label_values(&["api", "unknown", "rejected"])
+            .inc();
+        if !error.code().starts_with("database") && error.code() != "internal_error" {
+            tracing::info!(error.code = error.code(), error.message = %error, "event request rejected");
+        }
+    }
+    result
+}
+
+async fn accept(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let body = read_body(request, payload, state.max_body_bytes).await?;
+    let caller = state
+        .authenticator
+        .authenticate(request.headers(), &body)
+        .await?;
+    require_json(request)?;
+    let events = parse_body(&body)?;
+    tracing::Span::current().record("events", events.len());
+    if !state.is_bootstrapped() {
+        return Err(ApiError::NotReady);
+    }
+    let summary = state.intake.record(EventSource::Api, &events).await?;
+
+    for (id, kind, outcome) in &summary.outcomes {
+        let label = match outcome {
+            EventOutcome::Accepted { event_row, jobs } => {
+                for (application, lane) in jobs {
+                    if *kind == crate::domain::EventKind::Activation {
+                        state
+                            .metrics
+                            .activations
+                            .with_label_values(&[application.as_str(), lane.as_str()])
+                            .inc();
+                    }
+                    tracing::info!(event.id = %id, event.row = event_row, event.type = %kind,
+                        application = %application, lane = lane.as_str(), "event accepted");
+                }
+                "accepted"
+            }
+            EventOutcome::Unrouted { event_row } => {
+                tracing::info!(event.id = %id, event.row = event_row, event.type = %kind,
+                    "event accepted for a group assigned to no application; ignored");
+                "unrouted"
+            }
+            EventOutcome::Duplicate => {
+                tracing::debug!(event.id = %id, "redelivered event; nothing changed");
+                "duplicate"
+            }
+        };
+        state
+            .metrics
+            .events_received
+            .with_label_values(&["api", kind.as_str(), label])
+            .inc();
+    }
+    tracing::debug!(?caller, "intake committed");
+    Ok(HttpResponse::Accepted().json(Accepted {
+        accepted: summary.accepted(),
+        duplicates: summary.duplicates(),
+    }))
+}
+
+/// Reads the raw body (needed for the signature), refusing more than `limit` bytes.
+pub async fn read_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<web::BytesMut, ApiError> {
+    let declared = request
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    let mut body = web::BytesMut::with_capacity(declared.unwrap_or(0).min(limit));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|_| ApiError::BodyUnreadable)?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::PayloadTooLarge { limit });
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
+/// Accepts `application/json`, with or without parameters.
+fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
+    let content_type = request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    if essence == "application/json" {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType)
+    }
+}

@@ -1,0 +1,14 @@
+//! HTTP routes. Each module exposes `configure` for its paths.
+
+pub mod events;
+pub mod health;
+pub mod metrics;
+
+use actix_web::web;
+
+/// Registers every route.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    events::configure(cfg);
+    health::configure(cfg);
+    metrics::configure(cfg);
+}

@@ -1,0 +1,183 @@
+//! Assembly: builds every shared handle once, binds the listener, starts background work, and
+//! shuts it all down in order.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use deadpool_postgres::Pool;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::auth::Authenticator;
+use crate::config::Settings;
+use crate::intake::{Intake, Routing};
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::state::AppState;
+use crate::store::{self, migrate};
+
+/// First wait between bootstrap attempts while the database is unreachable.
+const BOOTSTRAP_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Longest wait between bootstrap attempts.
+const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// A built, not yet running, service.
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+    shutdown: CancellationToken,
+    background: Vec<(&'static str, JoinHandle<()>)>,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Builds everything from `settings`, binding `server.listen` (port 0 picks a free port).
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let listener = TcpListener::bind(&settings.server.listen)
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let port = listener.local_addr()?.port();
+        let pool = store::build_pool(&settings.database)?;
+        let metrics = Metrics::new().context("cannot register metrics")?;
+        let authenticator = Authenticator::new(&settings.intake)
+            .map_err(|e| anyhow::anyhow!("intake authentication: {e}"))?;
+        let bootstrapped = Arc::new(AtomicBool::new(false));
+        let applications: Vec<String> = settings.applications.keys().cloned().collect();
+        let state = web::Data::new(AppState {
+            pool: pool.clone(),
+            intake: Intake::new(pool.clone(), Routing::from_settings(&settings)),
+            authenticator,
+            metrics,
+            max_body_bytes: settings.intake.max_body_bytes,
+            applications: applications.clone(),
+            bootstrapped: bootstrapped.clone(),
+        });
+
+        let shutdown = CancellationToken::new();
+        let background = vec![(
+            "bootstrap",
+            tokio::spawn(bootstrap(
+                pool,
+                applications,
+                bootstrapped,
+                shutdown.clone(),
+            )),
+        )];
+
+        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let app_state = state.clone();
+        let mut server = HttpServer::new(move || {
+            App::new()
+                .app_data(app_state.clone())
+                .configure(routes::configure)
+        })
+        .disable_signals()
+        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .listen(listener)?;
+        if settings.server.workers > 0 {
+            server = server.workers(settings.server.workers);
+        }
+        Ok(Self {
+            port,
+            server: server.run(),
+            state,
+            shutdown,
+            background,
+            shutdown_timeout,
+        })
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A token that stops the service when cancelled (signals in `main`, tests directly).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// The shared state (for tests and background workers).
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    /// Serves until the shutdown token is cancelled, then stops accepting, lets in-flight requests
+    /// finish and joins background tasks.
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        let handle = self.server.handle();
+        let server = tokio::spawn(self.server);
+        let stopper = {
+            let token = self.shutdown.clone();
+            tokio::spawn(async move {
+                token.cancelled().await;
+                tracing::info!("shutting down: no new connections, finishing in-flight requests");
+                handle.stop(true).await;
+            })
+        };
+        let served = server.await;
+        // The server may also end on its own (e.g. a fatal listener error): stop the rest too.
+        self.shutdown.cancel();
+        let _ = stopper.await;
+        for (name, task) in self.background {
+            match tokio::time::timeout(self.shutdown_timeout, task).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::error!(task = name, error.message = %e, "task panicked"),
+                Err(_) => tracing::warn!(task = name, "task did not stop in time"),
+            }
+        }
+        served.context("server task failed")??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Applies migrations and registers applications, retrying until the database answers.
+async fn bootstrap(
+    pool: Pool,
+    applications: Vec<String>,
+    done: Arc<AtomicBool>,
+    shutdown: CancellationToken,
+) {
+    let mut delay = BOOTSTRAP_RETRY_MIN;
+    loop {
+        match try_bootstrap(&pool, &applications).await {
+            Ok(applied) => {
+                tracing::info!(migrations_applied = applied, "database ready");
+                done.store(true, Ordering::Release);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error.message = %crate::error::error_chain(&*e), retry_in_ms = delay.as_millis() as u64,
+                    "database not ready");
+            }
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(BOOTSTRAP_RETRY_MAX);
+    }
+}
+
+async fn try_bootstrap(pool: &Pool, applications: &[String]) -> anyhow::Result<usize> {
+    let mut client = pool.get().await?;
+    let applied = migrate::run(&mut client).await?;
+    store::register_applications(&client, applications).await?;
+    Ok(applied)
+}
+
+/// Applies migrations once and exits (the `migrate` subcommand and the Helm hook).
+pub async fn migrate_only(settings: &Settings) -> anyhow::Result<usize> {
+    let pool = store::build_pool(&settings.database)?;
+    let mut client = pool.get().await.context("cannot connect to the database")?;
+    let applied = migrate::run(&mut client).await?;
+    let names: Vec<String> = settings.applications.keys().cloned().collect();
+    store::register_applications(&client, &names).await?;
+    Ok(applied)
+}

@@ -1,0 +1,35 @@
+//! What every request handler shares, built once at start-up.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use deadpool_postgres::Pool;
+
+use crate::auth::Authenticator;
+use crate::intake::Intake;
+use crate::metrics::Metrics;
+
+/// Shared handles for the HTTP layer.
+pub struct AppState {
+    /// The database pool (also inside `intake`), used by health and metrics.
+    pub pool: Pool,
+    /// Stores events and jobs.
+    pub intake: Intake,
+    /// Checks event credentials.
+    pub authenticator: Authenticator,
+    /// The process's metrics.
+    pub metrics: Metrics,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Configured application names (for per-application gauges).
+    pub applications: Vec<String>,
+    /// Set once migrations are applied and applications registered; intake waits for it.
+    pub bootstrapped: Arc<AtomicBool>,
+}
+
+impl AppState {
+    /// True once the schema is in place.
+    pub fn is_bootstrapped(&self) -> bool {
+        self.bootstrapped.load(Ordering::Acquire)
+    }
+}

@@ -1,0 +1,85 @@
+//! Plain-SQL migrations from `sql/`, embedded in the binary and applied in order, once.
+//!
+//! Replicas may start together: an advisory lock makes one of them migrate while the others wait.
+
+use deadpool_postgres::GenericClient;
+
+use super::StoreError;
+
+/// A migration: version, name, SQL. Append new files here; never edit an applied one.
+const MIGRATIONS: &[(i32, &str, &str)] = &[(
+    1,
+    "events_and_jobs",
+    include_str!("../../sql/0001_events_and_jobs.sql"),
+)];
+
+/// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).
+const MIGRATION_LOCK: i64 = 0x7069_6d62_7269_6467;
+
+/// The newest schema version this binary knows.
+pub fn latest_version() -> i32 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// Applies every migration not yet applied; returns how many ran.
+pub async fn run(client: &mut deadpool_postgres::Object) -> Result<usize, StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply_pending(client).await;
+    // Unlock even when a migration failed; the session may be reused by the pool.
+    let unlock = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    let applied = result?;
+    unlock?;
+    Ok(applied)
+}
+
+async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+                 version integer PRIMARY KEY,
+                 name text NOT NULL,
+                 applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+    let current = current_version(&*client).await?;
+    let mut applied = 0;
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+            &[version, name],
+        )
+        .await?;
+        tx.commit().await?;
+        tracing::info!(
+            migration.version = version,
+            migration.name = name,
+            "applied migration"
+        );
+        applied += 1;
+    }
+    Ok(applied)
+}
+
+/// The schema version in the database (0 when none has been applied).
+pub async fn current_version(client: &impl GenericClient) -> Result<i32, StoreError> {
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    let row = client
+        .query_one(
+            "SELECT coalesce(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .await?;
+    Ok(row.get(0))
+}

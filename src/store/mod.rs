@@ -1,0 +1,94 @@
+//! Postgres: the connection pool, migrations and the queries of each use case.
+//!
+//! Query functions take `&impl GenericClient`, so they run on a pooled connection or inside the
+//! caller's transaction; the use case owns the transaction.
+
+pub mod events;
+pub mod migrate;
+
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::config::DatabaseSettings;
+
+/// Why a database operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had in time: the database is down or overloaded.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[from] deadpool_postgres::PoolError),
+    /// A query failed.
+    #[error("database error: {0}")]
+    Query(#[from] tokio_postgres::Error),
+    /// The pool could not be built from the configuration.
+    #[error("database configuration: {0}")]
+    Config(String),
+}
+
+impl StoreError {
+    /// True when retrying later may succeed (connection lost, deadlock, serialisation failure).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unavailable(_) => true,
+            Self::Query(e) => {
+                e.is_closed()
+                    || e.code().is_some_and(|c| {
+                        matches!(c.code(), "40001" | "40P01" | "57P01" | "57P03" | "08006")
+                    })
+                    || e.code().is_none()
+            }
+            Self::Config(_) => false,
+        }
+    }
+
+    /// True for a deadlock or serialisation failure: the whole transaction should be retried.
+    pub fn is_retryable_conflict(&self) -> bool {
+        matches!(self, Self::Query(e) if e.code().is_some_and(|c| matches!(c.code(), "40001" | "40P01")))
+    }
+}
+
+/// Builds the pool. Connections are opened lazily, so this succeeds while the database is down.
+pub fn build_pool(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
+    let url = settings
+        .url
+        .as_ref()
+        .ok_or_else(|| StoreError::Config("database.url is not set".into()))?;
+    let mut config: tokio_postgres::Config = url
+        .expose()
+        .parse()
+        .map_err(|_| StoreError::Config("database.url is not a valid connection string".into()))?;
+    let timeout = Duration::from_secs(settings.connect_timeout_secs);
+    config.connect_timeout(timeout);
+    config.application_name("pimbridge");
+    let manager = Manager::from_config(
+        config,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.max_connections)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(timeout))
+        .create_timeout(Some(timeout))
+        .recycle_timeout(Some(timeout))
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
+}
+
+/// Records the configured applications, so that jobs can reference them and admission can lock them.
+pub async fn register_applications(
+    client: &impl deadpool_postgres::GenericClient,
+    names: &[String],
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO applications (name) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING",
+            &[&names],
+        )
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,148 @@
+//! `pimbridge check-config`: the binary refuses each kind of bad configuration, naming the key.
+
+use std::process::Command;
+
+fn check_config(toml: &str, env: &[(&str, &str)]) -> (bool, String) {
+    let dir = std::env::temp_dir().join(format!("pimbridge-cc-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pimbridge"));
+    command.arg("--config").arg(&path).arg("check-config");
+    for (key, _) in std::env::vars() {
+        if key.starts_with("PIMBRIDGE_") {
+            command.env_remove(key);
+        }
+    }
+    command.envs(env.iter().copied());
+    let output = command.output().unwrap();
+    std::fs::remove_dir_all(dir).unwrap();
+    (
+        output.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ),
+    )
+}
+
+const GOOD: &str = r#"
+[database]
+url = "postgres://postgres@127.0.0.1:5432/pimbridge"
+[intake]
+hmac_secret = "0123456789abcdef0123"
+[applications.prod]
+scim_url = "https://scim.us-east-1.amazonaws.com/abc/scim/v2"
+scim_token = "t"
+groups = ["g1"]
+"#;
+
+#[test]
+fn the_example_configuration_is_valid() {
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/example.toml"))
+            .unwrap();
+    let (ok, output) = check_config(&example, &[]);
+    assert!(ok, "{output}");
+}
+
+#[test]
+fn a_good_configuration_passes() {
+    let (ok, output) = check_config(GOOD, &[]);
+    assert!(ok, "{output}");
+    assert!(output.contains("1 application(s)"));
+}
+
+/// A case name, the file, extra environment variables, and the key the error must name.
+type Case = (
+    &'static str,
+    String,
+    Vec<(&'static str, &'static str)>,
+    &'static str,
+);
+
+#[test]
+fn each_bad_configuration_is_refused_naming_its_key() {
+    let cases: Vec<Case> = vec![
+        (
+            "typo in a key",
+            GOOD.replace("[intake]", "[intake]\nhmac_secert = \"x\""),
+            vec![],
+            "hmac_secert",
+        ),
+        (
+            "bad type",
+            GOOD.replace(
+                "groups = [\"g1\"]",
+                "groups = [\"g1\"]\nactivation_limit = \"five\"",
+            ),
+            vec![],
+            "activation_limit",
+        ),
+        (
+            "zero window",
+            GOOD.replace(
+                "groups = [\"g1\"]",
+                "groups = [\"g1\"]\nactivation_window_secs = 0",
+            ),
+            vec![],
+            "applications.prod.activation_window_secs",
+        ),
+        (
+            "bad env override",
+            GOOD.to_string(),
+            vec![("PIMBRIDGE_SERVER__LISTEN", "nowhere")],
+            "server.listen",
+        ),
+        (
+            "env override of a limit",
+            GOOD.to_string(),
+            vec![("PIMBRIDGE_APPLICATIONS__PROD__REQUESTS_PER_SECOND", "0")],
+            "applications.prod.requests_per_second",
+        ),
+        (
+            "missing token file",
+            GOOD.replace(
+                "scim_token = \"t\"",
+                "scim_token_file = \"/nonexistent/token\"",
+            ),
+            vec![],
+            "applications.prod.scim_token_file",
+        ),
+        (
+            "bad database url",
+            GOOD.replace(
+                "postgres://postgres@127.0.0.1:5432/pimbridge",
+                "postgres://host:notaport/db",
+            ),
+            vec![],
+            "database.url",
+        ),
+        (
+            "not TOML",
+            "this is = = not toml".to_string(),
+            vec![],
+            "configuration",
+        ),
+    ];
+    for (case, toml, env, key) in cases {
+        let (ok, output) = check_config(&toml, &env);
+        assert!(!ok, "{case}: expected a failure");
+        assert!(
+            output.contains(key),
+            "{case}: expected `{key}` in: {output}"
+        );
+        assert!(
+            !output.contains("0123456789abcdef0123"),
+            "{case}: a secret leaked"
+        );
+    }
+}
+
+#[test]
+fn environment_variables_override_file_keys() {
+    let (ok, output) = check_config(GOOD, &[("PIMBRIDGE_SERVER__LISTEN", "127.0.0.1:9999")]);
+    assert!(ok, "{output}");
+    assert!(output.contains("127.0.0.1:9999"), "{output}");
+}

@@ -1,0 +1,11 @@
+//! Integration tests: the real application over HTTP against a real Postgres.
+//! One binary for all of them, to link once.
+// Test support code may panic: a failed set-up is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod auth;
+mod config_cli;
+mod health;
+mod helpers;
+mod intake;
+mod postgres;
