@@ -238,6 +238,10 @@ pub struct ApplicationSettings {
     /// Outbound SCIM requests per second (AWS publishes no limit; 5 is conservative).
     #[serde(default = "default_requests_per_second")]
     pub requests_per_second: u32,
+    /// Outbound SCIM requests allowed at once before pacing starts (a burst of activations with
+    /// known ids is one request each, so this should be at least `activation_limit`).
+    #[serde(default = "default_requests_burst")]
+    pub requests_burst: u32,
     /// What to do with characters AWS refuses in user attributes: `reject` or `strip`.
     #[serde(default)]
     pub character_policy: CharacterPolicySetting,
@@ -253,6 +257,10 @@ fn default_activation_window() -> f64 {
 
 fn default_requests_per_second() -> u32 {
     5
+}
+
+fn default_requests_burst() -> u32 {
+    10
 }
 
 /// Handling of characters that AWS refuses.
@@ -444,10 +452,10 @@ impl Settings {
                 "must be at least 1",
             ));
         }
-        if d.lease_secs < 5 {
+        if d.lease_secs < 1 {
             return Err(ConfigError::invalid(
                 "dispatch.lease_secs",
-                "must be at least 5",
+                "must be at least 1",
             ));
         }
         if d.max_attempts < 1 {
@@ -524,6 +532,12 @@ impl Settings {
             if app.requests_per_second == 0 {
                 return Err(ConfigError::invalid(
                     key("requests_per_second"),
+                    "must be at least 1",
+                ));
+            }
+            if app.requests_burst == 0 {
+                return Err(ConfigError::invalid(
+                    key("requests_burst"),
                     "must be at least 1",
                 ));
             }

@@ -7,11 +7,14 @@ use deadpool_postgres::GenericClient;
 use super::StoreError;
 
 /// A migration: version, name, SQL. Append new files here; never edit an applied one.
-const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "events_and_jobs",
-    include_str!("../../sql/0001_events_and_jobs.sql"),
-)];
+const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "events_and_jobs",
+        include_str!("../../sql/0001_events_and_jobs.sql"),
+    ),
+    (2, "scim_ids", include_str!("../../sql/0002_scim_ids.sql")),
+];
 
 /// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).
 const MIGRATION_LOCK: i64 = 0x7069_6d62_7269_6467;

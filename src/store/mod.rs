@@ -4,7 +4,9 @@
 //! caller's transaction; the use case owns the transaction.
 
 pub mod events;
+pub mod jobs;
 pub mod migrate;
+pub mod scim_ids;
 
 use std::time::Duration;
 

@@ -37,6 +37,8 @@ pub fn test_settings(database_url: &str) -> String {
         connect_timeout_secs = 2
         [intake]
         hmac_secret = "{HMAC_SECRET}"
+        [dispatch]
+        enabled = false
         [log]
         format = "pretty"
         level = "warn"

@@ -9,3 +9,4 @@ mod health;
 mod helpers;
 mod intake;
 mod postgres;
+mod shutdown;

@@ -1,0 +1,202 @@
+//! The immediate-lane dispatcher (DESIGN.md §4).
+//!
+//! Woken by LISTEN/NOTIFY (with a polling fallback), it claims due immediate jobs under a lease
+//! (`store::jobs`), applies each through [`provision::Provisioner`] with bounded concurrency,
+//! and records the outcome: done (observing receipt → AWS latency), retry later with backoff that
+//! honours `Retry-After`, or failed for good with its reason. Leases are renewed while a job is in
+//! hand and expire when a replica dies, so another replica takes the job over; at worst an add is
+//! repeated, which AWS treats as a no-op.
+
+pub mod listener;
+pub mod provision;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::DispatchSettings;
+use crate::metrics::Metrics;
+use crate::secret::SecretString;
+use crate::store::jobs::{self, ClaimedJob};
+use provision::{ProvisionError, Provisioner};
+
+/// Longest wait between two attempts of a failing job.
+const MAX_JOB_BACKOFF: Duration = Duration::from_secs(300);
+/// First wait before a job's second attempt.
+const FIRST_JOB_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Everything the dispatcher needs.
+pub struct Dispatcher {
+    pub pool: Pool,
+    pub provisioner: Arc<Provisioner>,
+    pub metrics: Metrics,
+    pub settings: DispatchSettings,
+    pub database_url: SecretString,
+    /// Identifies this replica's leases.
+    pub owner: String,
+}
+
+impl Dispatcher {
+    /// Runs until `shutdown`, then finishes the jobs in hand.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let wake = Arc::new(Notify::new());
+        let listener = tokio::spawn(listener::listen(
+            self.database_url.clone(),
+            wake.clone(),
+            shutdown.clone(),
+        ));
+        let this = Arc::new(self);
+        let permits = Arc::new(Semaphore::new(this.settings.concurrency));
+        let poll = Duration::from_secs(this.settings.poll_interval_secs);
+        let mut in_hand = JoinSet::new();
+        loop {
+            let free = permits.available_permits();
+            let mut claimed_all = false;
+            if free > 0 {
+                match this.claim(free).await {
+                    Ok(batch) => {
+                        claimed_all = batch.len() == free;
+                        for job in batch {
+                            let Ok(permit) = permits.clone().acquire_owned().await else {
+                                break;
+                            };
+                            let this = this.clone();
+                            in_hand.spawn(async move {
+                                this.handle(job).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error.message = %e, "cannot claim jobs"),
+                }
+            }
+            if claimed_all {
+                // There may be more due jobs; claim again as soon as a permit frees up.
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    Some(_) = in_hand.join_next() => continue,
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => break,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(poll) => {}
+                Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
+            }
+        }
+        // Finish the jobs in hand; claim nothing new.
+        while in_hand.join_next().await.is_some() {}
+        let _ = listener.await;
+    }
+
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedJob>, crate::store::StoreError> {
+        let db = self.pool.get().await?;
+        jobs::claim_immediate(
+            &db,
+            &self.owner,
+            self.settings.lease_secs as f64,
+            limit as i64,
+        )
+        .await
+    }
+
+    #[tracing::instrument(name = "job", skip_all, fields(job.id = job.id, event.id = %job.event_id,
+        application = %job.application, action = job.action.as_str(), attempt = job.attempts))]
+    async fn handle(&self, job: ClaimedJob) {
+        let result = {
+            let apply = self.provisioner.apply(&job);
+            tokio::pin!(apply);
+            let renew_every = Duration::from_secs_f64(self.settings.lease_secs as f64 / 3.0);
+            loop {
+                tokio::select! {
+                    result = &mut apply => break result,
+                    () = tokio::time::sleep(renew_every) => self.renew_lease(&job).await,
+                }
+            }
+        };
+        if let Err(e) = self.record(&job, result).await {
+            // The lease runs out and another attempt follows; nothing is lost.
+            tracing::warn!(error.message = %e, "cannot record the job's outcome; it will be retried");
+        }
+    }
+
+    async fn renew_lease(&self, job: &ClaimedJob) {
+        if let Ok(db) = self.pool.get().await {
+            let lease = self.settings.lease_secs as f64;
+            if let Err(e) = jobs::extend_lease(&db, job.id, &self.owner, lease).await {
+                tracing::warn!(error.message = %e, "cannot renew the lease");
+            }
+        }
+    }
+
+    async fn record(
+        &self,
+        job: &ClaimedJob,
+        result: Result<(), ProvisionError>,
+    ) -> Result<(), crate::store::StoreError> {
+        let db = self.pool.get().await?;
+        match result {
+            Ok(()) => match jobs::complete(&db, job.id, &self.owner).await? {
+                Some(latency) => {
+                    self.metrics
+                        .provisioning_latency
+                        .with_label_values(&[&job.application, "immediate", job.action.as_str()])
+                        .observe(latency);
+                    tracing::info!(
+                        latency_ms = latency * 1000.0,
+                        "membership change confirmed by AWS"
+                    );
+                }
+                None => tracing::warn!("lease lost before completion; another replica owns the job"),
+            },
+            Err(e) if e.is_transient() && job.attempts < self.settings.max_attempts => {
+                let delay = job_backoff(job.attempts, e.retry_after());
+                let reason = crate::error::error_chain(&e);
+                tracing::warn!(error.message = %reason, retry_in_s = delay.as_secs_f64(),
+                    "transient failure; will retry");
+                jobs::retry_later(&db, job.id, &self.owner, delay.as_secs_f64(), &reason).await?;
+            }
+            Err(e) => {
+                let reason = crate::error::error_chain(&e);
+                tracing::error!(error.message = %reason, "job failed");
+                jobs::fail(&db, job.id, &self.owner, &reason).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Exponential backoff for job attempts (1 s, 2 s, 4 s, … up to 5 min), never shorter than what
+/// AWS asked for.
+fn job_backoff(attempts: i32, retry_after: Option<Duration>) -> Duration {
+    let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(16);
+    let computed = FIRST_JOB_BACKOFF
+        .saturating_mul(2u32.saturating_pow(exponent))
+        .min(MAX_JOB_BACKOFF);
+    retry_after.map_or(computed, |wait| computed.max(wait))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_backoff_doubles_up_to_a_cap_and_honours_retry_after() {
+        assert_eq!(job_backoff(1, None), Duration::from_secs(1));
+        assert_eq!(job_backoff(2, None), Duration::from_secs(2));
+        assert_eq!(job_backoff(4, None), Duration::from_secs(8));
+        assert_eq!(job_backoff(30, None), MAX_JOB_BACKOFF);
+        assert_eq!(
+            job_backoff(1, Some(Duration::from_secs(20))),
+            Duration::from_secs(20)
+        );
+        assert_eq!(
+            job_backoff(5, Some(Duration::from_secs(2))),
+            Duration::from_secs(16)
+        );
+    }
+}

@@ -1,0 +1,224 @@
+//! One membership change in AWS: resolve the AWS ids of the user and the group (cached in Postgres,
+//! so the hot path is a single PATCH), then add or remove the member.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use deadpool_postgres::Pool;
+use serde_json::Value;
+
+use crate::domain::Action;
+use crate::scim::mapping::{map_user, SourceUser};
+use crate::scim::{ScimClient, ScimError};
+use crate::store::jobs::ClaimedJob;
+use crate::store::scim_ids::{self, ObjectKind};
+use crate::store::StoreError;
+
+/// Why a job could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// AWS (or the way to it) failed; `is_transient` tells whether to retry.
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+    /// The event carries too little to create the user or group, and AWS does not know it yet.
+    #[error("missing attributes: {0}")]
+    MissingAttributes(String),
+    /// The id cache could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The job names an application that is no longer configured.
+    #[error("application `{0}` is not configured")]
+    UnknownApplication(String),
+}
+
+impl ProvisionError {
+    /// True when trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Scim(e) => e.is_transient(),
+            Self::Store(e) => e.is_transient(),
+            Self::MissingAttributes(_) | Self::UnknownApplication(_) => false,
+        }
+    }
+
+    /// How long AWS asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Scim(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// Applies membership changes through each application's SCIM client.
+pub struct Provisioner {
+    pool: Pool,
+    clients: BTreeMap<String, ScimClient>,
+}
+
+impl Provisioner {
+    pub fn new(pool: Pool, clients: BTreeMap<String, ScimClient>) -> Self {
+        Self { pool, clients }
+    }
+
+    /// Makes AWS reflect `job`. Adding an existing member or removing an absent one succeeds, so
+    /// a job repeated after a crash does no harm.
+    pub async fn apply(&self, job: &ClaimedJob) -> Result<(), ProvisionError> {
+        let client = self
+            .clients
+            .get(&job.application)
+            .ok_or_else(|| ProvisionError::UnknownApplication(job.application.clone()))?;
+        match self.try_apply(client, job, true).await {
+            // A cached id that AWS no longer knows: forget both ids and resolve them afresh.
+            Err(ProvisionError::Scim(e)) if e.is_not_found() => {
+                tracing::info!(job.id = job.id, application = %job.application,
+                    "cached AWS id is stale; resolving again");
+                let db = self.pool.get().await.map_err(StoreError::from)?;
+                scim_ids::forget(&db, &job.application, ObjectKind::User, &job.principal_id).await?;
+                scim_ids::forget(&db, &job.application, ObjectKind::Group, &job.group_id).await?;
+                drop(db);
+                self.try_apply(client, job, false).await
+            }
+            other => other,
+        }
+    }
+
+    async fn try_apply(
+        &self,
+        client: &ScimClient,
+        job: &ClaimedJob,
+        use_cache: bool,
+    ) -> Result<(), ProvisionError> {
+        match job.action {
+            Action::Add => {
+                let group = self.group_id(client, job, use_cache).await?;
+                let user = self.user_id(client, job, use_cache, true).await?;
+                client.add_members(&group, &[user]).await?;
+            }
+            Action::Remove => {
+                let group = self.group_id(client, job, use_cache).await?;
+                // A user AWS has never seen is not a member: nothing to remove.
+                match self.user_id(client, job, use_cache, false).await {
+                    Ok(user) => client.remove_members(&group, &[user]).await?,
+                    Err(ProvisionError::MissingAttributes(_)) => {}
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn cached(
+        &self,
+        job: &ClaimedJob,
+        kind: ObjectKind,
+        entra_id: &str,
+    ) -> Result<Option<String>, ProvisionError> {
+        let db = self.pool.get().await.map_err(StoreError::from)?;
+        Ok(scim_ids::get(&db, &job.application, kind, entra_id).await?)
+    }
+
+    async fn remember(
+        &self,
+        job: &ClaimedJob,
+        kind: ObjectKind,
+        entra_id: &str,
+        aws_id: &str,
+    ) -> Result<(), ProvisionError> {
+        let db = self.pool.get().await.map_err(StoreError::from)?;
+        scim_ids::put(&db, &job.application, kind, entra_id, aws_id).await?;
+        Ok(())
+    }
+
+    async fn group_id(
+        &self,
+        client: &ScimClient,
+        job: &ClaimedJob,
+        use_cache: bool,
+    ) -> Result<String, ProvisionError> {
+        if use_cache {
+            if let Some(id) = self.cached(job, ObjectKind::Group, &job.group_id).await? {
+                return Ok(id);
+            }
+        }
+        let group = match attribute(job.group_attributes.as_ref(), "displayName") {
+            Some(name) => client.create_or_get_group(name, Some(&job.group_id)).await?,
+            None => client
+                .find_group_by_external_id(&job.group_id)
+                .await?
+                .ok_or_else(|| {
+                    ProvisionError::MissingAttributes(
+                        "group.displayName is needed to find or create the group in AWS".into(),
+                    )
+                })?,
+        };
+        let id = group.id.ok_or_else(|| {
+            ProvisionError::Scim(ScimError::Protocol {
+                method: "GET",
+                path: "Groups".into(),
+                reason: "a group without id".into(),
+            })
+        })?;
+        self.remember(job, ObjectKind::Group, &job.group_id, &id)
+            .await?;
+        Ok(id)
+    }
+
+    async fn user_id(
+        &self,
+        client: &ScimClient,
+        job: &ClaimedJob,
+        use_cache: bool,
+        create: bool,
+    ) -> Result<String, ProvisionError> {
+        if use_cache {
+            if let Some(id) = self.cached(job, ObjectKind::User, &job.principal_id).await? {
+                return Ok(id);
+            }
+        }
+        let source = job.user_attributes.as_ref().map(|attrs| SourceUser {
+            object_id: job.principal_id.clone(),
+            user_name: attribute(Some(attrs), "userName").map(str::to_owned),
+            given_name: attribute(Some(attrs), "givenName").map(str::to_owned),
+            family_name: attribute(Some(attrs), "familyName").map(str::to_owned),
+            display_name: attribute(Some(attrs), "displayName").map(str::to_owned),
+            emails: attribute(Some(attrs), "email")
+                .map(|e| vec![e.to_owned()])
+                .unwrap_or_default(),
+            ..SourceUser::default()
+        });
+        let user = match source {
+            Some(source) if create => {
+                let user = map_user(&source, client.character_policy()).map_err(ScimError::from)?;
+                client.create_user(&user).await?
+            }
+            Some(source) => match source.user_name.as_deref() {
+                Some(name) => client.find_user_by_user_name(name).await?,
+                None => client.find_user_by_external_id(&job.principal_id).await?,
+            }
+            .ok_or_else(|| ProvisionError::MissingAttributes("the user is not in AWS".into()))?,
+            None => client
+                .find_user_by_external_id(&job.principal_id)
+                .await?
+                .ok_or_else(|| {
+                    ProvisionError::MissingAttributes(
+                        "user.userName, user.givenName, user.familyName and user.displayName are needed to create the user in AWS".into(),
+                    )
+                })?,
+        };
+        let id = user.id.ok_or_else(|| {
+            ProvisionError::Scim(ScimError::Protocol {
+                method: "GET",
+                path: "Users".into(),
+                reason: "a user without id".into(),
+            })
+        })?;
+        self.remember(job, ObjectKind::User, &job.principal_id, &id)
+            .await?;
+        Ok(id)
+    }
+}
+
+fn attribute<'a>(attributes: Option<&'a Value>, name: &str) -> Option<&'a str> {
+    attributes?.get(name)?.as_str().filter(|s| !s.is_empty())
+}

@@ -1,0 +1,155 @@
+//! The immediate-lane job queue: claim with a lease, complete, retry later, or fail for good.
+//!
+//! A claim sets `state = 'running'` with a lease (`lease_owner`, `lease_expires_at`) and commits at
+//! once, so the slow SCIM call happens outside any transaction. A replica that crashes leaves its
+//! leases to expire; any replica then claims the job again. Completion and failure only apply while
+//! the caller still owns the lease, so a job taken over by another replica is never finished twice.
+
+use deadpool_postgres::GenericClient;
+use serde_json::Value;
+
+use super::StoreError;
+use crate::domain::Action;
+
+/// A claimed job with what provisioning needs from its event.
+#[derive(Debug, Clone)]
+pub struct ClaimedJob {
+    pub id: i64,
+    pub application: String,
+    pub action: Action,
+    pub attempts: i32,
+    pub event_id: String,
+    pub group_id: String,
+    pub principal_id: String,
+    pub user_attributes: Option<Value>,
+    pub group_attributes: Option<Value>,
+}
+
+/// Claims up to `limit` due immediate jobs (pending and due, or running with an expired lease).
+pub async fn claim_immediate(
+    client: &impl GenericClient,
+    owner: &str,
+    lease_secs: f64,
+    limit: i64,
+) -> Result<Vec<ClaimedJob>, StoreError> {
+    let rows = client
+        .query(
+            "WITH due AS (
+                 SELECT id FROM jobs
+                 WHERE lane = 'immediate'
+                   AND ((state = 'pending' AND next_attempt_at <= clock_timestamp())
+                        OR (state = 'running' AND lease_expires_at < clock_timestamp()))
+                 ORDER BY id
+                 LIMIT $3
+                 FOR UPDATE SKIP LOCKED
+             ), claimed AS (
+                 UPDATE jobs j
+                 SET state = 'running', lease_owner = $1,
+                     lease_expires_at = clock_timestamp() + make_interval(secs => $2),
+                     attempts = j.attempts + 1
+                 FROM due WHERE j.id = due.id
+                 RETURNING j.id, j.application, j.action, j.attempts, j.event_id
+             )
+             SELECT c.id, c.application, c.action, c.attempts, e.source_event_id, e.group_id,
+                    e.principal_id, e.user_attributes, e.group_attributes
+             FROM claimed c JOIN events e ON e.id = c.event_id
+             ORDER BY c.id",
+            &[&owner, &lease_secs, &limit],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ClaimedJob {
+            id: r.get(0),
+            application: r.get(1),
+            action: if r.get::<_, &str>(2) == "remove" {
+                Action::Remove
+            } else {
+                Action::Add
+            },
+            attempts: r.get(3),
+            event_id: r.get(4),
+            group_id: r.get(5),
+            principal_id: r.get(6),
+            user_attributes: r.get(7),
+            group_attributes: r.get(8),
+        })
+        .collect())
+}
+
+/// Marks a job done while `owner` holds its lease. Returns the seconds from the event's receipt to
+/// now (both by the database clock), or `None` when the lease was lost.
+pub async fn complete(
+    client: &impl GenericClient,
+    job_id: i64,
+    owner: &str,
+) -> Result<Option<f64>, StoreError> {
+    let row = client
+        .query_opt(
+            "UPDATE jobs j
+             SET state = 'done', completed_at = clock_timestamp(), last_error = NULL,
+                 lease_owner = NULL, lease_expires_at = NULL
+             FROM events e
+             WHERE j.id = $1 AND j.lease_owner = $2 AND j.state = 'running' AND e.id = j.event_id
+             RETURNING extract(epoch FROM (j.completed_at - e.received_at))::float8",
+            &[&job_id, &owner],
+        )
+        .await?;
+    Ok(row.map(|r| r.get(0)))
+}
+
+/// Puts a job back to pending, due after `delay_secs`, with the reason of the failed attempt.
+pub async fn retry_later(
+    client: &impl GenericClient,
+    job_id: i64,
+    owner: &str,
+    delay_secs: f64,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let updated = client
+        .execute(
+            "UPDATE jobs
+             SET state = 'pending', next_attempt_at = clock_timestamp() + make_interval(secs => $3),
+                 last_error = $4, lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            &[&job_id, &owner, &delay_secs, &reason],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Marks a job failed for good, with its reason; it stays visible for operators.
+pub async fn fail(
+    client: &impl GenericClient,
+    job_id: i64,
+    owner: &str,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let updated = client
+        .execute(
+            "UPDATE jobs
+             SET state = 'failed', completed_at = clock_timestamp(), last_error = $3,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            &[&job_id, &owner, &reason],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Extends the lease of a job still in hand (long retries must not lose it).
+pub async fn extend_lease(
+    client: &impl GenericClient,
+    job_id: i64,
+    owner: &str,
+    lease_secs: f64,
+) -> Result<bool, StoreError> {
+    let updated = client
+        .execute(
+            "UPDATE jobs SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            &[&job_id, &owner, &lease_secs],
+        )
+        .await?;
+    Ok(updated == 1)
+}
