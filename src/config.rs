@@ -272,7 +272,28 @@ pub enum CharacterPolicySetting {
     Strip,
 }
 
+impl From<CharacterPolicySetting> for crate::scim::mapping::CharacterPolicy {
+    fn from(setting: CharacterPolicySetting) -> Self {
+        match setting {
+            CharacterPolicySetting::Reject => Self::Reject,
+            CharacterPolicySetting::Strip => Self::Strip,
+        }
+    }
+}
+
 impl ApplicationSettings {
+    /// The SCIM client settings of this application.
+    pub fn scim_client_settings(&self) -> crate::scim::ScimClientSettings {
+        let mut settings = crate::scim::ScimClientSettings::new(
+            self.scim_url.clone(),
+            self.scim_token.clone().unwrap_or_default(),
+        );
+        settings.requests_per_second = self.requests_per_second;
+        settings.burst = self.requests_burst;
+        settings.character_policy = self.character_policy.into();
+        settings
+    }
+
     /// The admission window as a duration.
     pub fn activation_window(&self) -> Duration {
         Duration::from_secs_f64(self.activation_window_secs)
@@ -293,8 +314,14 @@ impl Settings {
             }
             figment = figment.merge(Toml::file(path));
         }
-        // `PIMBRIDGE_CONFIG` names the file itself; it is not a key.
-        figment = figment.merge(Env::prefixed(ENV_PREFIX).split("__").ignore(&["config"]));
+        // Every key lives in a section (`PIMBRIDGE_<SECTION>__<KEY>`), so variables without `__`
+        // (such as `PIMBRIDGE_CONFIG`, which names the file) are not keys. A misspelt section or
+        // key still fails, as in the file.
+        figment = figment.merge(
+            Env::prefixed(ENV_PREFIX)
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         Self::from_figment(figment)
     }
 

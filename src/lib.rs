@@ -1,12 +1,14 @@
 //! pimbridge: Microsoft Entra PIM-for-Groups activations to AWS IAM Identity Center, in milliseconds.
 //!
 //! Module map: `routes` (HTTP) → `auth` + `intake` (validate, authenticate, store with
-//! `admission`) → `store` (Postgres). `config` is validated once; `metrics` and `telemetry` observe.
+//! `admission`) → `store` (Postgres) → `dispatch` (immediate lane) → `scim` (AWS). `emulator` stands
+//! in for AWS. `config` is validated once; `metrics` and `telemetry` observe.
 #![forbid(unsafe_code)]
 
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod dispatch;
 pub mod domain;
 pub mod emulator;
 pub mod error;

@@ -115,3 +115,32 @@ impl Metrics {
         String::from_utf8(buffer).map_err(|e| prometheus::Error::Msg(e.to_string()))
     }
 }
+
+/// Feeds the SCIM client's per-request reports into the SCIM metrics of one application.
+pub struct ScimObserver {
+    metrics: Metrics,
+    application: String,
+}
+
+impl ScimObserver {
+    pub fn new(metrics: Metrics, application: impl Into<String>) -> Self {
+        Self {
+            metrics,
+            application: application.into(),
+        }
+    }
+}
+
+impl crate::scim::RequestObserver for ScimObserver {
+    fn observe(&self, method: &'static str, status: Option<u16>, elapsed: std::time::Duration) {
+        let status = status.map_or_else(|| "error".to_owned(), |s| s.to_string());
+        self.metrics
+            .scim_requests
+            .with_label_values(&[self.application.as_str(), method, status.as_str()])
+            .inc();
+        self.metrics
+            .scim_request_duration
+            .with_label_values(&[self.application.as_str(), method])
+            .observe(elapsed.as_secs_f64());
+    }
+}

@@ -13,11 +13,17 @@ use deadpool_postgres::Pool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use std::collections::BTreeMap;
+
 use crate::auth::Authenticator;
 use crate::config::Settings;
+use crate::dispatch::provision::Provisioner;
+use crate::dispatch::Dispatcher;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
+use crate::metrics::ScimObserver;
 use crate::routes;
+use crate::scim::{RequestObserver, ScimClient};
 use crate::state::AppState;
 use crate::store::{self, migrate};
 
@@ -59,15 +65,19 @@ impl Application {
         });
 
         let shutdown = CancellationToken::new();
-        let background = vec![(
+        let mut background = vec![(
             "bootstrap",
             tokio::spawn(bootstrap(
-                pool,
+                pool.clone(),
                 applications,
                 bootstrapped,
                 shutdown.clone(),
             )),
         )];
+        if settings.dispatch.enabled {
+            let dispatcher = build_dispatcher(&settings, pool, state.metrics.clone())?;
+            background.push(("dispatcher", tokio::spawn(dispatcher.run(shutdown.clone()))));
+        }
 
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         let app_state = state.clone();
@@ -135,6 +145,37 @@ impl Application {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// One SCIM client per application, each reporting to the SCIM metrics, behind the dispatcher.
+fn build_dispatcher(
+    settings: &Settings,
+    pool: Pool,
+    metrics: Metrics,
+) -> anyhow::Result<Dispatcher> {
+    let mut clients = BTreeMap::new();
+    for (name, app) in &settings.applications {
+        let observer: Arc<dyn RequestObserver> = Arc::new(ScimObserver::new(metrics.clone(), name));
+        let client = ScimClient::new(app.scim_client_settings(), Some(observer))
+            .with_context(|| format!("application `{name}`: cannot build the SCIM client"))?;
+        clients.insert(name.clone(), client);
+    }
+    Ok(Dispatcher {
+        provisioner: Arc::new(Provisioner::new(pool.clone(), clients)),
+        pool,
+        metrics,
+        settings: settings.dispatch.clone(),
+        database_url: settings.database.url.clone().unwrap_or_default(),
+        owner: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
+    })
+}
+
+/// This host's name, for lease owners that an operator can recognise.
+fn hostname() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "pimbridge".to_owned())
 }
 
 /// Applies migrations and registers applications, retrying until the database answers.

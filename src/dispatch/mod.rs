@@ -151,7 +151,9 @@ impl Dispatcher {
                         "membership change confirmed by AWS"
                     );
                 }
-                None => tracing::warn!("lease lost before completion; another replica owns the job"),
+                None => {
+                    tracing::warn!("lease lost before completion; another replica owns the job")
+                }
             },
             Err(e) if e.is_transient() && job.attempts < self.settings.max_attempts => {
                 let delay = job_backoff(job.attempts, e.retry_after());
@@ -173,7 +175,9 @@ impl Dispatcher {
 /// Exponential backoff for job attempts (1 s, 2 s, 4 s, … up to 5 min), never shorter than what
 /// AWS asked for.
 fn job_backoff(attempts: i32, retry_after: Option<Duration>) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1)).unwrap_or(0).min(16);
+    let exponent = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(16);
     let computed = FIRST_JOB_BACKOFF
         .saturating_mul(2u32.saturating_pow(exponent))
         .min(MAX_JOB_BACKOFF);

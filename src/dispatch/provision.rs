@@ -74,7 +74,8 @@ impl Provisioner {
                 tracing::info!(job.id = job.id, application = %job.application,
                     "cached AWS id is stale; resolving again");
                 let db = self.pool.get().await.map_err(StoreError::from)?;
-                scim_ids::forget(&db, &job.application, ObjectKind::User, &job.principal_id).await?;
+                scim_ids::forget(&db, &job.application, ObjectKind::User, &job.principal_id)
+                    .await?;
                 scim_ids::forget(&db, &job.application, ObjectKind::Group, &job.group_id).await?;
                 drop(db);
                 self.try_apply(client, job, false).await
@@ -142,7 +143,11 @@ impl Provisioner {
             }
         }
         let group = match attribute(job.group_attributes.as_ref(), "displayName") {
-            Some(name) => client.create_or_get_group(name, Some(&job.group_id)).await?,
+            Some(name) => {
+                client
+                    .create_or_get_group(name, Some(&job.group_id))
+                    .await?
+            }
             None => client
                 .find_group_by_external_id(&job.group_id)
                 .await?
@@ -172,7 +177,10 @@ impl Provisioner {
         create: bool,
     ) -> Result<String, ProvisionError> {
         if use_cache {
-            if let Some(id) = self.cached(job, ObjectKind::User, &job.principal_id).await? {
+            if let Some(id) = self
+                .cached(job, ObjectKind::User, &job.principal_id)
+                .await?
+            {
                 return Ok(id);
             }
         }

@@ -24,7 +24,12 @@ async fn emulator() -> RunningEmulator {
 
 /// Test settings with `alpha` → `a` and `beta` → `b`, the dispatcher on, and `extra` TOML lines
 /// appended to each application.
-fn dispatch_settings(database_url: &str, a: &RunningEmulator, b: &RunningEmulator, extra: &str) -> String {
+fn dispatch_settings(
+    database_url: &str,
+    a: &RunningEmulator,
+    b: &RunningEmulator,
+    extra: &str,
+) -> String {
     let toml = test_settings(database_url)
         .replace(
             "[dispatch]\n        enabled = false",
@@ -34,7 +39,10 @@ fn dispatch_settings(database_url: &str, a: &RunningEmulator, b: &RunningEmulato
         .replacen("http://127.0.0.1:9/scim/v2", &b.scim_base_url(), 1)
         .replace("\"alpha-token\"", &format!("\"{DEFAULT_TOKEN}\"\n        requests_per_second = 200\n        requests_burst = 50\n        {extra}"))
         .replace("\"beta-token\"", &format!("\"{DEFAULT_TOKEN}\"\n        requests_per_second = 200\n        requests_burst = 50\n        {extra}"));
-    assert!(toml.contains("enabled = true"), "the dispatcher is switched on");
+    assert!(
+        toml.contains("enabled = true"),
+        "the dispatcher is switched on"
+    );
     toml
 }
 
@@ -49,8 +57,17 @@ async fn spawn_with_emulators(extra: &str) -> Fixture {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let app = spawn_app_with(dispatch_settings(&database_url, &a, &b, extra), &database_url).await;
-    Fixture { app, a, b, database_url }
+    let app = spawn_app_with(
+        dispatch_settings(&database_url, &a, &b, extra),
+        &database_url,
+    )
+    .await;
+    Fixture {
+        app,
+        a,
+        b,
+        database_url,
+    }
 }
 
 fn members(emulator: &RunningEmulator) -> usize {
@@ -97,7 +114,13 @@ async fn wait_for_no_pending(app: &TestApp, limit: Duration) {
 fn activations(prefix: &str, group: &str, n: usize) -> Value {
     Value::Array(
         (0..n)
-            .map(|i| activation(&format!("{prefix}-{i}"), group, &format!("{prefix}-user-{i}")))
+            .map(|i| {
+                activation(
+                    &format!("{prefix}-{i}"),
+                    group,
+                    &format!("{prefix}-user-{i}"),
+                )
+            })
             .collect(),
     )
 }
@@ -108,18 +131,17 @@ async fn the_first_five_activations_per_application_reach_aws_at_once_and_the_re
     let f = spawn_with_emulators("").await;
 
     // Act: 12 activations for alpha and 3 for beta within one second.
+    let (batch_a, batch_b) = (activations("a", GROUP_A, 12), activations("b", GROUP_B, 3));
     let posted = Instant::now();
-    let (ra, rb) = tokio::join!(
-        f.app.post_events(&activations("a", GROUP_A, 12)),
-        f.app.post_events(&activations("b", GROUP_B, 3)),
-    );
+    let (ra, rb) = tokio::join!(f.app.post_events(&batch_a), f.app.post_events(&batch_b));
     assert_eq!(ra.status(), 202);
     assert_eq!(rb.status(), 202);
 
     // Assert: 5 and 3 memberships in AWS within one second of the posts.
-    let took = eventually(Duration::from_secs(1).saturating_sub(posted.elapsed()), || {
-        members(&f.a) == 5 && members(&f.b) == 3
-    })
+    let took = eventually(
+        Duration::from_secs(1).saturating_sub(posted.elapsed()),
+        || members(&f.a) == 5 && members(&f.b) == 3,
+    )
     .await;
     assert!(
         took.is_some(),
@@ -140,25 +162,51 @@ async fn the_first_five_activations_per_application_reach_aws_at_once_and_the_re
 
     let metrics = f.app.metrics().await;
     let count = |app: &str, lane: &str| {
-        metric_value(&metrics, "pimbridge_activations_total", &[("application", app), ("lane", lane)])
+        metric_value(
+            &metrics,
+            "pimbridge_activations_total",
+            &[("application", app), ("lane", lane)],
+        )
     };
-    assert_eq!((count("alpha", "immediate"), count("alpha", "deferred")), (5.0, 7.0));
-    assert_eq!((count("beta", "immediate"), count("beta", "deferred")), (3.0, 0.0));
+    assert_eq!(
+        (count("alpha", "immediate"), count("alpha", "deferred")),
+        (5.0, 7.0)
+    );
+    assert_eq!(
+        (count("beta", "immediate"), count("beta", "deferred")),
+        (3.0, 0.0)
+    );
     // One latency observation per confirmed activation.
     let observations = |app: &str| {
         metric_value(
             &metrics,
             "pimbridge_provisioning_latency_seconds_count",
-            &[("application", app), ("lane", "immediate"), ("action", "add")],
+            &[
+                ("application", app),
+                ("lane", "immediate"),
+                ("action", "add"),
+            ],
         )
     };
     assert_eq!((observations("alpha"), observations("beta")), (5.0, 3.0));
     assert_eq!(
-        metric_value(&metrics, "pimbridge_queue_depth", &[("application", "alpha"), ("lane", "deferred")]),
+        metric_value(
+            &metrics,
+            "pimbridge_queue_depth",
+            &[("application", "alpha"), ("lane", "deferred")]
+        ),
         7.0
     );
     assert!(
-        metric_value(&metrics, "pimbridge_scim_requests_total", &[("application", "alpha"), ("method", "PATCH"), ("status", "204")]) >= 5.0
+        metric_value(
+            &metrics,
+            "pimbridge_scim_requests_total",
+            &[
+                ("application", "alpha"),
+                ("method", "PATCH"),
+                ("status", "204")
+            ]
+        ) >= 5.0
     );
 }
 
@@ -179,22 +227,61 @@ async fn admitted_at(app: &TestApp, application: &str, id: &str, at: time::Offse
 #[tokio::test]
 async fn the_window_slides_the_sixth_at_nine_point_nine_seconds_waits_and_at_ten_goes() {
     let app = spawn_app().await;
-    let rule = AdmissionRule { limit: 5, window: Duration::from_secs(10) };
+    let rule = AdmissionRule {
+        limit: 5,
+        window: Duration::from_secs(10),
+    };
     let t0 = time::OffsetDateTime::now_utc();
     for i in 0..5 {
-        admitted_at(&app, "alpha", &format!("w-{i}"), t0 + time::Duration::milliseconds(i * 100)).await;
+        admitted_at(
+            &app,
+            "alpha",
+            &format!("w-{i}"),
+            t0 + time::Duration::milliseconds(i * 100),
+        )
+        .await;
     }
+    let pool = pimbridge::store::build_pool(&pimbridge::config::DatabaseSettings {
+        url: Some(app.database_url.as_str().into()),
+        url_file: None,
+        max_connections: 2,
+        connect_timeout_secs: 2,
+    })
+    .unwrap();
+    let db = pool.get().await.unwrap();
     let decide = |at: time::OffsetDateTime| {
-        let db = &app.db;
-        async move { admission::decide_at(db, "alpha", rule, at).await.unwrap().lane }
+        let db = &db;
+        async move {
+            admission::decide_at(db, "alpha", rule, at)
+                .await
+                .unwrap()
+                .lane
+        }
     };
 
-    assert_eq!(decide(t0 + time::Duration::milliseconds(9_900)).await, Lane::Deferred, "9.9 s after the first: five in the window");
-    assert_eq!(decide(t0 + time::Duration::seconds(10)).await, Lane::Immediate, "10.0 s after the first: it has left the window");
-    assert_eq!(decide(t0 + time::Duration::milliseconds(10_050)).await, Lane::Immediate);
-    assert_eq!(decide(t0 + time::Duration::milliseconds(9_999)).await, Lane::Deferred);
     assert_eq!(
-        admission::decide_at(&app.db, "beta", rule, t0).await.unwrap().lane,
+        decide(t0 + time::Duration::milliseconds(9_900)).await,
+        Lane::Deferred,
+        "9.9 s after the first: five in the window"
+    );
+    assert_eq!(
+        decide(t0 + time::Duration::seconds(10)).await,
+        Lane::Immediate,
+        "10.0 s after the first: it has left the window"
+    );
+    assert_eq!(
+        decide(t0 + time::Duration::milliseconds(10_050)).await,
+        Lane::Immediate
+    );
+    assert_eq!(
+        decide(t0 + time::Duration::milliseconds(9_999)).await,
+        Lane::Deferred
+    );
+    assert_eq!(
+        admission::decide_at(&db, "beta", rule, t0)
+            .await
+            .unwrap()
+            .lane,
         Lane::Immediate,
         "admission is per application"
     );
@@ -205,12 +292,16 @@ async fn with_a_short_window_the_lane_reopens_once_the_window_has_slid() {
     let f = spawn_with_emulators("activation_window_secs = 1.0").await;
     f.app.post_events(&activations("s", GROUP_A, 6)).await;
     assert_eq!(
-        f.app.count("SELECT count(*) FROM jobs WHERE lane = 'immediate'").await,
+        f.app
+            .count("SELECT count(*) FROM jobs WHERE lane = 'immediate'")
+            .await,
         5
     );
 
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    f.app.post_events(&activation("s-late", GROUP_A, "late-user")).await;
+    f.app
+        .post_events(&activation("s-late", GROUP_A, "late-user"))
+        .await;
 
     let lane: String = f
         .app
@@ -228,7 +319,11 @@ async fn with_a_short_window_the_lane_reopens_once_the_window_has_slid() {
 #[tokio::test]
 async fn two_replicas_on_one_database_admit_exactly_five_of_twenty_concurrent_activations() {
     let f = spawn_with_emulators("").await;
-    let second = spawn_app_with(dispatch_settings(&f.database_url, &f.a, &f.b, ""), &f.database_url).await;
+    let second = spawn_app_with(
+        dispatch_settings(&f.database_url, &f.a, &f.b, ""),
+        &f.database_url,
+    )
+    .await;
 
     let mut posts = Vec::new();
     for i in 0..20 {
@@ -239,8 +334,18 @@ async fn two_replicas_on_one_database_admit_exactly_five_of_twenty_concurrent_ac
     let statuses = futures_util::future::join_all(posts).await;
 
     assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
-    assert_eq!(f.app.count("SELECT count(*) FROM jobs WHERE lane = 'immediate'").await, 5);
-    assert_eq!(f.app.count("SELECT count(*) FROM jobs WHERE lane = 'deferred'").await, 15);
+    assert_eq!(
+        f.app
+            .count("SELECT count(*) FROM jobs WHERE lane = 'immediate'")
+            .await,
+        5
+    );
+    assert_eq!(
+        f.app
+            .count("SELECT count(*) FROM jobs WHERE lane = 'deferred'")
+            .await,
+        15
+    );
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     assert_eq!(members(&f.a), 5);
     assert_eq!(patches(&f.a), 5, "no job was sent by both replicas");
@@ -258,7 +363,13 @@ async fn a_redelivered_activation_takes_no_slot_and_sends_no_second_patch() {
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
 
     assert_eq!(redelivered.json::<Value>().await.unwrap()["duplicates"], 1);
-    assert_eq!(f.app.count("SELECT count(*) FROM jobs WHERE lane = 'immediate'").await, 5, "the redelivery took no slot");
+    assert_eq!(
+        f.app
+            .count("SELECT count(*) FROM jobs WHERE lane = 'immediate'")
+            .await,
+        5,
+        "the redelivery took no slot"
+    );
     assert_eq!(members(&f.a), 5);
     assert_eq!(patches(&f.a), 5, "one PATCH per distinct activation");
 }
@@ -266,11 +377,15 @@ async fn a_redelivered_activation_takes_no_slot_and_sends_no_second_patch() {
 #[tokio::test]
 async fn a_known_user_and_group_cost_exactly_one_patch() {
     let f = spawn_with_emulators("").await;
-    f.app.post_events(&activation("known-1", GROUP_A, "known-user")).await;
+    f.app
+        .post_events(&activation("known-1", GROUP_A, "known-user"))
+        .await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     f.a.clear_request_log();
 
-    f.app.post_events(&activation("known-2", GROUP_A, "known-user")).await;
+    f.app
+        .post_events(&activation("known-2", GROUP_A, "known-user"))
+        .await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
 
     let log = f.a.request_log();
@@ -284,10 +399,12 @@ async fn jobs_committed_before_a_crash_are_sent_once_after_restart() {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let accepting = dispatch_settings(&database_url, &a, &b, "")
-        .replace("enabled = true", "enabled = false");
+    let accepting =
+        dispatch_settings(&database_url, &a, &b, "").replace("enabled = true", "enabled = false");
     let mut intake_only = spawn_app_with(accepting, &database_url).await;
-    intake_only.post_events(&activation("crash-1", GROUP_A, "crash-user")).await;
+    intake_only
+        .post_events(&activation("crash-1", GROUP_A, "crash-user"))
+        .await;
     intake_only.stop().await;
     assert_eq!(members(&a), 0);
 
@@ -305,10 +422,12 @@ async fn a_job_claimed_by_a_replica_that_died_is_taken_over_and_applied_once() {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let accepting = dispatch_settings(&database_url, &a, &b, "")
-        .replace("enabled = true", "enabled = false");
+    let accepting =
+        dispatch_settings(&database_url, &a, &b, "").replace("enabled = true", "enabled = false");
     let mut intake_only = spawn_app_with(accepting, &database_url).await;
-    intake_only.post_events(&activation("dead-1", GROUP_A, "dead-user")).await;
+    intake_only
+        .post_events(&activation("dead-1", GROUP_A, "dead-user"))
+        .await;
     // A replica claims the job and dies before its SCIM call: the lease is left behind.
     intake_only
         .db
@@ -328,7 +447,11 @@ async fn a_job_claimed_by_a_replica_that_died_is_taken_over_and_applied_once() {
     wait_for_no_pending(&app, Duration::from_secs(6)).await;
     assert_eq!(members(&a), 1);
     assert_eq!(patches(&a), 1);
-    assert_eq!(app.count("SELECT count(*) FROM jobs WHERE state = 'done'").await, 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -337,14 +460,21 @@ async fn throttling_and_server_errors_are_retried_until_the_job_completes() {
     f.a.inject(Fault::throttle(2, 1));
     f.a.inject(Fault::error(500, 2));
 
-    f.app.post_events(&activation("flaky-1", GROUP_A, "flaky-user")).await;
+    f.app
+        .post_events(&activation("flaky-1", GROUP_A, "flaky-user"))
+        .await;
 
     wait_for_no_pending(&f.app, Duration::from_secs(20)).await;
     assert_eq!(members(&f.a), 1);
     let log = f.a.request_log();
     assert_eq!(log.iter().filter(|r| r.status == 429).count(), 2, "{log:?}");
     assert_eq!(log.iter().filter(|r| r.status == 500).count(), 2, "{log:?}");
-    assert_eq!(f.app.count("SELECT count(*) FROM jobs WHERE state = 'done'").await, 1);
+    assert_eq!(
+        f.app
+            .count("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .await,
+        1
+    );
 }
 
 #[tokio::test]
@@ -365,8 +495,14 @@ async fn a_request_aws_refuses_marks_the_job_failed_with_the_reason() {
         .unwrap();
     let (state, reason): (String, String) = (row.get(0), row.get(1));
     assert_eq!(state, "failed");
-    assert!(reason.contains("400") || reason.to_lowercase().contains("bad request"), "{reason}");
-    assert!(reason.contains("AWSAdministrators") || reason.contains("reserved"), "the emulator's detail is kept: {reason}");
+    assert!(
+        reason.contains("400") || reason.to_lowercase().contains("bad request"),
+        "{reason}"
+    );
+    assert!(
+        reason.contains("AWSAdministrators") || reason.contains("reserved"),
+        "the emulator's detail is kept: {reason}"
+    );
     assert_eq!(members(&f.a), 0);
 }
 

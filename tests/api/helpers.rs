@@ -56,6 +56,7 @@ pub fn test_settings(database_url: &str) -> String {
 
 pub struct TestApp {
     pub address: String,
+    pub database_url: String,
     pub db: tokio_postgres::Client,
     pub http: reqwest::Client,
     settings_toml: String,
@@ -80,6 +81,7 @@ pub async fn spawn_app_with(settings_toml: String, database_url: &str) -> TestAp
     tokio::spawn(connection);
     let mut app = TestApp {
         address: String::new(),
+        database_url: database_url.to_owned(),
         db,
         http: reqwest::Client::new(),
         settings_toml,

@@ -5,6 +5,7 @@
 
 mod auth;
 mod config_cli;
+mod dispatch;
 mod health;
 mod helpers;
 mod intake;
