@@ -1,6 +1,7 @@
 //! Fast-path benchmark: activations over HTTP → intake → dispatcher → AWS SCIM emulator.
 //!
 //! Run: `cargo bench --bench fast_path` (add `-- --rate 25 --seconds 20` to change the load).
+//! Under `cargo test` it makes a short smoke run instead.
 //! Needs Postgres: uses `PIMBRIDGE_TEST_DATABASE_URL` when set, else starts one like the tests do.
 //! Prints receipt → AWS-confirmed latency percentiles (from the database clock: event receipt to
 //! the job's completion right after the emulator's 204) for two cases — users whose AWS ids are
@@ -32,9 +33,12 @@ struct Args {
 }
 
 fn args() -> Args {
+    // `cargo bench` passes `--bench`; `cargo test --all-targets` does not, and then a short smoke
+    // run checks that the benchmark still works without taking the test suite's time.
+    let benchmarking = std::env::args().any(|a| a == "--bench");
     let mut args = Args {
         rate: 25.0,
-        seconds: 20.0,
+        seconds: if benchmarking { 20.0 } else { 0.4 },
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
