@@ -2,7 +2,7 @@
 //!
 //! Run: `cargo bench --bench fast_path` (add `-- --rate 25 --seconds 20` to change the load).
 //! Under `cargo test` it makes a short smoke run instead.
-//! Needs Postgres: uses `PIMBRIDGE_TEST_DATABASE_URL` when set, else starts one like the tests do.
+//! Starts its own Postgres from the system's binaries (as the tests do), with fsync on.
 //! Prints receipt → AWS-confirmed latency percentiles (from the database clock: event receipt to
 //! the job's completion right after the emulator's 204) for two cases — users whose AWS ids are
 //! already cached (one PATCH) and users seen for the first time (create user + PATCH) — plus
@@ -157,10 +157,41 @@ async fn latencies(db: &tokio_postgres::Client, prefix: &str) -> Vec<f64> {
     .collect()
 }
 
+/// Receipt to the admission decision inside the intake transaction, per event.
+async fn admission_ms(db: &tokio_postgres::Client) -> Vec<f64> {
+    db.query(
+        "SELECT extract(epoch FROM (j.admitted_at - e.received_at))::float8 * 1000
+         FROM jobs j JOIN events e ON e.id = j.event_id",
+        &[],
+    )
+    .await
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// Sum and count of the SCIM request duration histogram for one method.
+fn scim_duration(metrics: &str, method: &str) -> (f64, f64) {
+    let read = |suffix: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with(&format!(
+                    "pimbridge_scim_request_duration_seconds_{suffix}{{"
+                )) && l.contains(&format!("method=\"{method}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (read("sum"), read("count"))
+}
+
 #[tokio::main]
 async fn main() {
     let args = args();
-    let server = postgres::PgServer::shared();
+    // A server of its own with fsync on: every accepted event is flushed before its 202.
+    let server = postgres::PgServer::private_durable();
     let database_url = server.fresh_database().await;
     let emulator = RunningEmulator::start_with_workers(
         EmulatorSettings::default(),
@@ -231,13 +262,6 @@ async fn main() {
     emulator.clear_request_log();
     let (intake_known, rate_known) = drive(&http, &url, "known", &new_users, args.rate).await;
     wait_done(&db, 2 * n as i64).await;
-    let patch_ms: Vec<f64> = emulator
-        .request_log()
-        .iter()
-        .filter(|r| r.method == "PATCH")
-        .map(|r| r.duration_ms as f64)
-        .collect();
-
     summary(
         "receipt → AWS confirmed, new users",
         latencies(&db, "new").await,
@@ -248,7 +272,28 @@ async fn main() {
     );
     summary("sender POST → 202 (intake), new users", intake_new);
     summary("sender POST → 202 (intake), known users", intake_known);
-    summary("emulator PATCH handling (whole ms)", patch_ms);
+    summary(
+        "receipt → admission (in the intake tx)",
+        admission_ms(&db).await,
+    );
+    let metrics = http
+        .get(url.replace("/v1/events", "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for method in ["PATCH", "POST", "GET"] {
+        let (sum, count) = scim_duration(&metrics, method);
+        if count > 0.0 {
+            println!(
+                "{:<44} n={count:<5} mean={:>6.2} ms (client side)",
+                format!("SCIM {method} round trip"),
+                sum / count * 1000.0
+            );
+        }
+    }
     println!("\nachieved rates: {rate_new:.1} /s (new), {rate_known:.1} /s (known)");
 
     shutdown.cancel();

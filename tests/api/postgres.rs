@@ -17,6 +17,8 @@ pub struct PgServer {
 }
 
 struct Cluster {
+    /// Flush to disk on commit, as production does (benchmarks); tests skip it for speed.
+    durable: bool,
     bin: PathBuf,
     data: PathBuf,
     socket_dir: PathBuf,
@@ -94,6 +96,7 @@ pub fn free_port() -> u16 {
 impl Cluster {
     fn at(root: &Path, port: u16) -> Self {
         Self {
+            durable: false,
             bin: postgres_bin(),
             data: root.join("data"),
             socket_dir: root.to_path_buf(),
@@ -138,8 +141,13 @@ impl Cluster {
     }
 
     pub fn start(&self) {
+        let speed = if self.durable {
+            ""
+        } else {
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=400 {speed}",
             self.port,
             self.socket_dir.display()
         );
@@ -227,8 +235,19 @@ impl PgServer {
 
     /// A server of the test's own, which it may stop and start.
     pub fn private() -> PgServer {
+        Self::private_with(false)
+    }
+
+    /// A private server that flushes every commit to disk, as production does (the benchmark's).
+    #[allow(dead_code)]
+    pub fn private_durable() -> PgServer {
+        Self::private_with(true)
+    }
+
+    fn private_with(durable: bool) -> PgServer {
         let root = std::env::temp_dir().join(format!("pimbridge-pg-{}", uuid::Uuid::new_v4()));
-        let cluster = Cluster::at(&root, free_port());
+        let mut cluster = Cluster::at(&root, free_port());
+        cluster.durable = durable;
         cluster.init();
         cluster.start();
         PgServer {
