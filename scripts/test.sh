@@ -24,3 +24,8 @@ echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
 cargo test --locked --all-targets
+
+if [ -z "${PIMBRIDGE_SKIP_SMOKE:-}" ]; then
+  echo "==> README smoke test (scripts/run-local.sh + the printed curl)"
+  bash scripts/smoke-readme.sh
+fi

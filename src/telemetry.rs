@@ -7,8 +7,9 @@ use crate::config::{LogFormat, LogSettings};
 
 /// Installs the global subscriber; later calls (as in tests) are ignored.
 pub fn init(settings: &LogSettings) {
+    // tokio_postgres logs server NOTICEs at info; they are noise for operators.
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&settings.level))
+        .or_else(|_| EnvFilter::try_new(format!("{},tokio_postgres=warn", settings.level)))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -360,3 +360,34 @@ async fn a_bearer_token_is_refused_when_jwt_is_not_configured() {
         (401, "bearer_not_accepted".into())
     );
 }
+
+#[tokio::test]
+async fn keys_can_come_from_a_jwks_file_instead_of_a_url() {
+    let rsa = rsa_key();
+    let dir = std::env::temp_dir().join(format!("pimbridge-jwks-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("jwks.json");
+    let set = JwkSet {
+        keys: vec![jwk(&rsa, Algorithm::RS256, "file-key")],
+    };
+    std::fs::write(&file, serde_json::to_string(&set).unwrap()).unwrap();
+    let url = PgServer::shared().fresh_database().await;
+    let settings = test_settings(&url).replace(
+        "[log]",
+        &format!(
+            "[intake.jwt]\nissuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"{}\"\n[log]",
+            file.display()
+        ),
+    );
+    let app = spawn_app_with(settings, &url).await;
+
+    let good = token(Algorithm::RS256, "file-key", &rsa, &claims());
+    let unknown = token(Algorithm::RS256, "not-in-file", &rsa, &claims());
+
+    assert_eq!(post_with_token(&app, &good, "f-1").await.status(), 202);
+    assert_eq!(
+        error_code(post_with_token(&app, &unknown, "f-2").await).await,
+        (401, "unknown_key".into())
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}

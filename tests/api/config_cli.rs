@@ -146,3 +146,50 @@ fn environment_variables_override_file_keys() {
     assert!(ok, "{output}");
     assert!(output.contains("127.0.0.1:9999"), "{output}");
 }
+
+#[tokio::test]
+async fn the_migrate_subcommand_applies_every_migration_once() {
+    let url = crate::postgres::PgServer::shared().fresh_database().await;
+    let toml = GOOD.replace("postgres://postgres@127.0.0.1:5432/pimbridge", &url);
+    let dir = std::env::temp_dir().join(format!("pimbridge-mig-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(&path, toml).unwrap();
+    let migrate = || {
+        Command::new(env!("CARGO_BIN_EXE_pimbridge"))
+            .arg("--config")
+            .arg(&path)
+            .arg("migrate")
+            .output()
+            .unwrap()
+    };
+
+    let first = migrate();
+    let second = migrate();
+
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stdout).contains("migrations applied: 2"));
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stdout).contains("migrations applied: 0"));
+    let (db, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let applied: i64 = db
+        .query_one("SELECT count(*) FROM schema_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(applied, 2);
+    let registered: i64 = db
+        .query_one("SELECT count(*) FROM applications WHERE name = 'prod'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(registered, 1, "configured applications are registered");
+    std::fs::remove_dir_all(dir).unwrap();
+}

@@ -524,3 +524,45 @@ async fn an_activation_without_user_attributes_fails_with_a_missing_attributes_r
         .get(0);
     assert!(reason.contains("missing attributes"), "{reason}");
 }
+
+#[tokio::test]
+async fn a_cached_id_that_aws_no_longer_knows_is_resolved_again() {
+    let f = spawn_with_emulators("").await;
+    f.app
+        .post_events(&activation("stale-1", GROUP_A, "stale-user"))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    let first_id = f.a.group_members_by_name(AWS_GROUP).unwrap()[0].clone();
+    // Someone deletes the user in AWS; pimbridge still has its id cached.
+    let deleted = reqwest::Client::new()
+        .delete(format!("{}/Users/{first_id}", f.a.scim_base_url()))
+        .bearer_auth(DEFAULT_TOKEN)
+        .header("user-agent", "test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+
+    f.app
+        .post_events(&activation("stale-2", GROUP_A, "stale-user"))
+        .await;
+
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    assert_eq!(
+        f.app
+            .count("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .await,
+        2
+    );
+    let members = f.a.group_members_by_name(AWS_GROUP).unwrap();
+    assert_eq!(members.len(), 1);
+    assert_ne!(members[0], first_id, "the user was created again");
+    let cached: String = f
+        .app
+        .db
+        .query_one("SELECT aws_id FROM scim_ids WHERE kind = 'user'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(cached, members[0], "the cache holds the new id");
+}

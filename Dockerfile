@@ -1,0 +1,32 @@
+# syntax=docker/dockerfile:1
+# pimbridge: a small, non-root runtime image. Build: docker build -t pimbridge .
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Dependencies first, so that source edits rebuild only the crate.
+COPY Cargo.toml Cargo.lock ./
+RUN mkdir -p src/bin benches \
+ && echo 'fn main() {}' > src/main.rs \
+ && echo 'fn main() {}' > src/bin/aws-scim-emulator.rs \
+ && echo 'fn main() {}' > benches/fast_path.rs \
+ && touch src/lib.rs \
+ && cargo build --release --locked --bins \
+ && rm -rf src benches
+COPY src src
+COPY sql sql
+COPY benches benches
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bins
+
+FROM debian:bookworm-slim AS runtime
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pimbridge
+COPY --from=build /src/target/release/pimbridge /usr/local/bin/pimbridge
+COPY --from=build /src/target/release/aws-scim-emulator /usr/local/bin/aws-scim-emulator
+COPY config/example.toml /etc/pimbridge/example.toml
+USER 10001:10001
+EXPOSE 8080
+ENV PIMBRIDGE_LOG__FORMAT=json
+HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/pimbridge", "healthcheck"]
+ENTRYPOINT ["/usr/local/bin/pimbridge"]
+CMD ["serve"]
