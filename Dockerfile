@@ -17,6 +17,8 @@ COPY benches benches
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bins
 
 FROM debian:bookworm-slim AS runtime
+# ca-certificates is left unpinned on purpose: it should follow the distribution's updates.
+# hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates \
  && rm -rf /var/lib/apt/lists/* \

@@ -23,9 +23,17 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
 echo "==> cargo test"
-cargo test --locked --all-targets
+RESULTS=$(mktemp)
+cargo test --locked --all-targets 2>&1 | tee "$RESULTS"
+read -r PASSED FAILED < <(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$RESULTS")
+rm -f "$RESULTS"
 
 if [ -z "${PIMBRIDGE_SKIP_SMOKE:-}" ]; then
   echo "==> README smoke test (scripts/run-local.sh + the printed curl)"
   bash scripts/smoke-readme.sh
 fi
+
+echo "==> deployment checks (Helm chart, Dockerfile)"
+bash scripts/check-deploy.sh
+
+echo "tests: $PASSED passed, $FAILED failed"

@@ -63,8 +63,10 @@ pub struct ServerSettings {
     /// Address and port to listen on.
     pub listen: String,
     /// Seconds in-flight requests get to finish after SIGTERM; keep below the pod's grace period.
+    #[serde(deserialize_with = "whole")]
     pub shutdown_timeout_secs: u64,
     /// HTTP worker threads; 0 means one per core.
+    #[serde(deserialize_with = "whole")]
     pub workers: usize,
 }
 
@@ -86,9 +88,11 @@ pub struct DatabaseSettings {
     pub url: Option<SecretString>,
     pub url_file: Option<PathBuf>,
     #[serde(default = "default_max_connections")]
+    #[serde(deserialize_with = "whole")]
     pub max_connections: usize,
     /// Seconds to wait for a connection before a request fails with 503.
     #[serde(default = "default_connect_timeout_secs")]
+    #[serde(deserialize_with = "whole")]
     pub connect_timeout_secs: u64,
 }
 
@@ -105,11 +109,13 @@ fn default_connect_timeout_secs() -> u64 {
 #[serde(deny_unknown_fields, default)]
 pub struct IntakeSettings {
     /// Largest request body accepted, in bytes.
+    #[serde(deserialize_with = "whole")]
     pub max_body_bytes: usize,
     /// Shared secret for the `X-Pimbridge-Signature` HMAC-SHA256 scheme.
     pub hmac_secret: Option<SecretString>,
     pub hmac_secret_file: Option<PathBuf>,
     /// How far a signature's timestamp may be from now, in seconds, against replays.
+    #[serde(deserialize_with = "whole")]
     pub signature_tolerance_secs: u64,
     /// Bearer JWT verification; absent means JWTs are not accepted.
     pub jwt: Option<JwtSettings>,
@@ -145,9 +151,11 @@ pub struct JwtSettings {
     pub jwks_file: Option<PathBuf>,
     /// Least seconds between two fetches of `jwks_url` triggered by unknown key ids.
     #[serde(default = "default_jwks_refetch_secs")]
+    #[serde(deserialize_with = "whole")]
     pub jwks_min_refetch_secs: u64,
     /// Clock skew allowed on `exp` and `nbf`, in seconds.
     #[serde(default = "default_leeway")]
+    #[serde(deserialize_with = "whole")]
     pub leeway_secs: u64,
 }
 
@@ -170,12 +178,16 @@ pub struct DispatchSettings {
     /// Run the dispatcher in this process (a replica may serve intake only).
     pub enabled: bool,
     /// Jobs handled at once by this replica.
+    #[serde(deserialize_with = "whole")]
     pub concurrency: usize,
     /// Seconds between queue polls when no notification arrives (the LISTEN/NOTIFY fallback).
+    #[serde(deserialize_with = "whole")]
     pub poll_interval_secs: u64,
     /// Seconds a claimed job stays leased before another replica may take it over.
+    #[serde(deserialize_with = "whole")]
     pub lease_secs: u64,
     /// Attempts before a job that keeps failing transiently is marked failed.
+    #[serde(deserialize_with = "whole")]
     pub max_attempts: i32,
 }
 
@@ -231,16 +243,19 @@ pub struct ApplicationSettings {
     pub groups: Vec<String>,
     /// Activations sent at once per window; the rest wait for the next sync cycle.
     #[serde(default = "default_activation_limit")]
+    #[serde(deserialize_with = "whole")]
     pub activation_limit: u32,
     /// The admission window in seconds (may be fractional).
     #[serde(default = "default_activation_window")]
     pub activation_window_secs: f64,
     /// Outbound SCIM requests per second (AWS publishes no limit; 5 is conservative).
     #[serde(default = "default_requests_per_second")]
+    #[serde(deserialize_with = "whole")]
     pub requests_per_second: u32,
     /// Outbound SCIM requests allowed at once before pacing starts (a burst of activations with
     /// known ids is one request each, so this should be at least `activation_limit`).
     #[serde(default = "default_requests_burst")]
+    #[serde(deserialize_with = "whole")]
     pub requests_burst: u32,
     /// What to do with characters AWS refuses in user attributes: `reject` or `strip`.
     #[serde(default)]
@@ -587,6 +602,35 @@ impl Settings {
     }
 }
 
+/// Reads a whole number that may arrive written as a float: Helm turns YAML integers into floats,
+/// so its `toToml` writes `activation_limit = 5.0`.
+fn whole<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    use serde::de::Error;
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Whole(u64),
+        Float(f64),
+    }
+    let n = match Number::deserialize(deserializer)
+        .map_err(|_| D::Error::custom("expected a whole number"))?
+    {
+        Number::Whole(n) => n,
+        Number::Float(f) if f.fract() == 0.0 && (0.0..=u32::MAX as f64).contains(&f) => f as u64,
+        Number::Float(f) => {
+            return Err(D::Error::custom(format!(
+                "expected a whole number, found {f}"
+            )))
+        }
+    };
+    T::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+}
+
 fn is_valid_application_name(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
@@ -676,6 +720,27 @@ mod tests {
             s.applications["prod"].activation_window(),
             Duration::from_secs(10)
         );
+    }
+
+    #[test]
+    fn whole_numbers_written_as_floats_are_accepted_and_fractions_refused() {
+        let helm_style = MINIMAL.replace(
+            "groups = [\"g2\"]",
+            "groups = [\"g2\"]\nactivation_limit = 7.0\nrequests_per_second = 3.0",
+        );
+        let s = Settings::from_toml_str(&helm_style).unwrap();
+        assert_eq!(s.applications["dev"].activation_limit, 7);
+        assert_eq!(s.applications["dev"].requests_per_second, 3);
+        let fraction = MINIMAL.replace(
+            "groups = [\"g2\"]",
+            "groups = [\"g2\"]\nactivation_limit = 7.5",
+        );
+        let error = Settings::from_toml_str(&fraction).unwrap_err().to_string();
+        assert!(
+            error.contains("applications.dev.activation_limit"),
+            "{error}"
+        );
+        assert!(error.contains("whole number"), "{error}");
     }
 
     #[test]
