@@ -260,6 +260,20 @@ pub struct ApplicationSettings {
     /// What to do with characters AWS refuses in user attributes: `reject` or `strip`.
     #[serde(default)]
     pub character_policy: CharacterPolicySetting,
+    /// Which Entra attribute becomes the AWS `userName`: `userPrincipalName` (the event's
+    /// `user.userName`, Entra's default) or `mail` (the event's `user.email`).
+    #[serde(default)]
+    pub user_name_attribute: UserNameAttribute,
+}
+
+/// The Entra attribute mapped to the AWS `userName`.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+pub enum UserNameAttribute {
+    #[default]
+    #[serde(rename = "userPrincipalName")]
+    UserPrincipalName,
+    #[serde(rename = "mail")]
+    Mail,
 }
 
 fn default_activation_limit() -> u32 {

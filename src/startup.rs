@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
-use crate::dispatch::provision::Provisioner;
+use crate::dispatch::provision::{Provisioner, Target};
 use crate::dispatch::Dispatcher;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
@@ -153,15 +153,19 @@ fn build_dispatcher(
     pool: Pool,
     metrics: Metrics,
 ) -> anyhow::Result<Dispatcher> {
-    let mut clients = BTreeMap::new();
+    let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
         let observer: Arc<dyn RequestObserver> = Arc::new(ScimObserver::new(metrics.clone(), name));
         let client = ScimClient::new(app.scim_client_settings(), Some(observer))
             .with_context(|| format!("application `{name}`: cannot build the SCIM client"))?;
-        clients.insert(name.clone(), client);
+        let target = Target {
+            client,
+            user_name_attribute: app.user_name_attribute,
+        };
+        targets.insert(name.clone(), target);
     }
     Ok(Dispatcher {
-        provisioner: Arc::new(Provisioner::new(pool.clone(), clients)),
+        provisioner: Arc::new(Provisioner::new(pool.clone(), targets)),
         pool,
         metrics,
         settings: settings.dispatch.clone(),

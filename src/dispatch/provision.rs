@@ -7,6 +7,7 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 use serde_json::Value;
 
+use crate::config::UserNameAttribute;
 use crate::domain::Action;
 use crate::scim::mapping::{map_user, SourceUser};
 use crate::scim::{ScimClient, ScimError};
@@ -50,25 +51,31 @@ impl ProvisionError {
     }
 }
 
+/// One application as the provisioner sees it: its SCIM client and its attribute mapping.
+pub struct Target {
+    pub client: ScimClient,
+    pub user_name_attribute: UserNameAttribute,
+}
+
 /// Applies membership changes through each application's SCIM client.
 pub struct Provisioner {
     pool: Pool,
-    clients: BTreeMap<String, ScimClient>,
+    targets: BTreeMap<String, Target>,
 }
 
 impl Provisioner {
-    pub fn new(pool: Pool, clients: BTreeMap<String, ScimClient>) -> Self {
-        Self { pool, clients }
+    pub fn new(pool: Pool, targets: BTreeMap<String, Target>) -> Self {
+        Self { pool, targets }
     }
 
     /// Makes AWS reflect `job`. Adding an existing member or removing an absent one succeeds, so
     /// a job repeated after a crash does no harm.
     pub async fn apply(&self, job: &ClaimedJob) -> Result<(), ProvisionError> {
-        let client = self
-            .clients
+        let target = self
+            .targets
             .get(&job.application)
             .ok_or_else(|| ProvisionError::UnknownApplication(job.application.clone()))?;
-        match self.try_apply(client, job, true).await {
+        match self.try_apply(target, job, true).await {
             // A cached id that AWS no longer knows: forget both ids and resolve them afresh.
             Err(ProvisionError::Scim(e)) if e.is_not_found() => {
                 tracing::info!(job.id = job.id, application = %job.application,
@@ -78,7 +85,7 @@ impl Provisioner {
                     .await?;
                 scim_ids::forget(&db, &job.application, ObjectKind::Group, &job.group_id).await?;
                 drop(db);
-                self.try_apply(client, job, false).await
+                self.try_apply(target, job, false).await
             }
             other => other,
         }
@@ -86,20 +93,21 @@ impl Provisioner {
 
     async fn try_apply(
         &self,
-        client: &ScimClient,
+        target: &Target,
         job: &ClaimedJob,
         use_cache: bool,
     ) -> Result<(), ProvisionError> {
+        let client = &target.client;
         match job.action {
             Action::Add => {
                 let group = self.group_id(client, job, use_cache).await?;
-                let user = self.user_id(client, job, use_cache, true).await?;
+                let user = self.user_id(target, job, use_cache, true).await?;
                 client.add_members(&group, &[user]).await?;
             }
             Action::Remove => {
                 let group = self.group_id(client, job, use_cache).await?;
                 // A user AWS has never seen is not a member: nothing to remove.
-                match self.user_id(client, job, use_cache, false).await {
+                match self.user_id(target, job, use_cache, false).await {
                     Ok(user) => client.remove_members(&group, &[user]).await?,
                     Err(ProvisionError::MissingAttributes(_)) => {}
                     Err(other) => return Err(other),
@@ -171,11 +179,12 @@ impl Provisioner {
 
     async fn user_id(
         &self,
-        client: &ScimClient,
+        target: &Target,
         job: &ClaimedJob,
         use_cache: bool,
         create: bool,
     ) -> Result<String, ProvisionError> {
+        let client = &target.client;
         if use_cache {
             if let Some(id) = self
                 .cached(job, ObjectKind::User, &job.principal_id)
@@ -184,9 +193,13 @@ impl Provisioner {
                 return Ok(id);
             }
         }
+        let user_name_from = match target.user_name_attribute {
+            UserNameAttribute::UserPrincipalName => "userName",
+            UserNameAttribute::Mail => "email",
+        };
         let source = job.user_attributes.as_ref().map(|attrs| SourceUser {
             object_id: job.principal_id.clone(),
-            user_name: attribute(Some(attrs), "userName").map(str::to_owned),
+            user_name: attribute(Some(attrs), user_name_from).map(str::to_owned),
             given_name: attribute(Some(attrs), "givenName").map(str::to_owned),
             family_name: attribute(Some(attrs), "familyName").map(str::to_owned),
             display_name: attribute(Some(attrs), "displayName").map(str::to_owned),

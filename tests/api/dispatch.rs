@@ -566,3 +566,22 @@ async fn a_cached_id_that_aws_no_longer_knows_is_resolved_again() {
         .get(0);
     assert_eq!(cached, members[0], "the cache holds the new id");
 }
+
+#[tokio::test]
+async fn an_application_can_map_mail_rather_than_the_user_principal_name_to_user_name() {
+    let f = spawn_with_emulators("user_name_attribute = \"mail\"").await;
+    let mut event = activation("mail-1", GROUP_A, "mail-user");
+    event["user"]["userName"] = json!("mail-user@contoso.onmicrosoft.com");
+    event["user"]["email"] = json!("mail.user@contoso.com");
+
+    f.app.post_events(&event).await;
+
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    let users = f.a.state().users;
+    assert_eq!(users.len(), 1);
+    assert_eq!(users[0]["userName"], "mail.user@contoso.com");
+    assert_eq!(
+        users[0]["externalId"], "mail-user",
+        "externalId is the Entra object id"
+    );
+}
