@@ -127,16 +127,24 @@ impl Provisioner {
         Ok(scim_ids::get(&db, &job.application, kind, entra_id).await?)
     }
 
+    /// Caches the AWS id of a resource AWS just returned, and returns it.
     async fn remember(
         &self,
         job: &ClaimedJob,
         kind: ObjectKind,
         entra_id: &str,
-        aws_id: &str,
-    ) -> Result<(), ProvisionError> {
+        aws_id: Option<String>,
+    ) -> Result<String, ProvisionError> {
+        let aws_id = aws_id.ok_or_else(|| {
+            ProvisionError::Scim(ScimError::Protocol {
+                method: "GET",
+                path: format!("{kind:?}s"),
+                reason: "AWS returned a resource without id".into(),
+            })
+        })?;
         let db = self.pool.get().await.map_err(StoreError::from)?;
-        scim_ids::put(&db, &job.application, kind, entra_id, aws_id).await?;
-        Ok(())
+        scim_ids::put(&db, &job.application, kind, entra_id, &aws_id).await?;
+        Ok(aws_id)
     }
 
     async fn group_id(
@@ -165,16 +173,8 @@ impl Provisioner {
                     )
                 })?,
         };
-        let id = group.id.ok_or_else(|| {
-            ProvisionError::Scim(ScimError::Protocol {
-                method: "GET",
-                path: "Groups".into(),
-                reason: "a group without id".into(),
-            })
-        })?;
-        self.remember(job, ObjectKind::Group, &job.group_id, &id)
-            .await?;
-        Ok(id)
+        self.remember(job, ObjectKind::Group, &job.group_id, group.id)
+            .await
     }
 
     async fn user_id(
@@ -227,16 +227,8 @@ impl Provisioner {
                     )
                 })?,
         };
-        let id = user.id.ok_or_else(|| {
-            ProvisionError::Scim(ScimError::Protocol {
-                method: "GET",
-                path: "Users".into(),
-                reason: "a user without id".into(),
-            })
-        })?;
-        self.remember(job, ObjectKind::User, &job.principal_id, &id)
-            .await?;
-        Ok(id)
+        self.remember(job, ObjectKind::User, &job.principal_id, user.id)
+            .await
     }
 }
 

@@ -393,18 +393,28 @@ async fn a_known_user_and_group_cost_exactly_one_patch() {
     assert_eq!(log[0].method, "PATCH");
 }
 
-#[tokio::test]
-async fn jobs_committed_before_a_crash_are_sent_once_after_restart() {
-    // Arrange: a replica without a dispatcher accepts the activation, then goes away.
+/// A replica without a dispatcher accepts activation `id` for alpha; returns it (still running),
+/// the two emulators and the database.
+async fn accepted_by_an_intake_only_replica(
+    id: &str,
+) -> (TestApp, RunningEmulator, RunningEmulator, String) {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let accepting =
+    let intake_only_settings =
         dispatch_settings(&database_url, &a, &b, "").replace("enabled = true", "enabled = false");
-    let mut intake_only = spawn_app_with(accepting, &database_url).await;
-    intake_only
-        .post_events(&activation("crash-1", GROUP_A, "crash-user"))
+    let app = spawn_app_with(intake_only_settings, &database_url).await;
+    let response = app
+        .post_events(&activation(id, GROUP_A, &format!("{id}-user")))
         .await;
+    assert_eq!(response.status(), 202);
+    (app, a, b, database_url)
+}
+
+#[tokio::test]
+async fn jobs_committed_before_a_crash_are_sent_once_after_restart() {
+    // Arrange: a replica without a dispatcher accepts the activation, then goes away.
+    let (mut intake_only, a, b, database_url) = accepted_by_an_intake_only_replica("crash-1").await;
     intake_only.stop().await;
     assert_eq!(members(&a), 0);
 
@@ -419,15 +429,7 @@ async fn jobs_committed_before_a_crash_are_sent_once_after_restart() {
 
 #[tokio::test]
 async fn a_job_claimed_by_a_replica_that_died_is_taken_over_and_applied_once() {
-    let a = emulator().await;
-    let b = emulator().await;
-    let database_url = PgServer::shared().fresh_database().await;
-    let accepting =
-        dispatch_settings(&database_url, &a, &b, "").replace("enabled = true", "enabled = false");
-    let mut intake_only = spawn_app_with(accepting, &database_url).await;
-    intake_only
-        .post_events(&activation("dead-1", GROUP_A, "dead-user"))
-        .await;
+    let (mut intake_only, a, b, database_url) = accepted_by_an_intake_only_replica("dead-1").await;
     // A replica claims the job and dies before its SCIM call: the lease is left behind.
     intake_only
         .db
