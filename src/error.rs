@@ -58,6 +58,19 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// What the caller is told: the whole story for client errors, nothing internal for ours.
+    fn public_message(&self) -> String {
+        match self {
+            Self::Store(e) if e.is_transient() => {
+                "the database is unavailable; try again shortly".to_owned()
+            }
+            Self::Store(_) => "internal error".to_owned(),
+            other => other.to_string(),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
@@ -76,23 +89,10 @@ impl ResponseError for ApiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        let message = if status.is_server_error() {
+        if status.is_server_error() {
             tracing::error!(error.code = self.code(), error.chain = %error_chain(self), "request failed");
-            match status {
-                StatusCode::SERVICE_UNAVAILABLE => {
-                    if let Self::Unauthorized(e) = self {
-                        e.to_string()
-                    } else if let Self::NotReady = self {
-                        self.to_string()
-                    } else {
-                        "the database is unavailable; try again shortly".to_string()
-                    }
-                }
-                _ => "internal error".to_string(),
-            }
-        } else {
-            self.to_string()
-        };
+        }
+        let message = self.public_message();
         let mut response = HttpResponse::build(status);
         match status {
             StatusCode::UNAUTHORIZED => {

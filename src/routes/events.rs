@@ -37,7 +37,8 @@ async fn post_events(
             .events_received
             .with_label_values(&["api", "unknown", "rejected"])
             .inc();
-        if !error.code().starts_with("database") && error.code() != "internal_error" {
+        // Server-side failures are logged with their chain where the response is built.
+        if !actix_web::ResponseError::status_code(error).is_server_error() {
             tracing::info!(error.code = error.code(), error.message = %error, "event request rejected");
         }
     }

@@ -587,3 +587,33 @@ async fn an_application_can_map_mail_rather_than_the_user_principal_name_to_user
         "externalId is the Entra object id"
     );
 }
+
+#[tokio::test]
+async fn a_job_whose_retries_run_out_is_failed_with_the_last_error() {
+    // One job attempt (the client still retries inside it), against an AWS that only fails.
+    let a = emulator().await;
+    let b = emulator().await;
+    let database_url = PgServer::shared().fresh_database().await;
+    let settings = dispatch_settings(&database_url, &a, &b, "")
+        .replace("max_attempts = 4", "max_attempts = 1");
+    let app = spawn_app_with(settings, &database_url).await;
+    a.inject(Fault::error(503, u64::MAX));
+
+    app.post_events(&activation("doomed-1", GROUP_A, "doomed-user"))
+        .await;
+
+    wait_for_no_pending(&app, Duration::from_secs(40)).await;
+    let row = app
+        .db
+        .query_one("SELECT state, last_error, attempts FROM jobs", &[])
+        .await
+        .unwrap();
+    let (state, reason, attempts): (String, String, i32) = (row.get(0), row.get(1), row.get(2));
+    assert_eq!(state, "failed");
+    assert_eq!(attempts, 1);
+    assert!(reason.contains("503"), "the last error is kept: {reason}");
+    assert!(
+        a.request_log().len() > 1,
+        "the client retried before giving up"
+    );
+}
