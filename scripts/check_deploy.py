@@ -46,6 +46,8 @@ VALUES = {
     },
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
+    "extraVolumes": [{"name": "rds-ca", "configMap": {"name": "rds-ca-bundle"}}],
+    "extraVolumeMounts": [{"name": "rds-ca", "mountPath": "/etc/pimbridge-ca", "readOnly": True}],
 }
 
 failures = []
@@ -105,6 +107,11 @@ secret = next(d for _, d in documents if d["kind"] == "Secret" and "hook" not in
 check(container["readinessProbe"]["httpGet"]["path"] == "/health/ready", "readiness probe on /health/ready")
 check(container["livenessProbe"]["httpGet"]["path"] == "/health/live", "liveness probe on /health/live")
 check(deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True, "pods run as non-root")
+check(
+    any(m["name"] == "rds-ca" for m in container["volumeMounts"])
+    and any(v["name"] == "rds-ca" for v in deployment["spec"]["template"]["spec"]["volumes"]),
+    "extra volumes (e.g. a CA bundle) are mounted",
+)
 with tempfile.TemporaryDirectory() as tmp:
     secrets_dir = os.path.join(tmp, "secrets")
     os.makedirs(secrets_dir)

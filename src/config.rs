@@ -94,6 +94,10 @@ pub struct DatabaseSettings {
     #[serde(default = "default_connect_timeout_secs")]
     #[serde(deserialize_with = "whole")]
     pub connect_timeout_secs: u64,
+    /// PEM file of CA certificates trusted for the database's TLS certificate, besides the
+    /// operating system's (e.g. the Amazon RDS bundle). TLS itself follows the URL's `sslmode`.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
 }
 
 fn default_max_connections() -> usize {
@@ -393,6 +397,14 @@ impl Settings {
                 ))
             }
             Some(_) => {}
+        }
+        if let Some(path) = &self.database.ca_file {
+            if !path.is_file() {
+                return Err(ConfigError::invalid(
+                    "database.ca_file",
+                    format!("{} is not a readable file", path.display()),
+                ));
+            }
         }
         if self.database.max_connections == 0 {
             return Err(ConfigError::invalid(
@@ -786,6 +798,7 @@ mod tests {
             ("app bad name", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"\n[applications.Prod-1]\nscim_url=\"https://x/s\"\nscim_token=\"t\"\ngroups=[\"g\"]", "applications.Prod-1"),
             ("both secret and file", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"\nhmac_secret_file=\"/etc/x\"", "intake.hmac_secret"),
             ("unreadable secret file", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret_file=\"/nonexistent/secret\"", "intake.hmac_secret_file"),
+            ("missing CA bundle", "[database]\nurl=\"postgres://a@b/c\"\nca_file=\"/nonexistent/ca.pem\"\n[intake]\nhmac_secret=\"0123456789abcdef\"", "database.ca_file"),
         ];
         for (case, toml, key) in cases {
             let message = error_for(toml);

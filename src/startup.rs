@@ -170,6 +170,7 @@ fn build_dispatcher(
         metrics,
         settings: settings.dispatch.clone(),
         database_url: settings.database.url.clone().unwrap_or_default(),
+        tls: store::tls::connector(settings.database.ca_file.as_deref())?,
         owner: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
     })
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::Notify;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
 use crate::secret::SecretString;
@@ -18,10 +19,15 @@ const RECONNECT_MIN: Duration = Duration::from_millis(500);
 const RECONNECT_MAX: Duration = Duration::from_secs(30);
 
 /// Wakes `wake` on every notification on the jobs channel until `shutdown`.
-pub async fn listen(database_url: SecretString, wake: Arc<Notify>, shutdown: CancellationToken) {
+pub async fn listen(
+    database_url: SecretString,
+    tls: MakeRustlsConnect,
+    wake: Arc<Notify>,
+    shutdown: CancellationToken,
+) {
     let mut delay = RECONNECT_MIN;
     loop {
-        match tokio_postgres::connect(database_url.expose(), NoTls).await {
+        match tokio_postgres::connect(database_url.expose(), tls.clone()).await {
             Ok((client, mut connection)) => {
                 let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<()>();
                 let notified = wake.clone();

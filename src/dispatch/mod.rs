@@ -36,6 +36,8 @@ pub struct Dispatcher {
     pub metrics: Metrics,
     pub settings: DispatchSettings,
     pub database_url: SecretString,
+    /// TLS for the LISTEN connection, as for the pool.
+    pub tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// Identifies this replica's leases.
     pub owner: String,
 }
@@ -46,6 +48,7 @@ impl Dispatcher {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listener::listen(
             self.database_url.clone(),
+            self.tls.clone(),
             wake.clone(),
             shutdown.clone(),
         ));

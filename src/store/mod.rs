@@ -7,13 +7,12 @@ pub mod events;
 pub mod jobs;
 pub mod migrate;
 pub mod scim_ids;
+pub mod tls;
 
 use std::time::Duration;
 
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
-
 use crate::config::DatabaseSettings;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +65,7 @@ pub fn build_pool(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
     config.application_name("pimbridge");
     let manager = Manager::from_config(
         config,
-        NoTls,
+        tls::connector(settings.ca_file.as_deref())?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

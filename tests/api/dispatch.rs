@@ -246,6 +246,7 @@ async fn the_window_slides_the_sixth_at_nine_point_nine_seconds_waits_and_at_ten
         url_file: None,
         max_connections: 2,
         connect_timeout_secs: 2,
+        ca_file: None,
     })
     .unwrap();
     let db = pool.get().await.unwrap();

@@ -72,6 +72,12 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts an app from a TOML configuration whose database is `database_url`.
 pub async fn spawn_app_with(settings_toml: String, database_url: &str) -> TestApp {
+    spawn_app_with_assertions_via(settings_toml, database_url).await
+}
+
+/// Starts an app from a TOML configuration; the test's own queries (`TestApp::db`) connect with
+/// `database_url`, without TLS.
+pub async fn spawn_app_with_assertions_via(settings_toml: String, database_url: &str) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         pimbridge::telemetry::init(&pimbridge::config::LogSettings::default());
     }

@@ -11,3 +11,4 @@ mod helpers;
 mod intake;
 mod postgres;
 mod shutdown;
+mod tls;

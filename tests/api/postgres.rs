@@ -11,14 +11,18 @@ use std::sync::OnceLock;
 
 /// A server the tests can create databases on.
 pub struct PgServer {
-    /// `postgres://postgres@127.0.0.1:PORT/postgres`
+    /// How the tests connect to create databases.
     pub admin_url: String,
+    /// `postgres://postgres@127.0.0.1:PORT`: the base of the URLs handed to apps.
+    base_url: String,
     cluster: Option<Cluster>,
 }
 
 struct Cluster {
     /// Flush to disk on commit, as production does (benchmarks); tests skip it for speed.
     durable: bool,
+    /// Extra server settings (e.g. TLS).
+    extra_options: String,
     bin: PathBuf,
     data: PathBuf,
     socket_dir: PathBuf,
@@ -97,6 +101,7 @@ impl Cluster {
     fn at(root: &Path, port: u16) -> Self {
         Self {
             durable: false,
+            extra_options: String::new(),
             bin: postgres_bin(),
             data: root.join("data"),
             socket_dir: root.to_path_buf(),
@@ -147,9 +152,10 @@ impl Cluster {
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         };
         let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=400 {speed}",
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c max_connections=400 {speed} {}",
             self.port,
-            self.socket_dir.display()
+            self.socket_dir.display(),
+            self.extra_options
         );
         let out = run_pg(
             &self.bin,
@@ -191,8 +197,8 @@ impl Cluster {
         assert!(out.status.success(), "pg_ctl stop failed");
     }
 
-    fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    fn base_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
     }
 }
 
@@ -202,8 +208,13 @@ impl PgServer {
         static SHARED: OnceLock<PgServer> = OnceLock::new();
         SHARED.get_or_init(|| {
             if let Ok(url) = std::env::var("PIMBRIDGE_TEST_DATABASE_URL") {
+                let base_url = url
+                    .rsplit_once('/')
+                    .map(|(base, _)| base.to_owned())
+                    .unwrap();
                 return PgServer {
                     admin_url: url,
+                    base_url,
                     cluster: None,
                 };
             }
@@ -227,7 +238,8 @@ impl PgServer {
             std::fs::write(&port_file, port.to_string()).unwrap();
             lock.unlock().unwrap();
             PgServer {
-                admin_url: cluster.url(),
+                admin_url: format!("{}/postgres", cluster.base_url()),
+                base_url: cluster.base_url(),
                 cluster: None,
             }
         })
@@ -244,6 +256,42 @@ impl PgServer {
         Self::private_with(true)
     }
 
+    /// A private server that accepts only TLS connections over TCP, with this certificate and key.
+    #[allow(dead_code)]
+    pub fn private_tls(cert_pem: &str, key_pem: &str) -> PgServer {
+        let root = std::env::temp_dir().join(format!("pimbridge-pg-{}", uuid::Uuid::new_v4()));
+        let mut cluster = Cluster::at(&root, free_port());
+        cluster.init();
+        let cert = root.join("server.crt");
+        let key = root.join("server.key");
+        std::fs::write(&cert, cert_pem).unwrap();
+        std::fs::write(&key, key_pem).unwrap();
+        let status = Command::new("chmod").arg("600").arg(&key).status().unwrap();
+        assert!(status.success());
+        // TCP clients must use TLS; the test's own admin connections use the Unix socket.
+        std::fs::write(
+            cluster.data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+        )
+        .unwrap();
+        chown_to_postgres(&root);
+        cluster.extra_options = format!(
+            "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+            cert.display(),
+            key.display()
+        );
+        cluster.start();
+        PgServer {
+            admin_url: format!(
+                "host={} port={} user=postgres dbname=postgres",
+                root.display(),
+                cluster.port
+            ),
+            base_url: format!("postgres://postgres@127.0.0.1:{}", cluster.port),
+            cluster: Some(cluster),
+        }
+    }
+
     fn private_with(durable: bool) -> PgServer {
         let root = std::env::temp_dir().join(format!("pimbridge-pg-{}", uuid::Uuid::new_v4()));
         let mut cluster = Cluster::at(&root, free_port());
@@ -251,7 +299,8 @@ impl PgServer {
         cluster.init();
         cluster.start();
         PgServer {
-            admin_url: cluster.url(),
+            admin_url: format!("{}/postgres", cluster.base_url()),
+            base_url: cluster.base_url(),
             cluster: Some(cluster),
         }
     }
@@ -283,12 +332,7 @@ impl PgServer {
             .batch_execute(&format!("CREATE DATABASE {name}"))
             .await
             .unwrap();
-        let base = self
-            .admin_url
-            .rsplit_once('/')
-            .map(|(base, _)| base)
-            .unwrap();
-        format!("{base}/{name}")
+        format!("{}/{name}", self.base_url)
     }
 }
 

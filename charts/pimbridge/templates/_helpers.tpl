@@ -69,6 +69,9 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: secrets
   secret:
     secretName: {{ include "pimbridge.secretName" . }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
 
 {{- define "pimbridge.volumeMounts" -}}
@@ -78,4 +81,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: secrets
   mountPath: /var/run/secrets/pimbridge
   readOnly: true
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
 {{- end }}
