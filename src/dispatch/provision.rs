@@ -98,16 +98,23 @@ impl Provisioner {
         use_cache: bool,
     ) -> Result<(), ProvisionError> {
         let client = &target.client;
+        // One query for both cached ids: on the hot path this is the only look-up before the PATCH.
+        let cached = if use_cache {
+            let db = self.pool.get().await.map_err(StoreError::from)?;
+            scim_ids::get_pair(&db, &job.application, &job.principal_id, &job.group_id).await?
+        } else {
+            scim_ids::CachedPair::default()
+        };
         match job.action {
             Action::Add => {
-                let group = self.group_id(client, job, use_cache).await?;
-                let user = self.user_id(target, job, use_cache, true).await?;
+                let group = self.group_id(client, job, cached.group).await?;
+                let user = self.user_id(target, job, cached.user, true).await?;
                 client.add_members(&group, &[user]).await?;
             }
             Action::Remove => {
-                let group = self.group_id(client, job, use_cache).await?;
+                let group = self.group_id(client, job, cached.group).await?;
                 // A user AWS has never seen is not a member: nothing to remove.
-                match self.user_id(target, job, use_cache, false).await {
+                match self.user_id(target, job, cached.user, false).await {
                     Ok(user) => client.remove_members(&group, &[user]).await?,
                     Err(ProvisionError::MissingAttributes(_)) => {}
                     Err(other) => return Err(other),
@@ -115,16 +122,6 @@ impl Provisioner {
             }
         }
         Ok(())
-    }
-
-    async fn cached(
-        &self,
-        job: &ClaimedJob,
-        kind: ObjectKind,
-        entra_id: &str,
-    ) -> Result<Option<String>, ProvisionError> {
-        let db = self.pool.get().await.map_err(StoreError::from)?;
-        Ok(scim_ids::get(&db, &job.application, kind, entra_id).await?)
     }
 
     /// Caches the AWS id of a resource AWS just returned, and returns it.
@@ -151,12 +148,10 @@ impl Provisioner {
         &self,
         client: &ScimClient,
         job: &ClaimedJob,
-        use_cache: bool,
+        cached: Option<String>,
     ) -> Result<String, ProvisionError> {
-        if use_cache {
-            if let Some(id) = self.cached(job, ObjectKind::Group, &job.group_id).await? {
-                return Ok(id);
-            }
+        if let Some(id) = cached {
+            return Ok(id);
         }
         let group = match attribute(job.group_attributes.as_ref(), "displayName") {
             Some(name) => {
@@ -181,17 +176,12 @@ impl Provisioner {
         &self,
         target: &Target,
         job: &ClaimedJob,
-        use_cache: bool,
+        cached: Option<String>,
         create: bool,
     ) -> Result<String, ProvisionError> {
         let client = &target.client;
-        if use_cache {
-            if let Some(id) = self
-                .cached(job, ObjectKind::User, &job.principal_id)
-                .await?
-            {
-                return Ok(id);
-            }
+        if let Some(id) = cached {
+            return Ok(id);
         }
         let user_name_from = match target.user_name_attribute {
             UserNameAttribute::UserPrincipalName => "userName",

@@ -167,9 +167,7 @@ pub(crate) fn user_filter(raw: Option<&str>) -> Result<UserFilter, ApiError> {
             }
         }
         _ => {
-            let b = clauses.remove(1);
-            let a = clauses.remove(0);
-            let (id, other) = if is(&a.attr, "id") { (a, b) } else { (b, a) };
+            let (id, other) = id_first(clauses);
             if is(&id.attr, "id") && is(&other.attr, "manager") {
                 Ok(UserFilter::IdAndManager {
                     id: id.value,
@@ -181,6 +179,18 @@ pub(crate) fn user_filter(raw: Option<&str>) -> Result<UserFilter, ApiError> {
                 ))
             }
         }
+    }
+}
+
+/// The two clauses of an `and` filter, the `id` clause first when there is one (AWS accepts
+/// either order).
+fn id_first(mut clauses: Vec<Clause>) -> (Clause, Clause) {
+    let b = clauses.remove(1);
+    let a = clauses.remove(0);
+    if is(&a.attr, "id") {
+        (a, b)
+    } else {
+        (b, a)
     }
 }
 
@@ -212,9 +222,7 @@ pub(crate) fn group_filter(
             }
         }
         _ => {
-            let b = clauses.remove(1);
-            let a = clauses.remove(0);
-            let (id, other) = if is(&a.attr, "id") { (a, b) } else { (b, a) };
+            let (id, other) = id_first(clauses);
             if is(&id.attr, "id") && is_members(&other.attr) {
                 Ok(GroupFilter::IdAndMembers {
                     id: id.value,

@@ -20,20 +20,37 @@ impl ObjectKind {
     }
 }
 
-/// The cached AWS id, if any.
-pub async fn get(
+/// The cached AWS ids of a job's user and group, where known.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CachedPair {
+    pub user: Option<String>,
+    pub group: Option<String>,
+}
+
+/// Reads the cached ids of one user and one group of an application in a single query.
+pub async fn get_pair(
     client: &impl GenericClient,
     application: &str,
-    kind: ObjectKind,
-    entra_id: &str,
-) -> Result<Option<String>, StoreError> {
-    let row = client
-        .query_opt(
-            "SELECT aws_id FROM scim_ids WHERE application = $1 AND kind = $2 AND entra_id = $3",
-            &[&application, &kind.as_str(), &entra_id],
+    user_entra_id: &str,
+    group_entra_id: &str,
+) -> Result<CachedPair, StoreError> {
+    let rows = client
+        .query(
+            "SELECT kind, aws_id FROM scim_ids
+             WHERE application = $1
+               AND ((kind = 'user' AND entra_id = $2) OR (kind = 'group' AND entra_id = $3))",
+            &[&application, &user_entra_id, &group_entra_id],
         )
         .await?;
-    Ok(row.map(|r| r.get(0)))
+    let mut pair = CachedPair::default();
+    for row in rows {
+        let aws_id: String = row.get(1);
+        match row.get::<_, &str>(0) {
+            "user" => pair.user = Some(aws_id),
+            _ => pair.group = Some(aws_id),
+        }
+    }
+    Ok(pair)
 }
 
 /// Records (or replaces) an AWS id.
