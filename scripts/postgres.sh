@@ -39,17 +39,29 @@ pg_dir() {
   printf '%s' "$wanted"
 }
 
-# start_cluster DIR PORT: initialises DIR once and starts the server on 127.0.0.1:PORT if it is not running.
+# start_cluster DIR PORT: initialises DIR once and starts the server on 127.0.0.1:PORT if it is not
+# running. Sets PG_STARTED=1 when this call started it. TCP only: a Unix socket inside a deep checkout
+# would exceed the 107-byte socket path limit and Postgres would refuse to start.
 start_cluster() {
   local dir=$1 port=$2
+  PG_STARTED=0
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres:postgres "$dir"
   if [ ! -f "$dir/data/PG_VERSION" ]; then
     pg_run initdb -D "$dir/data" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 -N >/dev/null
   fi
   if ! pg_run pg_ctl -D "$dir/data" status >/dev/null 2>&1; then
-    pg_run pg_ctl -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
-      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c max_connections=400 ${PG_EXTRA_OPTS:-}" start >/dev/null
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      echo "port $port on 127.0.0.1 is already taken by another process; stop it or set PIMBRIDGE_DATABASE__URL" >&2
+      return 1
+    fi
+    if ! pg_run pg_ctl -D "$dir/data" -l "$dir/postgres.log" -w -t 30 \
+      -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='' -c max_connections=400 ${PG_EXTRA_OPTS:-}" start >/dev/null; then
+      echo "Postgres did not start; the end of $dir/postgres.log:" >&2
+      tail -n 20 "$dir/postgres.log" >&2 || true
+      return 1
+    fi
+    PG_STARTED=1
   fi
   echo "==> Postgres on 127.0.0.1:$port (data in $dir/data)"
 }

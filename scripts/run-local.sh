@@ -23,8 +23,15 @@ if [ -z "${PIMBRIDGE_DATABASE__URL:-}" ] && [ -z "${PIMBRIDGE_DATABASE__URL_FILE
 fi
 
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
-trap cleanup EXIT INT TERM
+# Stops what this run started: the service, the emulator and, if this run started it, Postgres
+# (its data stays in the project directory for the next run).
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  if [ "${PG_STARTED:-0}" = 1 ]; then stop_cluster "$PG_DIR"; fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
 
 if [ "$CONFIG" = config/example.toml ]; then
   echo "==> starting the AWS SCIM emulator on 127.0.0.1:9080"
