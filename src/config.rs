@@ -50,6 +50,8 @@ pub struct Settings {
     #[serde(default)]
     pub dispatch: DispatchSettings,
     #[serde(default)]
+    pub sync: SyncSettings,
+    #[serde(default)]
     pub log: LogSettings,
     /// AWS IAM Identity Center targets, keyed by a short name used in metrics and logs.
     #[serde(default)]
@@ -207,6 +209,30 @@ impl Default for DispatchSettings {
     }
 }
 
+/// Sync cycles: the deferred lane, deactivations and expired activations (DESIGN.md §5).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyncSettings {
+    /// Run cycles from this process when it holds an application's cycle lock.
+    pub enabled: bool,
+    /// Milliseconds between this replica's checks for applications whose cycle is due.
+    #[serde(deserialize_with = "whole")]
+    pub check_interval_ms: u64,
+    /// Cycles in which a change may fail transiently before its jobs are marked failed.
+    #[serde(deserialize_with = "whole")]
+    pub max_attempts: i32,
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            check_interval_ms: 5000,
+            max_attempts: 10,
+        }
+    }
+}
+
 /// Log output.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -261,6 +287,10 @@ pub struct ApplicationSettings {
     #[serde(default = "default_requests_burst")]
     #[serde(deserialize_with = "whole")]
     pub requests_burst: u32,
+    /// Seconds between two incremental sync cycles (Entra's provisioning cycle is 40 minutes).
+    #[serde(default = "default_cycle_interval")]
+    #[serde(deserialize_with = "whole")]
+    pub cycle_interval_secs: u64,
     /// What to do with characters AWS refuses in user attributes: `reject` or `strip`.
     #[serde(default)]
     pub character_policy: CharacterPolicySetting,
@@ -286,6 +316,10 @@ fn default_activation_limit() -> u32 {
 
 fn default_activation_window() -> f64 {
     10.0
+}
+
+fn default_cycle_interval() -> u64 {
+    2400
 }
 
 fn default_requests_per_second() -> u32 {
@@ -415,6 +449,7 @@ impl Settings {
 
         self.validate_intake()?;
         self.validate_dispatch()?;
+        self.validate_sync()?;
         self.validate_applications()?;
         Ok(())
     }
@@ -535,6 +570,22 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_sync(&self) -> Result<(), ConfigError> {
+        if !(10..=3_600_000).contains(&self.sync.check_interval_ms) {
+            return Err(ConfigError::invalid(
+                "sync.check_interval_ms",
+                "must be between 10 and 3600000",
+            ));
+        }
+        if self.sync.max_attempts < 1 {
+            return Err(ConfigError::invalid(
+                "sync.max_attempts",
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate_applications(&mut self) -> Result<(), ConfigError> {
         let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (name, app) in &mut self.applications {
@@ -595,6 +646,12 @@ impl Settings {
                 return Err(ConfigError::invalid(
                     key("activation_window_secs"),
                     "must be more than 0 and at most 3600",
+                ));
+            }
+            if app.cycle_interval_secs == 0 {
+                return Err(ConfigError::invalid(
+                    key("cycle_interval_secs"),
+                    "must be at least 1",
                 ));
             }
             if app.requests_per_second == 0 {

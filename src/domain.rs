@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::Serialize;
+use serde_json::Value;
 
 /// What an event asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -53,6 +54,18 @@ impl Action {
             Self::Remove => "remove",
         }
     }
+}
+
+/// Whose membership in which group of which application, with what the event said about them.
+#[derive(Debug, Clone)]
+pub struct Subject {
+    pub application: String,
+    /// Entra user object id.
+    pub principal_id: String,
+    /// Entra group object id.
+    pub group_id: String,
+    pub user_attributes: Option<Value>,
+    pub group_attributes: Option<Value>,
 }
 
 /// Which path a job takes to AWS (DESIGN.md §1).

@@ -1,7 +1,8 @@
 //! pimbridge: Microsoft Entra PIM-for-Groups activations to AWS IAM Identity Center, in milliseconds.
 //!
 //! Module map: `routes` (HTTP) → `auth` + `intake` (validate, authenticate, store with
-//! `admission`) → `store` (Postgres) → `dispatch` (immediate lane) → `scim` (AWS). `emulator` stands
+//! `admission`) → `store` (Postgres) → `dispatch` (immediate lane) and `sync` (cycles: deferred lane,
+//! deactivations, expiry) → `scim` (AWS). `emulator` stands
 //! in for AWS. `config` is validated once; `metrics` and `telemetry` observe.
 #![forbid(unsafe_code)]
 
@@ -20,4 +21,5 @@ pub mod secret;
 pub mod startup;
 pub mod state;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

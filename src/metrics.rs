@@ -25,6 +25,10 @@ pub struct Metrics {
     pub scim_request_duration: HistogramVec,
     /// Jobs waiting per application and lane, refreshed at scrape time.
     pub queue_depth: IntGaugeVec,
+    /// Sync cycles run by this replica, by application and outcome.
+    pub cycles: IntCounterVec,
+    /// Sync cycle durations by application.
+    pub cycle_duration: HistogramVec,
 }
 
 /// Buckets for receipt → AWS latency: 1 ms to 2 h. The immediate lane lives in the first decade
@@ -32,6 +36,12 @@ pub struct Metrics {
 const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
     300.0, 600.0, 1200.0, 2400.0, 3600.0, 7200.0,
+];
+
+/// Buckets for one sync cycle: an idle cycle takes milliseconds; a large one, paced at a few
+/// requests per second, takes minutes; past 40 minutes it overruns the next cycle.
+const CYCLE_BUCKETS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0, 1200.0, 2400.0, 3600.0,
 ];
 
 /// Buckets for one SCIM request: loopback emulator calls take ~1 ms, AWS tens to hundreds of ms,
@@ -88,12 +98,29 @@ impl Metrics {
             ),
             &["application", "lane"],
         )?;
+        let cycles = IntCounterVec::new(
+            Opts::new(
+                "pimbridge_cycles_total",
+                "Sync cycles run, by application and outcome.",
+            ),
+            &["application", "outcome"],
+        )?;
+        let cycle_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pimbridge_cycle_duration_seconds",
+                "Duration of sync cycles, by application.",
+            )
+            .buckets(CYCLE_BUCKETS.to_vec()),
+            &["application"],
+        )?;
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(activations.clone()))?;
         registry.register(Box::new(provisioning_latency.clone()))?;
         registry.register(Box::new(scim_requests.clone()))?;
         registry.register(Box::new(scim_request_duration.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(cycles.clone()))?;
+        registry.register(Box::new(cycle_duration.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -105,6 +132,8 @@ impl Metrics {
             scim_requests,
             scim_request_duration,
             queue_depth,
+            cycles,
+            cycle_duration,
         })
     }
 

@@ -26,6 +26,7 @@ use crate::routes;
 use crate::scim::{RequestObserver, ScimClient};
 use crate::state::AppState;
 use crate::store::{self, migrate};
+use crate::sync::CycleRunner;
 
 /// First wait between bootstrap attempts while the database is unreachable.
 const BOOTSTRAP_RETRY_MIN: Duration = Duration::from_millis(250);
@@ -74,9 +75,37 @@ impl Application {
                 shutdown.clone(),
             )),
         )];
-        if settings.dispatch.enabled {
-            let dispatcher = build_dispatcher(&settings, pool, state.metrics.clone())?;
-            background.push(("dispatcher", tokio::spawn(dispatcher.run(shutdown.clone()))));
+        if settings.dispatch.enabled || settings.sync.enabled {
+            let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
+            let metrics = state.metrics.clone();
+            let provisioner = Arc::new(build_provisioner(&settings, pool.clone(), &metrics)?);
+            if settings.dispatch.enabled {
+                let dispatcher = Dispatcher {
+                    provisioner: provisioner.clone(),
+                    pool: pool.clone(),
+                    metrics: metrics.clone(),
+                    settings: settings.dispatch.clone(),
+                    database_url: settings.database.url.clone().unwrap_or_default(),
+                    tls: store::tls::connector(settings.database.ca_file.as_deref())?,
+                    owner: owner.clone(),
+                };
+                background.push(("dispatcher", tokio::spawn(dispatcher.run(shutdown.clone()))));
+            }
+            if settings.sync.enabled {
+                let runner = CycleRunner {
+                    pool,
+                    provisioner,
+                    metrics,
+                    settings: settings.sync.clone(),
+                    intervals: settings
+                        .applications
+                        .iter()
+                        .map(|(name, app)| (name.clone(), app.cycle_interval_secs as f64))
+                        .collect(),
+                    owner,
+                };
+                background.push(("sync", tokio::spawn(runner.run(shutdown.clone()))));
+            }
         }
 
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
@@ -147,12 +176,13 @@ impl Application {
     }
 }
 
-/// One SCIM client per application, each reporting to the SCIM metrics, behind the dispatcher.
-fn build_dispatcher(
+/// One SCIM client per application, each reporting to the SCIM metrics; shared by the dispatcher
+/// and the sync cycles so that both lanes draw on one outbound rate limit per application.
+fn build_provisioner(
     settings: &Settings,
     pool: Pool,
-    metrics: Metrics,
-) -> anyhow::Result<Dispatcher> {
+    metrics: &Metrics,
+) -> anyhow::Result<Provisioner> {
     let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
         let observer: Arc<dyn RequestObserver> = Arc::new(ScimObserver::new(metrics.clone(), name));
@@ -164,15 +194,7 @@ fn build_dispatcher(
         };
         targets.insert(name.clone(), target);
     }
-    Ok(Dispatcher {
-        provisioner: Arc::new(Provisioner::new(pool.clone(), targets)),
-        pool,
-        metrics,
-        settings: settings.dispatch.clone(),
-        database_url: settings.database.url.clone().unwrap_or_default(),
-        tls: store::tls::connector(settings.database.ca_file.as_deref())?,
-        owner: format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple()),
-    })
+    Ok(Provisioner::new(pool, targets))
 }
 
 /// This host's name, for lease owners that an operator can recognise.

@@ -11,7 +11,7 @@ pub mod listener;
 pub mod provision;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use tokio::sync::{Notify, Semaphore};
@@ -19,9 +19,12 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchSettings;
+use crate::domain::Action;
 use crate::metrics::Metrics;
 use crate::secret::SecretString;
 use crate::store::jobs::{self, ClaimedJob};
+use crate::store::provisioning_log::{self, Status};
+use crate::store::{memberships, StoreError};
 use provision::{ProvisionError, Provisioner};
 
 /// Longest wait between two attempts of a failing job.
@@ -96,7 +99,7 @@ impl Dispatcher {
         let _ = listener.await;
     }
 
-    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedJob>, crate::store::StoreError> {
+    async fn claim(&self, limit: usize) -> Result<Vec<ClaimedJob>, StoreError> {
         let db = self.pool.get().await?;
         jobs::claim_immediate(
             &db,
@@ -107,21 +110,26 @@ impl Dispatcher {
         .await
     }
 
-    #[tracing::instrument(name = "job", skip_all, fields(job.id = job.id, event.id = %job.event_id,
-        application = %job.application, action = job.action.as_str(), attempt = job.attempts))]
+    #[tracing::instrument(name = "job", skip_all, fields(job.id = job.id,
+        event.id = %job.source_event_id, application = %job.subject.application,
+        action = job.action.as_str(), attempt = job.attempts))]
     async fn handle(&self, job: ClaimedJob) {
-        let result = {
-            let apply = self.provisioner.apply(&job);
+        let outcome = if let Some(reason) = &job.superseded_by {
+            Outcome::Superseded(reason.clone())
+        } else {
+            let started = Instant::now();
+            let apply = self.provisioner.apply(job.action, &job.subject);
             tokio::pin!(apply);
             let renew_every = Duration::from_secs_f64(self.settings.lease_secs as f64 / 3.0);
-            loop {
+            let result = loop {
                 tokio::select! {
                     result = &mut apply => break result,
                     () = tokio::time::sleep(renew_every) => self.renew_lease(&job).await,
                 }
-            }
+            };
+            Outcome::Applied(result, started.elapsed())
         };
-        if let Err(e) = self.record(&job, result).await {
+        if let Err(e) = self.record(&job, outcome).await {
             // The lease runs out and another attempt follows; nothing is lost.
             tracing::warn!(error.message = %e, "cannot record the job's outcome; it will be retried");
         }
@@ -136,43 +144,83 @@ impl Dispatcher {
         }
     }
 
-    async fn record(
-        &self,
-        job: &ClaimedJob,
-        result: Result<(), ProvisionError>,
-    ) -> Result<(), crate::store::StoreError> {
-        let db = self.pool.get().await?;
-        match result {
-            Ok(()) => match jobs::complete(&db, job.id, &self.owner).await? {
-                Some(latency) => {
-                    self.metrics
-                        .provisioning_latency
-                        .with_label_values(&[&job.application, "immediate", job.action.as_str()])
-                        .observe(latency);
-                    tracing::info!(
-                        latency_ms = latency * 1000.0,
-                        "membership change confirmed by AWS"
-                    );
+    /// Records a job's outcome, the membership AWS now has and a provisioning-log entry in one
+    /// transaction; metrics follow the commit.
+    async fn record(&self, job: &ClaimedJob, outcome: Outcome) -> Result<(), StoreError> {
+        let mut db = self.pool.get().await?;
+        let tx = db.transaction().await?;
+        let owner = self.owner.as_str();
+        let (result, elapsed) = match outcome {
+            Outcome::Superseded(reason) => {
+                tracing::info!(reason = %reason, "not sent: superseded");
+                jobs::supersede(&tx, job.id, owner, &reason).await?;
+                return Ok(tx.commit().await?);
+            }
+            Outcome::Applied(result, elapsed) => (result, elapsed),
+        };
+        let mut entry = provisioning_log::Entry {
+            cycle_id: None,
+            job_id: Some(job.id),
+            action: job.action,
+            subject: &job.subject,
+            status: Status::Succeeded,
+            error_code: None,
+            reason: None,
+            elapsed_secs: elapsed.as_secs_f64(),
+        };
+        let mut latency = None;
+        let reason;
+        let code;
+        match &result {
+            Ok(()) => {
+                latency = jobs::complete(&tx, job.id, owner).await?;
+                if latency.is_none() {
+                    tracing::warn!("lease lost before completion; another replica owns the job");
+                    return Ok(());
                 }
-                None => {
-                    tracing::warn!("lease lost before completion; another replica owns the job")
-                }
-            },
-            Err(e) if e.is_transient() && job.attempts < self.settings.max_attempts => {
-                let delay = job_backoff(job.attempts, e.retry_after());
-                let reason = crate::error::error_chain(&e);
-                tracing::warn!(error.message = %reason, retry_in_s = delay.as_secs_f64(),
-                    "transient failure; will retry");
-                jobs::retry_later(&db, job.id, &self.owner, delay.as_secs_f64(), &reason).await?;
+                let present = job.action == Action::Add;
+                memberships::confirm(&tx, &job.subject.application, job.event_id, present).await?;
             }
             Err(e) => {
-                let reason = crate::error::error_chain(&e);
-                tracing::error!(error.message = %reason, "job failed");
-                jobs::fail(&db, job.id, &self.owner, &reason).await?;
+                reason = crate::error::error_chain(e);
+                code = e.code();
+                entry.error_code = Some(&code);
+                entry.reason = Some(&reason);
+                if e.is_transient() && job.attempts < self.settings.max_attempts {
+                    let delay = job_backoff(job.attempts, e.retry_after());
+                    tracing::warn!(error.message = %reason, retry_in_s = delay.as_secs_f64(),
+                        "transient failure; will retry");
+                    jobs::retry_later(&tx, job.id, owner, delay.as_secs_f64(), &reason).await?;
+                    entry.status = Status::Retrying;
+                } else {
+                    tracing::error!(error.message = %reason, "job failed");
+                    jobs::fail(&tx, job.id, owner, &reason).await?;
+                    entry.status = Status::Failed;
+                }
             }
+        }
+        provisioning_log::append(&tx, &entry).await?;
+        tx.commit().await?;
+        if let Some(latency) = latency {
+            self.metrics
+                .provisioning_latency
+                .with_label_values(&[&job.subject.application, "immediate", job.action.as_str()])
+                .observe(latency);
+            tracing::info!(
+                latency_ms = latency * 1000.0,
+                "membership change confirmed by AWS"
+            );
         }
         Ok(())
     }
+}
+
+/// What happened to a claimed job.
+enum Outcome {
+    /// Not sent: a newer event or the activation's end made it pointless.
+    Superseded(String),
+    /// Sent to AWS, with the result and how long it took.
+    Applied(Result<(), ProvisionError>, Duration),
 }
 
 /// Exponential backoff for job attempts (1 s, 2 s, 4 s, … up to 5 min), never shorter than what

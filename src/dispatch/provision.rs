@@ -9,9 +9,9 @@ use serde_json::Value;
 
 use crate::config::UserNameAttribute;
 use crate::domain::Action;
+pub use crate::domain::Subject;
 use crate::scim::mapping::{map_user, SourceUser};
 use crate::scim::{ScimClient, ScimError};
-use crate::store::jobs::ClaimedJob;
 use crate::store::scim_ids::{self, ObjectKind};
 use crate::store::StoreError;
 
@@ -42,6 +42,26 @@ impl ProvisionError {
         }
     }
 
+    /// A short code for the provisioning log: `scim_<status>`, `scim_transport`, `invalid_user`,
+    /// `missing_attributes`, `database` or `unknown_application`.
+    pub fn code(&self) -> String {
+        match self {
+            Self::Scim(e) => scim_code(e),
+            Self::MissingAttributes(_) => "missing_attributes".into(),
+            Self::Store(_) => "database".into(),
+            Self::UnknownApplication(_) => "unknown_application".into(),
+        }
+    }
+
+    /// True when AWS refused our credentials (401/403): the application needs an operator.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            Self::Scim(ScimError::RetryBudgetExhausted { last, .. }) => last.is_auth(),
+            Self::Scim(e) => e.is_auth(),
+            _ => false,
+        }
+    }
+
     /// How long AWS asked us to wait, if it did.
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -68,56 +88,111 @@ impl Provisioner {
         Self { pool, targets }
     }
 
-    /// Makes AWS reflect `job`. Adding an existing member or removing an absent one succeeds, so
-    /// a job repeated after a crash does no harm.
-    pub async fn apply(&self, job: &ClaimedJob) -> Result<(), ProvisionError> {
-        let target = self
-            .targets
-            .get(&job.application)
-            .ok_or_else(|| ProvisionError::UnknownApplication(job.application.clone()))?;
-        match self.try_apply(target, job, true).await {
+    /// The SCIM target of an application.
+    pub fn target(&self, application: &str) -> Result<&Target, ProvisionError> {
+        self.targets
+            .get(application)
+            .ok_or_else(|| ProvisionError::UnknownApplication(application.to_owned()))
+    }
+
+    /// Makes AWS reflect one change. Adding an existing member or removing an absent one
+    /// succeeds, so a change repeated after a crash does no harm.
+    pub async fn apply(&self, action: Action, subject: &Subject) -> Result<(), ProvisionError> {
+        let target = self.target(&subject.application)?;
+        match self.try_apply(target, action, subject, true).await {
             // A cached id that AWS no longer knows: forget both ids and resolve them afresh.
             Err(ProvisionError::Scim(e)) if e.is_not_found() => {
-                tracing::info!(job.id = job.id, application = %job.application,
-                    "cached AWS id is stale; resolving again");
-                let db = self.pool.get().await.map_err(StoreError::from)?;
-                scim_ids::forget(&db, &job.application, ObjectKind::User, &job.principal_id)
-                    .await?;
-                scim_ids::forget(&db, &job.application, ObjectKind::Group, &job.group_id).await?;
-                drop(db);
-                self.try_apply(target, job, false).await
+                tracing::info!("cached AWS id is stale; resolving again");
+                self.forget(subject).await?;
+                self.try_apply(target, action, subject, false).await
             }
             other => other,
         }
     }
 
+    /// Forgets the cached AWS ids of a subject's user and group (AWS answered 404 for one).
+    pub async fn forget(&self, subject: &Subject) -> Result<(), ProvisionError> {
+        let db = self.pool.get().await.map_err(StoreError::from)?;
+        let app = &subject.application;
+        scim_ids::forget(&db, app, ObjectKind::User, &subject.principal_id).await?;
+        scim_ids::forget(&db, app, ObjectKind::Group, &subject.group_id).await?;
+        Ok(())
+    }
+
+    /// The AWS id of the subject's group: cached, found, or (with `create`) created. `None` when
+    /// AWS does not have it and `create` is false.
+    pub async fn resolve_group(
+        &self,
+        subject: &Subject,
+        create: bool,
+    ) -> Result<Option<String>, ProvisionError> {
+        let target = self.target(&subject.application)?;
+        let cached = self.cached(subject).await?.group;
+        let found = self.group_id(&target.client, subject, cached, create).await;
+        if create {
+            found.map(Some)
+        } else {
+            absent_as_none(found)
+        }
+    }
+
+    /// The AWS id of the subject's user: cached, found, or (with `create`) created from the event's
+    /// attributes. `None` when AWS does not have the user and `create` is false.
+    pub async fn resolve_user(
+        &self,
+        subject: &Subject,
+        create: bool,
+    ) -> Result<Option<String>, ProvisionError> {
+        let target = self.target(&subject.application)?;
+        let cached = self.cached(subject).await?.user;
+        let found = self.user_id(target, subject, cached, create).await;
+        if create {
+            found.map(Some)
+        } else {
+            absent_as_none(found)
+        }
+    }
+
+    async fn cached(&self, subject: &Subject) -> Result<scim_ids::CachedPair, ProvisionError> {
+        let db = self.pool.get().await.map_err(StoreError::from)?;
+        Ok(scim_ids::get_pair(
+            &db,
+            &subject.application,
+            &subject.principal_id,
+            &subject.group_id,
+        )
+        .await?)
+    }
+
     async fn try_apply(
         &self,
         target: &Target,
-        job: &ClaimedJob,
+        action: Action,
+        subject: &Subject,
         use_cache: bool,
     ) -> Result<(), ProvisionError> {
         let client = &target.client;
         // One query for both cached ids: on the hot path this is the only look-up before the PATCH.
         let cached = if use_cache {
-            let db = self.pool.get().await.map_err(StoreError::from)?;
-            scim_ids::get_pair(&db, &job.application, &job.principal_id, &job.group_id).await?
+            self.cached(subject).await?
         } else {
             scim_ids::CachedPair::default()
         };
-        match job.action {
+        match action {
             Action::Add => {
-                let group = self.group_id(client, job, cached.group).await?;
-                let user = self.user_id(target, job, cached.user, true).await?;
+                let group = self.group_id(client, subject, cached.group, true).await?;
+                let user = self.user_id(target, subject, cached.user, true).await?;
                 client.add_members(&group, &[user]).await?;
             }
             Action::Remove => {
-                let group = self.group_id(client, job, cached.group).await?;
-                // A user AWS has never seen is not a member: nothing to remove.
-                match self.user_id(target, job, cached.user, false).await {
-                    Ok(user) => client.remove_members(&group, &[user]).await?,
-                    Err(ProvisionError::MissingAttributes(_)) => {}
-                    Err(other) => return Err(other),
+                // A user or group AWS has never seen has no membership to remove.
+                let group = self.group_id(client, subject, cached.group, false);
+                let Some(group) = absent_as_none(group.await)? else {
+                    return Ok(());
+                };
+                let user = self.user_id(target, subject, cached.user, false);
+                if let Some(user) = absent_as_none(user.await)? {
+                    client.remove_members(&group, &[user]).await?;
                 }
             }
         }
@@ -127,7 +202,7 @@ impl Provisioner {
     /// Caches the AWS id of a resource AWS just returned, and returns it.
     async fn remember(
         &self,
-        job: &ClaimedJob,
+        subject: &Subject,
         kind: ObjectKind,
         entra_id: &str,
         aws_id: Option<String>,
@@ -140,42 +215,44 @@ impl Provisioner {
             })
         })?;
         let db = self.pool.get().await.map_err(StoreError::from)?;
-        scim_ids::put(&db, &job.application, kind, entra_id, &aws_id).await?;
+        scim_ids::put(&db, &subject.application, kind, entra_id, &aws_id).await?;
         Ok(aws_id)
     }
 
     async fn group_id(
         &self,
         client: &ScimClient,
-        job: &ClaimedJob,
+        subject: &Subject,
         cached: Option<String>,
+        create: bool,
     ) -> Result<String, ProvisionError> {
         if let Some(id) = cached {
             return Ok(id);
         }
-        let group = match attribute(job.group_attributes.as_ref(), "displayName") {
-            Some(name) => {
+        let found = match attribute(subject.group_attributes.as_ref(), "displayName") {
+            Some(name) if create => Some(
                 client
-                    .create_or_get_group(name, Some(&job.group_id))
-                    .await?
-            }
-            None => client
-                .find_group_by_external_id(&job.group_id)
-                .await?
-                .ok_or_else(|| {
-                    ProvisionError::MissingAttributes(
-                        "group.displayName is needed to find or create the group in AWS".into(),
-                    )
-                })?,
+                    .create_or_get_group(name, Some(&subject.group_id))
+                    .await?,
+            ),
+            Some(name) => client.find_group_by_display_name(name).await?,
+            None => client.find_group_by_external_id(&subject.group_id).await?,
         };
-        self.remember(job, ObjectKind::Group, &job.group_id, group.id)
+        let group = found.ok_or_else(|| {
+            ProvisionError::MissingAttributes(if create {
+                "group.displayName is needed to find or create the group in AWS".into()
+            } else {
+                "the group is not in AWS".into()
+            })
+        })?;
+        self.remember(subject, ObjectKind::Group, &subject.group_id, group.id)
             .await
     }
 
     async fn user_id(
         &self,
         target: &Target,
-        job: &ClaimedJob,
+        subject: &Subject,
         cached: Option<String>,
         create: bool,
     ) -> Result<String, ProvisionError> {
@@ -187,8 +264,8 @@ impl Provisioner {
             UserNameAttribute::UserPrincipalName => "userName",
             UserNameAttribute::Mail => "email",
         };
-        let source = job.user_attributes.as_ref().map(|attrs| SourceUser {
-            object_id: job.principal_id.clone(),
+        let source = subject.user_attributes.as_ref().map(|attrs| SourceUser {
+            object_id: subject.principal_id.clone(),
             user_name: attribute(Some(attrs), user_name_from).map(str::to_owned),
             given_name: attribute(Some(attrs), "givenName").map(str::to_owned),
             family_name: attribute(Some(attrs), "familyName").map(str::to_owned),
@@ -205,11 +282,11 @@ impl Provisioner {
             }
             Some(source) => match source.user_name.as_deref() {
                 Some(name) => client.find_user_by_user_name(name).await?,
-                None => client.find_user_by_external_id(&job.principal_id).await?,
+                None => client.find_user_by_external_id(&subject.principal_id).await?,
             }
             .ok_or_else(|| ProvisionError::MissingAttributes("the user is not in AWS".into()))?,
             None => client
-                .find_user_by_external_id(&job.principal_id)
+                .find_user_by_external_id(&subject.principal_id)
                 .await?
                 .ok_or_else(|| {
                     ProvisionError::MissingAttributes(
@@ -217,8 +294,30 @@ impl Provisioner {
                     )
                 })?,
         };
-        self.remember(job, ObjectKind::User, &job.principal_id, user.id)
+        self.remember(subject, ObjectKind::User, &subject.principal_id, user.id)
             .await
+    }
+}
+
+fn scim_code(error: &ScimError) -> String {
+    match error {
+        ScimError::Validation(_) => "invalid_user".into(),
+        ScimError::RetryBudgetExhausted { last, .. } => scim_code(last),
+        ScimError::Timeout { .. } => "scim_timeout".into(),
+        other => other
+            .status()
+            .map_or_else(|| "scim_transport".into(), |s| format!("scim_{s}")),
+    }
+}
+
+/// Turns "AWS does not have it" into `None`; other errors stay errors.
+fn absent_as_none(
+    result: Result<String, ProvisionError>,
+) -> Result<Option<String>, ProvisionError> {
+    match result {
+        Ok(id) => Ok(Some(id)),
+        Err(ProvisionError::MissingAttributes(_)) => Ok(None),
+        Err(other) => Err(other),
     }
 }
 

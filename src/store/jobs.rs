@@ -5,24 +5,23 @@
 //! leases to expire; any replica then claims the job again. Completion and failure only apply while
 //! the caller still owns the lease, so a job taken over by another replica is never finished twice.
 
-use deadpool_postgres::GenericClient;
-use serde_json::Value;
-
 use super::StoreError;
-use crate::domain::Action;
+use crate::domain::{Action, Subject};
+use deadpool_postgres::GenericClient;
 
 /// A claimed job with what provisioning needs from its event.
 #[derive(Debug, Clone)]
 pub struct ClaimedJob {
     pub id: i64,
-    pub application: String,
     pub action: Action,
     pub attempts: i32,
-    pub event_id: String,
-    pub group_id: String,
-    pub principal_id: String,
-    pub user_attributes: Option<Value>,
-    pub group_attributes: Option<Value>,
+    /// The event's row id.
+    pub event_id: i64,
+    /// The sender's event id (for logs).
+    pub source_event_id: String,
+    pub subject: Subject,
+    /// Why the change is no longer wanted, when a newer event or the activation's end says so.
+    pub superseded_by: Option<String>,
 }
 
 /// Claims up to `limit` due immediate jobs (pending and due, or running with an expired lease).
@@ -50,8 +49,16 @@ pub async fn claim_immediate(
                  FROM due WHERE j.id = due.id
                  RETURNING j.id, j.application, j.action, j.attempts, j.event_id
              )
-             SELECT c.id, c.application, c.action, c.attempts, e.source_event_id, e.group_id,
-                    e.principal_id, e.user_attributes, e.group_attributes
+             SELECT c.id, c.application, c.action, c.attempts, e.id, e.source_event_id, e.group_id,
+                    e.principal_id, e.user_attributes, e.group_attributes,
+                    CASE
+                      WHEN e.ends_at <= clock_timestamp() THEN 'the activation has already ended'
+                      WHEN (SELECT l.kind FROM events l JOIN jobs lj
+                              ON lj.event_id = l.id AND lj.application = c.application
+                            WHERE l.principal_id = e.principal_id AND l.group_id = e.group_id
+                            ORDER BY l.occurred_at DESC, l.id DESC LIMIT 1) = 'deactivation'
+                        THEN 'a newer deactivation'
+                    END
              FROM claimed c JOIN events e ON e.id = c.event_id
              ORDER BY c.id",
             &[&owner, &lease_secs, &limit],
@@ -61,7 +68,6 @@ pub async fn claim_immediate(
         .iter()
         .map(|r| ClaimedJob {
             id: r.get(0),
-            application: r.get(1),
             action: if r.get::<_, &str>(2) == "remove" {
                 Action::Remove
             } else {
@@ -69,10 +75,15 @@ pub async fn claim_immediate(
             },
             attempts: r.get(3),
             event_id: r.get(4),
-            group_id: r.get(5),
-            principal_id: r.get(6),
-            user_attributes: r.get(7),
-            group_attributes: r.get(8),
+            source_event_id: r.get(5),
+            subject: Subject {
+                application: r.get(1),
+                group_id: r.get(6),
+                principal_id: r.get(7),
+                user_attributes: r.get(8),
+                group_attributes: r.get(9),
+            },
+            superseded_by: r.get(10),
         })
         .collect())
 }
@@ -132,6 +143,25 @@ pub async fn fail(
                  lease_owner = NULL, lease_expires_at = NULL
              WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
             &[&job_id, &owner, &reason],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// Ends a job that a newer event (or the activation's end) made pointless, without calling AWS.
+pub async fn supersede(
+    client: &impl GenericClient,
+    job_id: i64,
+    owner: &str,
+    note: &str,
+) -> Result<bool, StoreError> {
+    let updated = client
+        .execute(
+            "UPDATE jobs
+             SET state = 'superseded', completed_at = clock_timestamp(), note = $3,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            &[&job_id, &owner, &note],
         )
         .await?;
     Ok(updated == 1)

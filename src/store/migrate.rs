@@ -14,6 +14,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         include_str!("../../sql/0001_events_and_jobs.sql"),
     ),
     (2, "scim_ids", include_str!("../../sql/0002_scim_ids.sql")),
+    (
+        3,
+        "sync_cycles",
+        include_str!("../../sql/0003_sync_cycles.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).

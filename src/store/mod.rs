@@ -3,9 +3,12 @@
 //! Query functions take `&impl GenericClient`, so they run on a pooled connection or inside the
 //! caller's transaction; the use case owns the transaction.
 
+pub mod cycles;
 pub mod events;
 pub mod jobs;
+pub mod memberships;
 pub mod migrate;
+pub mod provisioning_log;
 pub mod scim_ids;
 pub mod tls;
 

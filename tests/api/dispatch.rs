@@ -4,126 +4,12 @@ use std::time::{Duration, Instant};
 
 use pimbridge::admission::{self, AdmissionRule};
 use pimbridge::domain::Lane;
-use pimbridge::emulator::{EmulatorSettings, Fault, RunningEmulator, DEFAULT_TOKEN};
+use pimbridge::emulator::{Fault, RunningEmulator, DEFAULT_TOKEN};
 use serde_json::{json, Value};
 
+use crate::fixture::*;
 use crate::helpers::*;
 use crate::postgres::PgServer;
-
-/// Name of the AWS group the test activations carry.
-const AWS_GROUP: &str = "AWS-Admins";
-
-async fn emulator() -> RunningEmulator {
-    RunningEmulator::start(
-        EmulatorSettings::default(),
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-    )
-    .await
-    .unwrap()
-}
-
-/// Test settings with `alpha` → `a` and `beta` → `b`, the dispatcher on, and `extra` TOML lines
-/// appended to each application.
-fn dispatch_settings(
-    database_url: &str,
-    a: &RunningEmulator,
-    b: &RunningEmulator,
-    extra: &str,
-) -> String {
-    let toml = test_settings(database_url)
-        .replace(
-            "[dispatch]\n        enabled = false",
-            "[dispatch]\n        enabled = true\n        poll_interval_secs = 1\n        lease_secs = 2\n        max_attempts = 4",
-        )
-        .replacen("http://127.0.0.1:9/scim/v2", &a.scim_base_url(), 1)
-        .replacen("http://127.0.0.1:9/scim/v2", &b.scim_base_url(), 1)
-        .replace("\"alpha-token\"", &format!("\"{DEFAULT_TOKEN}\"\n        requests_per_second = 200\n        requests_burst = 50\n        {extra}"))
-        .replace("\"beta-token\"", &format!("\"{DEFAULT_TOKEN}\"\n        requests_per_second = 200\n        requests_burst = 50\n        {extra}"));
-    assert!(
-        toml.contains("enabled = true"),
-        "the dispatcher is switched on"
-    );
-    toml
-}
-
-struct Fixture {
-    app: TestApp,
-    a: RunningEmulator,
-    b: RunningEmulator,
-    database_url: String,
-}
-
-async fn spawn_with_emulators(extra: &str) -> Fixture {
-    let a = emulator().await;
-    let b = emulator().await;
-    let database_url = PgServer::shared().fresh_database().await;
-    let app = spawn_app_with(
-        dispatch_settings(&database_url, &a, &b, extra),
-        &database_url,
-    )
-    .await;
-    Fixture {
-        app,
-        a,
-        b,
-        database_url,
-    }
-}
-
-fn members(emulator: &RunningEmulator) -> usize {
-    emulator
-        .group_members_by_name(AWS_GROUP)
-        .map_or(0, |m| m.len())
-}
-
-fn patches(emulator: &RunningEmulator) -> usize {
-    emulator
-        .request_log()
-        .iter()
-        .filter(|r| r.method == "PATCH" && r.path.contains("/Groups/") && r.status == 204)
-        .count()
-}
-
-/// Waits until `check` holds, up to `limit`; returns the time it took.
-async fn eventually(limit: Duration, check: impl Fn() -> bool) -> Option<Duration> {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if check() {
-            return Some(start.elapsed());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    check().then(|| start.elapsed())
-}
-
-async fn wait_for_no_pending(app: &TestApp, limit: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if app
-            .count("SELECT count(*) FROM jobs WHERE lane = 'immediate' AND state IN ('pending', 'running')")
-            .await
-            == 0
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("immediate jobs still pending after {limit:?}");
-}
-
-fn activations(prefix: &str, group: &str, n: usize) -> Value {
-    Value::Array(
-        (0..n)
-            .map(|i| {
-                activation(
-                    &format!("{prefix}-{i}"),
-                    group,
-                    &format!("{prefix}-user-{i}"),
-                )
-            })
-            .collect(),
-    )
-}
 
 #[tokio::test]
 async fn the_first_five_activations_per_application_reach_aws_at_once_and_the_rest_are_deferred() {

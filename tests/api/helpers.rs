@@ -39,6 +39,8 @@ pub fn test_settings(database_url: &str) -> String {
         hmac_secret = "{HMAC_SECRET}"
         [dispatch]
         enabled = false
+        [sync]
+        enabled = false
         [log]
         format = "pretty"
         level = "warn"
@@ -197,15 +199,22 @@ pub fn sign_now(body: &[u8]) -> String {
     )
 }
 
-/// A valid activation event.
+/// An RFC 3339 timestamp `offset_secs` from now.
+pub fn at(offset_secs: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_secs))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// A valid activation event: it happened a minute ago and runs for eight hours.
 pub fn activation(id: &str, group: &str, principal: &str) -> Value {
     json!({
         "id": id,
         "type": "activation",
-        "occurredAt": "2026-11-28T10:00:00Z",
+        "occurredAt": at(-60),
         "groupId": group,
         "principalId": principal,
-        "endsAt": "2026-11-28T18:00:00Z",
+        "endsAt": at(8 * 3600),
         "user": {"userName": format!("{principal}@contoso.com"), "givenName": "Alice",
                  "familyName": "Liddell", "displayName": "Alice Liddell",
                  "email": format!("{principal}@contoso.com")},
@@ -213,12 +222,12 @@ pub fn activation(id: &str, group: &str, principal: &str) -> Value {
     })
 }
 
-/// A valid deactivation event.
+/// A valid deactivation event: it happened now, after any `activation` made before it.
 pub fn deactivation(id: &str, group: &str, principal: &str) -> Value {
     json!({
         "id": id,
         "type": "deactivation",
-        "occurredAt": "2026-11-28T11:00:00Z",
+        "occurredAt": at(0),
         "groupId": group,
         "principalId": principal
     })

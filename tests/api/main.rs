@@ -5,7 +5,9 @@
 
 mod auth;
 mod config_cli;
+mod cycles;
 mod dispatch;
+mod fixture;
 mod health;
 mod helpers;
 mod intake;

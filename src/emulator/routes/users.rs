@@ -1,14 +1,16 @@
 //! /Users
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::{Map, Value};
 
 use super::{json_body, visible, ScimResult};
 use crate::emulator::errors::ApiError;
 use crate::emulator::filter::{self, UserFilter};
 use crate::emulator::paging;
 use crate::emulator::patch;
+use crate::emulator::store::Store;
 use crate::emulator::validate;
-use crate::emulator::{clock, Shared};
+use crate::emulator::{clock, EmulatorSettings, Shared};
 
 pub(super) async fn create(
     shared: web::Data<Shared>,
@@ -87,13 +89,7 @@ pub(super) async fn put(
     if !store.user(&id).is_some_and(|u| visible(&req, u.born)) {
         return Err(ApiError::user_not_found());
     }
-    if store.user_conflicts(&attrs, Some(&id), &settings) {
-        return Err(ApiError::duplicate());
-    }
-    let user = store.user_mut(&id).ok_or_else(ApiError::user_not_found)?;
-    user.attrs = attrs;
-    user.last_modified = clock::now();
-    Ok(HttpResponse::Ok().json(user.render()))
+    store_user_attrs(&mut store, &id, attrs, &settings)
 }
 
 pub(super) async fn patch(
@@ -112,10 +108,21 @@ pub(super) async fn patch(
         .filter(|u| visible(&req, u.born))
         .ok_or_else(ApiError::user_not_found)?;
     let attrs = patch::patch_user(&current.attrs, &ops, &settings)?;
-    if store.user_conflicts(&attrs, Some(&id), &settings) {
+    store_user_attrs(&mut store, &id, attrs, &settings)
+}
+
+/// Replaces a visible user's attributes (PUT and PATCH end alike): uniqueness against the others,
+/// then 200 with the stored user.
+fn store_user_attrs(
+    store: &mut Store,
+    id: &str,
+    attrs: Map<String, Value>,
+    settings: &EmulatorSettings,
+) -> ScimResult {
+    if store.user_conflicts(&attrs, Some(id), settings) {
         return Err(ApiError::duplicate());
     }
-    let user = store.user_mut(&id).ok_or_else(ApiError::user_not_found)?;
+    let user = store.user_mut(id).ok_or_else(ApiError::user_not_found)?;
     user.attrs = attrs;
     user.last_modified = clock::now();
     Ok(HttpResponse::Ok().json(user.render()))

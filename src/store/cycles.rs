@@ -1,0 +1,324 @@
+//! Sync cycles: who runs one, what it covers, and how each change and the cycle end.
+//!
+//! One replica at a time runs an application's cycle: it holds a session-level advisory lock on a
+//! connection for the whole cycle, so a replica that dies releases it with its connection. Under
+//! the lock, a cycle still marked `running` belongs to a dead replica and is marked `interrupted`.
+
+use deadpool_postgres::GenericClient;
+use serde_json::Value;
+use time::OffsetDateTime;
+
+use super::StoreError;
+use crate::domain::{EventKind, Subject};
+
+/// First half of the advisory lock key of cycles ("pimb"); the second is the application's hash.
+const CYCLE_LOCK_CLASS: i32 = 0x7069_6d62;
+
+/// Tries to become the one replica running `application`'s cycles. Hold the connection until
+/// [`unlock`].
+pub async fn try_lock(client: &impl GenericClient, application: &str) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, hashtext($2))",
+            &[&CYCLE_LOCK_CLASS, &application],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Releases the lock taken by [`try_lock`] on the same connection.
+pub async fn unlock(client: &impl GenericClient, application: &str) -> Result<(), StoreError> {
+    client
+        .execute(
+            "SELECT pg_advisory_unlock($1, hashtext($2))",
+            &[&CYCLE_LOCK_CLASS, &application],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Whether `application`'s next cycle is due now.
+pub async fn is_due(client: &impl GenericClient, application: &str) -> Result<bool, StoreError> {
+    let row = client
+        .query_opt(
+            "SELECT next_cycle_at IS NULL OR next_cycle_at <= clock_timestamp()
+             FROM applications WHERE name = $1",
+            &[&application],
+        )
+        .await?;
+    Ok(row.is_some_and(|r| r.get(0)))
+}
+
+/// Makes `application`'s next cycle due now (an operator's "run a cycle now").
+pub async fn request_now(
+    client: &impl GenericClient,
+    application: &str,
+) -> Result<bool, StoreError> {
+    let updated = client
+        .execute(
+            "UPDATE applications SET next_cycle_at = clock_timestamp() WHERE name = $1",
+            &[&application],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
+/// A cycle that has started.
+#[derive(Debug, Clone)]
+pub struct StartedCycle {
+    pub id: i64,
+    pub initial: bool,
+    /// Events received up to here are in the cycle.
+    pub cutoff: OffsetDateTime,
+}
+
+/// Marks cycles left `running` by a dead replica as interrupted and starts a new one. Call only
+/// while holding the application's lock.
+pub async fn start(
+    client: &impl GenericClient,
+    application: &str,
+    owner: &str,
+) -> Result<StartedCycle, StoreError> {
+    client
+        .execute(
+            "UPDATE cycles SET outcome = 'interrupted', finished_at = clock_timestamp()
+             WHERE application = $1 AND outcome = 'running'",
+            &[&application],
+        )
+        .await?;
+    let row = client
+        .query_one(
+            "INSERT INTO cycles (application, kind, owner, cutoff)
+             SELECT $1,
+                    CASE WHEN EXISTS (SELECT 1 FROM cycles WHERE application = $1
+                                      AND outcome <> 'interrupted')
+                         THEN 'incremental' ELSE 'initial' END,
+                    $2, clock_timestamp()
+             RETURNING id, kind = 'initial', cutoff",
+            &[&application, &owner],
+        )
+        .await?;
+    Ok(StartedCycle {
+        id: row.get(0),
+        initial: row.get(1),
+        cutoff: row.get(2),
+    })
+}
+
+/// One user in one group that a cycle must bring up to date, with its newest event.
+#[derive(Debug, Clone)]
+pub struct PendingPair {
+    /// The newest event's user and group, with the newest attributes any of their events carried.
+    pub subject: Subject,
+    /// The newest event (by `occurredAt`, then arrival) routed to this application.
+    pub latest_event_id: i64,
+    pub latest_kind: EventKind,
+    pub latest_ends_at: Option<OffsetDateTime>,
+    /// What pimbridge last confirmed in AWS: member or not; `None` if never confirmed.
+    pub confirmed_present: Option<bool>,
+    /// The pending deferred jobs this cycle settles (none for a pure expiry).
+    pub job_ids: Vec<i64>,
+}
+
+/// Every pair with pending deferred jobs received up to the cutoff, and every membership whose
+/// activation ended by then; each with its newest event. One statement, so one snapshot: a job
+/// committed meanwhile is neither counted nor settled.
+pub async fn pending_pairs(
+    client: &impl GenericClient,
+    application: &str,
+    cutoff: OffsetDateTime,
+) -> Result<Vec<PendingPair>, StoreError> {
+    let rows = client
+        .query(
+            "WITH pending AS (
+                 SELECT e.principal_id, e.group_id, array_agg(j.id ORDER BY j.id) AS job_ids
+                 FROM jobs j JOIN events e ON e.id = j.event_id
+                 WHERE j.application = $1 AND j.lane = 'deferred' AND j.state = 'pending'
+                   AND j.created_at <= $2
+                 GROUP BY e.principal_id, e.group_id
+             ), expired AS (
+                 SELECT principal_id, group_id FROM memberships
+                 WHERE application = $1 AND present AND ends_at <= $2
+             ), work AS (
+                 SELECT coalesce(p.principal_id, x.principal_id) AS principal_id,
+                        coalesce(p.group_id, x.group_id) AS group_id,
+                        coalesce(p.job_ids, '{}') AS job_ids
+                 FROM pending p FULL JOIN expired x
+                   ON x.principal_id = p.principal_id AND x.group_id = p.group_id
+             ), routed AS (
+                 SELECT e.* FROM events e
+                 WHERE e.received_at <= $2
+                   AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id AND j.application = $1)
+             )
+             SELECT w.principal_id, w.group_id, w.job_ids, l.id, l.kind, l.ends_at,
+                    (SELECT r.user_attributes FROM routed r
+                     WHERE r.principal_id = w.principal_id AND r.group_id = w.group_id
+                       AND r.user_attributes IS NOT NULL
+                     ORDER BY r.occurred_at DESC, r.id DESC LIMIT 1),
+                    (SELECT r.group_attributes FROM routed r
+                     WHERE r.principal_id = w.principal_id AND r.group_id = w.group_id
+                       AND r.group_attributes IS NOT NULL
+                     ORDER BY r.occurred_at DESC, r.id DESC LIMIT 1),
+                    m.present
+             FROM work w
+             CROSS JOIN LATERAL (
+                 SELECT r.id, r.kind, r.ends_at FROM routed r
+                 WHERE r.principal_id = w.principal_id AND r.group_id = w.group_id
+                 ORDER BY r.occurred_at DESC, r.id DESC LIMIT 1
+             ) l
+             LEFT JOIN memberships m ON m.application = $1
+                  AND m.principal_id = w.principal_id AND m.group_id = w.group_id
+             ORDER BY w.group_id, w.principal_id",
+            &[&application, &cutoff],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PendingPair {
+            subject: Subject {
+                application: application.to_owned(),
+                principal_id: r.get(0),
+                group_id: r.get(1),
+                user_attributes: r.get::<_, Option<Value>>(6),
+                group_attributes: r.get::<_, Option<Value>>(7),
+            },
+            job_ids: r.get(2),
+            latest_event_id: r.get(3),
+            latest_kind: if r.get::<_, &str>(4) == "deactivation" {
+                EventKind::Deactivation
+            } else {
+                EventKind::Activation
+            },
+            latest_ends_at: r.get(5),
+            confirmed_present: r.get(8),
+        })
+        .collect())
+}
+
+/// A settled job that the change completed, with the receipt → now latency.
+#[derive(Debug, Clone)]
+pub struct CompletedJob {
+    pub action: String,
+    pub latency_secs: f64,
+}
+
+/// Ends a pair's jobs after AWS reflects the newest event: the job of that event is done, older
+/// ones are superseded. Returns the done jobs with their latency.
+pub async fn settle_applied(
+    client: &impl GenericClient,
+    cycle_id: i64,
+    pair: &PendingPair,
+) -> Result<Vec<CompletedJob>, StoreError> {
+    let rows = client
+        .query(
+            "UPDATE jobs j
+             SET state = CASE WHEN j.event_id = $3 THEN 'done' ELSE 'superseded' END,
+                 note = CASE WHEN j.event_id = $3 THEN NULL ELSE 'superseded by a newer event' END,
+                 completed_at = clock_timestamp(), last_error = NULL, cycle_id = $1
+             FROM events e
+             WHERE j.id = ANY($2) AND j.state = 'pending' AND e.id = j.event_id
+             RETURNING j.state, j.action,
+                       extract(epoch FROM (j.completed_at - e.received_at))::float8",
+            &[&cycle_id, &pair.job_ids, &pair.latest_event_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.get::<_, &str>(0) == "done")
+        .map(|r| CompletedJob {
+            action: r.get(1),
+            latency_secs: r.get(2),
+        })
+        .collect())
+}
+
+/// Records a failed change on a pair's jobs: permanent failures and jobs out of attempts become
+/// `failed`; the rest stay pending for the next cycle. Returns how many failed for good.
+pub async fn settle_failed(
+    client: &impl GenericClient,
+    cycle_id: i64,
+    pair: &PendingPair,
+    reason: &str,
+    transient: bool,
+    max_attempts: i32,
+) -> Result<u64, StoreError> {
+    let rows = client
+        .query(
+            "UPDATE jobs
+             SET attempts = attempts + 1, last_error = $3, cycle_id = $1,
+                 state = CASE WHEN NOT $4 OR attempts + 1 >= $5 THEN 'failed' ELSE 'pending' END,
+                 completed_at = CASE WHEN NOT $4 OR attempts + 1 >= $5
+                                     THEN clock_timestamp() END
+             WHERE id = ANY($2) AND state = 'pending'
+             RETURNING state",
+            &[&cycle_id, &pair.job_ids, &reason, &transient, &max_attempts],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .filter(|r| r.get::<_, &str>(0) == "failed")
+        .count() as u64)
+}
+
+/// What a cycle did, for its row, metrics and logs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CycleCounts {
+    pub planned: i32,
+    pub applied: i32,
+    pub skipped: i32,
+    pub failed: i32,
+    pub retrying: i32,
+}
+
+/// Saves a running cycle's progress, so that operators can watch it.
+pub async fn progress(
+    client: &impl GenericClient,
+    cycle_id: i64,
+    counts: &CycleCounts,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE cycles SET changes_planned = $2, changes_applied = $3, changes_skipped = $4,
+                 changes_failed = $5, changes_retrying = $6
+             WHERE id = $1",
+            &[
+                &cycle_id,
+                &counts.planned,
+                &counts.applied,
+                &counts.skipped,
+                &counts.failed,
+                &counts.retrying,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Ends a cycle with its outcome and schedules the application's next one `interval_secs` after
+/// this one started. Returns the cycle's duration in seconds.
+pub async fn finish(
+    client: &impl GenericClient,
+    cycle_id: i64,
+    outcome: &str,
+    error: Option<&str>,
+    counts: &CycleCounts,
+    interval_secs: f64,
+) -> Result<f64, StoreError> {
+    progress(client, cycle_id, counts).await?;
+    let row = client
+        .query_one(
+            "WITH c AS (
+                 UPDATE cycles SET outcome = $2, error = $3, finished_at = clock_timestamp()
+                 WHERE id = $1
+                 RETURNING application, started_at, finished_at
+             ), next AS (
+                 UPDATE applications a
+                 SET next_cycle_at = c.started_at + make_interval(secs => $4)
+                 FROM c WHERE a.name = c.application
+             )
+             SELECT extract(epoch FROM (finished_at - started_at))::float8 FROM c",
+            &[&cycle_id, &outcome, &error, &interval_secs],
+        )
+        .await?;
+    Ok(row.get(0))
+}
