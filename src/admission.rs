@@ -32,17 +32,25 @@ pub struct Decision {
 }
 
 /// Decides the lane of one activation now, by the database clock. Call with the application's
-/// row locked in the same transaction.
+/// row locked in the same transaction. A quarantined application's activations are deferred.
 pub async fn decide(
     client: &impl GenericClient,
     application: &str,
     rule: AdmissionRule,
 ) -> Result<Decision, StoreError> {
-    let now: OffsetDateTime = client
-        .query_one("SELECT clock_timestamp()", &[])
-        .await?
-        .get(0);
-    decide_at(client, application, rule, now).await
+    let row = client
+        .query_one(
+            "SELECT clock_timestamp(), quarantined_at IS NOT NULL FROM applications WHERE name = $1",
+            &[&application],
+        )
+        .await?;
+    if row.get::<_, bool>(1) {
+        return Ok(Decision {
+            lane: Lane::Deferred,
+            admitted_at: None,
+        });
+    }
+    decide_at(client, application, rule, row.get(0)).await
 }
 
 /// Decides the lane of one activation at `now`. The window is half-open: an admission exactly

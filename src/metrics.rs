@@ -25,6 +25,8 @@ pub struct Metrics {
     pub scim_request_duration: HistogramVec,
     /// Jobs waiting per application and lane, refreshed at scrape time.
     pub queue_depth: IntGaugeVec,
+    /// 1 while an application is quarantined, refreshed at scrape time.
+    pub application_quarantined: IntGaugeVec,
     /// Sync cycles run by this replica, by application and outcome.
     pub cycles: IntCounterVec,
     /// Sync cycle durations by application.
@@ -98,6 +100,13 @@ impl Metrics {
             ),
             &["application", "lane"],
         )?;
+        let application_quarantined = IntGaugeVec::new(
+            Opts::new(
+                "pimbridge_application_quarantined",
+                "1 while the application is quarantined (AWS refuses it or its changes fail).",
+            ),
+            &["application"],
+        )?;
         let cycles = IntCounterVec::new(
             Opts::new(
                 "pimbridge_cycles_total",
@@ -119,6 +128,7 @@ impl Metrics {
         registry.register(Box::new(scim_requests.clone()))?;
         registry.register(Box::new(scim_request_duration.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(application_quarantined.clone()))?;
         registry.register(Box::new(cycles.clone()))?;
         registry.register(Box::new(cycle_duration.clone()))?;
         registry.register(Box::new(
@@ -132,6 +142,7 @@ impl Metrics {
             scim_requests,
             scim_request_duration,
             queue_depth,
+            application_quarantined,
             cycles,
             cycle_duration,
         })

@@ -24,7 +24,7 @@ use crate::metrics::Metrics;
 use crate::secret::SecretString;
 use crate::store::jobs::{self, ClaimedJob};
 use crate::store::provisioning_log::{self, Status};
-use crate::store::{memberships, StoreError};
+use crate::store::{memberships, quarantine, StoreError};
 use provision::{ProvisionError, Provisioner};
 
 /// Longest wait between two attempts of a failing job.
@@ -186,7 +186,16 @@ impl Dispatcher {
                 code = e.code();
                 entry.error_code = Some(&code);
                 entry.reason = Some(&reason);
-                if e.is_transient() && job.attempts < self.settings.max_attempts {
+                if e.is_auth() {
+                    // AWS refuses our credentials: quarantine the application and leave the
+                    // change to its cycles, which back off until the credentials work again.
+                    tracing::error!(error.message = %reason,
+                        "AWS refused the credentials; application quarantined, job deferred");
+                    let app = &job.subject.application;
+                    quarantine::enter_once(&tx, app, &reason).await?;
+                    jobs::defer(&tx, job.id, owner, &reason).await?;
+                    entry.status = Status::Retrying;
+                } else if e.is_transient() && job.attempts < self.settings.max_attempts {
                     let delay = job_backoff(job.attempts, e.retry_after());
                     tracing::warn!(error.message = %reason, retry_in_s = delay.as_secs_f64(),
                         "transient failure; will retry");

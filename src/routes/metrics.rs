@@ -1,5 +1,5 @@
-//! `GET /metrics`: Prometheus text exposition. Queue depths are read from Postgres at scrape time
-//! (they are shared by all replicas, so no replica can count them itself).
+//! `GET /metrics`: Prometheus text exposition. Queue depths and quarantines are read from Postgres
+//! at scrape time (they are shared by all replicas, so no replica can count them itself).
 
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    if tokio::time::timeout(DEPTH_DEADLINE, refresh_queue_depth(&state))
+    if tokio::time::timeout(DEPTH_DEADLINE, refresh_shared_gauges(&state))
         .await
         .is_err()
     {
@@ -32,7 +32,7 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn refresh_queue_depth(state: &AppState) {
+async fn refresh_shared_gauges(state: &AppState) {
     if !state.is_bootstrapped() {
         return;
     }
@@ -49,7 +49,22 @@ async fn refresh_queue_depth(state: &AppState) {
     else {
         return;
     };
+    let quarantined = client
+        .query(
+            "SELECT name FROM applications WHERE quarantined_at IS NOT NULL",
+            &[],
+        )
+        .await
+        .unwrap_or_default();
     for application in &state.applications {
+        let in_quarantine = quarantined
+            .iter()
+            .any(|r| r.get::<_, &str>(0) == application);
+        state
+            .metrics
+            .application_quarantined
+            .with_label_values(&[application.as_str()])
+            .set(i64::from(in_quarantine));
         for lane in ["immediate", "deferred"] {
             let depth = rows
                 .iter()

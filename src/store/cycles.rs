@@ -37,16 +37,36 @@ pub async fn unlock(client: &impl GenericClient, application: &str) -> Result<()
     Ok(())
 }
 
-/// Whether `application`'s next cycle is due now.
-pub async fn is_due(client: &impl GenericClient, application: &str) -> Result<bool, StoreError> {
+/// Where an application stands before a cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    pub due: bool,
+    pub quarantined: bool,
+}
+
+/// Whether `application`'s next cycle is due now, and whether it is quarantined.
+pub async fn schedule(
+    client: &impl GenericClient,
+    application: &str,
+) -> Result<Schedule, StoreError> {
     let row = client
         .query_opt(
-            "SELECT next_cycle_at IS NULL OR next_cycle_at <= clock_timestamp()
+            "SELECT next_cycle_at IS NULL OR next_cycle_at <= clock_timestamp(),
+                    quarantined_at IS NOT NULL
              FROM applications WHERE name = $1",
             &[&application],
         )
         .await?;
-    Ok(row.is_some_and(|r| r.get(0)))
+    Ok(row.map_or(
+        Schedule {
+            due: false,
+            quarantined: false,
+        },
+        |r| Schedule {
+            due: r.get(0),
+            quarantined: r.get(1),
+        },
+    ))
 }
 
 /// Makes `application`'s next cycle due now (an operator's "run a cycle now").
@@ -233,25 +253,35 @@ pub async fn settle_applied(
 }
 
 /// Records a failed change on a pair's jobs: permanent failures and jobs out of attempts become
-/// `failed`; the rest stay pending for the next cycle. Returns how many failed for good.
+/// `failed`; the rest stay pending for the next cycle. A change that was never sent (`attempted`
+/// false) costs no attempt. Returns how many failed for good.
 pub async fn settle_failed(
     client: &impl GenericClient,
     cycle_id: i64,
     pair: &PendingPair,
     reason: &str,
     transient: bool,
+    attempted: bool,
     max_attempts: i32,
 ) -> Result<u64, StoreError> {
+    let cost = i32::from(attempted);
     let rows = client
         .query(
             "UPDATE jobs
-             SET attempts = attempts + 1, last_error = $3, cycle_id = $1,
-                 state = CASE WHEN NOT $4 OR attempts + 1 >= $5 THEN 'failed' ELSE 'pending' END,
-                 completed_at = CASE WHEN NOT $4 OR attempts + 1 >= $5
+             SET attempts = attempts + $6, last_error = $3, cycle_id = $1,
+                 state = CASE WHEN NOT $4 OR attempts + $6 >= $5 THEN 'failed' ELSE 'pending' END,
+                 completed_at = CASE WHEN NOT $4 OR attempts + $6 >= $5
                                      THEN clock_timestamp() END
              WHERE id = ANY($2) AND state = 'pending'
              RETURNING state",
-            &[&cycle_id, &pair.job_ids, &reason, &transient, &max_attempts],
+            &[
+                &cycle_id,
+                &pair.job_ids,
+                &reason,
+                &transient,
+                &max_attempts,
+                &cost,
+            ],
         )
         .await?;
     Ok(rows

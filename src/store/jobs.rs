@@ -148,6 +148,26 @@ pub async fn fail(
     Ok(updated == 1)
 }
 
+/// Moves a job in hand to the deferred lane, for the next sync cycle (its application was
+/// quarantined). It gives its admission slot back.
+pub async fn defer(
+    client: &impl GenericClient,
+    job_id: i64,
+    owner: &str,
+    reason: &str,
+) -> Result<bool, StoreError> {
+    let updated = client
+        .execute(
+            "UPDATE jobs
+             SET lane = 'deferred', admitted_at = NULL, state = 'pending', last_error = $3,
+                 lease_owner = NULL, lease_expires_at = NULL
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            &[&job_id, &owner, &reason],
+        )
+        .await?;
+    Ok(updated == 1)
+}
+
 /// Ends a job that a newer event (or the activation's end) made pointless, without calling AWS.
 pub async fn supersede(
     client: &impl GenericClient,

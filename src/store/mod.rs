@@ -9,6 +9,7 @@ pub mod jobs;
 pub mod memberships;
 pub mod migrate;
 pub mod provisioning_log;
+pub mod quarantine;
 pub mod scim_ids;
 pub mod tls;
 

@@ -22,6 +22,8 @@ use crate::store::{memberships, StoreError};
 /// Why a change did not happen, in a form that can be shared by all changes of a failed PATCH.
 #[derive(Debug, Clone)]
 pub(super) struct Failure {
+    /// False when the change was never sent (the cycle stopped first): it costs no attempt.
+    pub attempted: bool,
     pub transient: bool,
     pub auth: bool,
     pub code: String,
@@ -31,7 +33,10 @@ pub(super) struct Failure {
 impl From<&ProvisionError> for Failure {
     fn from(e: &ProvisionError) -> Self {
         Self {
-            transient: e.is_transient(),
+            attempted: true,
+            // Refused credentials are the application's problem, not the change's: keep the
+            // change for when they work again (the application is quarantined meanwhile).
+            transient: e.is_transient() || e.is_auth(),
             auth: e.is_auth(),
             code: e.code(),
             reason: crate::error::error_chain(e),
@@ -51,12 +56,12 @@ pub struct CycleReport {
 }
 
 impl CycleRunner {
-    /// Runs one cycle of `application` on `db`, the connection that holds its lock.
+    /// Runs one cycle of `application` on `db`, the connection that holds its lock, up to its
+    /// outcome; the caller finishes it (`cycles::finish`) together with its quarantine verdict.
     pub(super) async fn run_cycle(
         &self,
         db: &mut Object,
         application: &str,
-        interval_secs: f64,
         shutdown: &CancellationToken,
     ) -> Result<CycleReport, StoreError> {
         let cycle = cycles::start(db, application, &self.owner).await?;
@@ -96,6 +101,7 @@ impl CycleRunner {
             if let Some(reason) = &auth_failure {
                 // AWS refuses our credentials: every further request would too. Keep the jobs.
                 let failure = Failure {
+                    attempted: false,
                     transient: true,
                     auth: true,
                     code: "not_attempted".into(),
@@ -141,24 +147,12 @@ impl CycleRunner {
         } else {
             "succeeded"
         };
-        let duration_secs = cycles::finish(
-            db,
-            cycle.id,
-            outcome,
-            auth_failure.as_deref(),
-            &counts,
-            if interrupted { 0.0 } else { interval_secs },
-        )
-        .await?;
-        tracing::info!(cycle.id = cycle.id, application = %application, outcome,
-            applied = counts.applied, skipped = counts.skipped, failed = counts.failed,
-            retrying = counts.retrying, duration_s = duration_secs, "cycle finished");
         Ok(CycleReport {
             id: cycle.id,
             outcome,
             counts,
             auth_failure,
-            duration_secs,
+            duration_secs: 0.0,
         })
     }
 
@@ -305,6 +299,7 @@ impl CycleRunner {
                     pair,
                     &failure.reason,
                     failure.transient,
+                    failure.attempted,
                     max,
                 )
                 .await?;

@@ -6,6 +6,7 @@
 
 pub mod cycle;
 pub mod plan;
+pub mod quarantine;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,8 +18,10 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SyncSettings;
 use crate::dispatch::provision::Provisioner;
 use crate::metrics::Metrics;
+use crate::store::quarantine as store_quarantine;
 use crate::store::{cycles, StoreError};
 pub use cycle::CycleReport;
+use quarantine::Verdict;
 
 /// Runs the sync cycles of every configured application from this replica.
 pub struct CycleRunner {
@@ -66,12 +69,18 @@ impl CycleRunner {
         if !cycles::try_lock(&db, application).await? {
             return Ok(None);
         }
-        let result = match cycles::is_due(&db, application).await {
-            Ok(true) => self
-                .run_cycle(&mut db, application, interval, shutdown)
+        let result = match cycles::schedule(&db, application).await {
+            Ok(schedule) if schedule.due => {
+                self.cycle_and_judge(
+                    &mut db,
+                    application,
+                    interval,
+                    schedule.quarantined,
+                    shutdown,
+                )
                 .await
-                .map(Some),
-            Ok(false) => Ok(None),
+            }
+            Ok(_) => Ok(None),
             Err(e) => Err(e),
         };
         // A lost connection releases the lock by itself; otherwise release it before reuse.
@@ -89,5 +98,76 @@ impl CycleRunner {
                 .observe(report.duration_secs);
         }
         result
+    }
+
+    /// Runs the cycle, then finishes it and enters, keeps or clears the application's quarantine
+    /// in one transaction, so that whoever sees the cycle finished sees its verdict too.
+    async fn cycle_and_judge(
+        &self,
+        db: &mut deadpool_postgres::Object,
+        application: &str,
+        interval: f64,
+        quarantined: bool,
+        shutdown: &CancellationToken,
+    ) -> Result<Option<CycleReport>, StoreError> {
+        let mut report = self.run_cycle(db, application, shutdown).await?;
+        let mut verdict = quarantine::verdict(&report, quarantined);
+        if verdict == Verdict::Probe {
+            verdict = match self.probe(application).await {
+                Ok(()) => Verdict::Clear,
+                Err(reason) => Verdict::Enter(reason),
+            };
+        }
+        // An interrupted cycle leaves its work to the next one, which is due at once.
+        let next_in = if report.outcome == "interrupted" {
+            0.0
+        } else {
+            interval
+        };
+        let tx = db.transaction().await?;
+        report.duration_secs = cycles::finish(
+            &tx,
+            report.id,
+            report.outcome,
+            report.auth_failure.as_deref(),
+            &report.counts,
+            next_in,
+        )
+        .await?;
+        match &verdict {
+            Verdict::Enter(reason) => {
+                if let Some(q) = store_quarantine::enter(&tx, application, reason).await? {
+                    tracing::error!(application = %application, reason = %q.reason,
+                        quarantine_count = q.count, "application quarantined; cycles back off");
+                }
+            }
+            Verdict::Clear => {
+                if store_quarantine::clear(&tx, application).await? {
+                    tracing::info!(application = %application, "quarantine ended");
+                }
+            }
+            Verdict::Probe | Verdict::Keep => {}
+        }
+        tx.commit().await?;
+        let c = &report.counts;
+        tracing::info!(cycle.id = report.id, application = %application, outcome = report.outcome,
+            applied = c.applied, skipped = c.skipped, failed = c.failed, retrying = c.retrying,
+            duration_s = report.duration_secs, "cycle finished");
+        Ok(Some(report))
+    }
+
+    /// Tests the connection to a quarantined application's SCIM endpoint.
+    async fn probe(&self, application: &str) -> Result<(), String> {
+        let target = self
+            .provisioner
+            .target(application)
+            .map_err(|e| e.to_string())?;
+        match target.client.test_connection().await {
+            Ok(_) => Ok(()),
+            Err(e) => Err(format!(
+                "the connection test failed: {}",
+                crate::error::error_chain(&e)
+            )),
+        }
     }
 }

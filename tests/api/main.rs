@@ -12,5 +12,6 @@ mod health;
 mod helpers;
 mod intake;
 mod postgres;
+mod quarantine;
 mod shutdown;
 mod tls;
