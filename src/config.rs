@@ -52,6 +52,8 @@ pub struct Settings {
     #[serde(default)]
     pub sync: SyncSettings,
     #[serde(default)]
+    pub admin: AdminSettings,
+    #[serde(default)]
     pub log: LogSettings,
     /// AWS IAM Identity Center targets, keyed by a short name used in metrics and logs.
     #[serde(default)]
@@ -231,6 +233,15 @@ impl Default for SyncSettings {
             max_attempts: 10,
         }
     }
+}
+
+/// The operators' API under `/admin/`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminSettings {
+    /// Bearer token for `/admin/`; without one the admin API is off.
+    pub token: Option<SecretString>,
+    pub token_file: Option<PathBuf>,
 }
 
 /// Log output.
@@ -450,6 +461,7 @@ impl Settings {
         self.validate_intake()?;
         self.validate_dispatch()?;
         self.validate_sync()?;
+        self.validate_admin()?;
         self.validate_applications()?;
         Ok(())
     }
@@ -582,6 +594,30 @@ impl Settings {
                 "sync.max_attempts",
                 "must be at least 1",
             ));
+        }
+        Ok(())
+    }
+
+    fn validate_admin(&mut self) -> Result<(), ConfigError> {
+        let admin = &mut self.admin;
+        admin.token = resolve_secret(
+            "admin.token",
+            admin.token.take(),
+            admin.token_file.as_deref(),
+        )?;
+        if admin.token.as_ref().is_some_and(|t| t.expose().len() < 16) {
+            return Err(ConfigError::invalid(
+                "admin.token",
+                "must be at least 16 characters",
+            ));
+        }
+        if let (Some(admin), Some(hmac)) = (&admin.token, &self.intake.hmac_secret) {
+            if admin.expose() == hmac.expose() {
+                return Err(ConfigError::invalid(
+                    "admin.token",
+                    "must differ from intake.hmac_secret (the admin API needs its own credential)",
+                ));
+            }
         }
         Ok(())
     }

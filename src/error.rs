@@ -11,6 +11,7 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::auth::AuthError;
+use crate::dispatch::provision::ProvisionError;
 use crate::intake::event::EventError;
 use crate::store::StoreError;
 
@@ -34,6 +35,26 @@ pub enum ApiError {
     NotReady,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the admin API is off; set admin.token to turn it on")]
+    AdminDisabled,
+    #[error("the admin API needs `Authorization: Bearer <admin token>`")]
+    AdminUnauthorized,
+    #[error("no application named `{0}` is configured")]
+    UnknownApplication(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    /// A change AWS did not take (never a database failure: those become `Store`).
+    #[error(transparent)]
+    Provision(ProvisionError),
+}
+
+impl From<ProvisionError> for ApiError {
+    fn from(error: ProvisionError) -> Self {
+        match error {
+            ProvisionError::Store(e) => Self::Store(e),
+            other => Self::Provision(other),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -54,6 +75,13 @@ impl ApiError {
             Self::NotReady => "not_ready",
             Self::Store(e) if e.is_transient() => "database_unavailable",
             Self::Store(_) => "internal_error",
+            Self::AdminDisabled => "admin_disabled",
+            Self::AdminUnauthorized => "invalid_admin_token",
+            Self::UnknownApplication(_) => "unknown_application",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::Provision(e) if e.is_auth() => "aws_refused_credentials",
+            Self::Provision(e) if e.is_transient() => "aws_unavailable",
+            Self::Provision(_) => "provisioning_refused",
         }
     }
 }
@@ -66,6 +94,7 @@ impl ApiError {
                 "the database is unavailable; try again shortly".to_owned()
             }
             Self::Store(_) => "internal error".to_owned(),
+            Self::Provision(e) => error_chain(e),
             other => other.to_string(),
         }
     }
@@ -84,6 +113,12 @@ impl ResponseError for ApiError {
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::AdminDisabled | Self::UnknownApplication(_) => StatusCode::NOT_FOUND,
+            Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            // AWS (or the way to it) failed: a gateway error, not ours.
+            Self::Provision(e) if e.is_auth() || e.is_transient() => StatusCode::BAD_GATEWAY,
+            Self::Provision(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 

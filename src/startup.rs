@@ -55,6 +55,9 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("intake authentication: {e}"))?;
         let bootstrapped = Arc::new(AtomicBool::new(false));
         let applications: Vec<String> = settings.applications.keys().cloned().collect();
+        // One SCIM client per application, shared by both lanes and the admin API, so that all
+        // draw on one outbound rate limit per application.
+        let provisioner = Arc::new(build_provisioner(&settings, pool.clone(), &metrics)?);
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             intake: Intake::new(pool.clone(), Routing::from_settings(&settings)),
@@ -63,6 +66,8 @@ impl Application {
             max_body_bytes: settings.intake.max_body_bytes,
             applications: applications.clone(),
             bootstrapped: bootstrapped.clone(),
+            admin_token: settings.admin.token.clone(),
+            provisioner: provisioner.clone(),
         });
 
         let shutdown = CancellationToken::new();
@@ -78,7 +83,6 @@ impl Application {
         if settings.dispatch.enabled || settings.sync.enabled {
             let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
             let metrics = state.metrics.clone();
-            let provisioner = Arc::new(build_provisioner(&settings, pool.clone(), &metrics)?);
             if settings.dispatch.enabled {
                 let dispatcher = Dispatcher {
                     provisioner: provisioner.clone(),
@@ -176,8 +180,7 @@ impl Application {
     }
 }
 
-/// One SCIM client per application, each reporting to the SCIM metrics; shared by the dispatcher
-/// and the sync cycles so that both lanes draw on one outbound rate limit per application.
+/// One SCIM client per application, each reporting to the SCIM metrics.
 fn build_provisioner(
     settings: &Settings,
     pool: Pool,

@@ -6,8 +6,10 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 
 use crate::auth::Authenticator;
+use crate::dispatch::provision::Provisioner;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
+use crate::secret::SecretString;
 
 /// Shared handles for the HTTP layer.
 pub struct AppState {
@@ -25,6 +27,10 @@ pub struct AppState {
     pub applications: Vec<String>,
     /// Set once migrations are applied and applications registered; intake waits for it.
     pub bootstrapped: Arc<AtomicBool>,
+    /// The admin API's bearer token; `None` turns the admin API off.
+    pub admin_token: Option<SecretString>,
+    /// Applies membership changes (the admin API's on-demand provisioning and connection test).
+    pub provisioner: Arc<Provisioner>,
 }
 
 impl AppState {

@@ -203,3 +203,25 @@ pub async fn extend_lease(
         .await?;
     Ok(updated == 1)
 }
+
+/// Gives failed jobs another chance in the next sync cycle: pending in the deferred lane with a
+/// fresh attempt budget. Filters are optional. Returns the application of each job retried.
+pub async fn retry_failed(
+    client: &impl GenericClient,
+    application: Option<&str>,
+    ids: Option<&[i64]>,
+) -> Result<Vec<String>, StoreError> {
+    let rows = client
+        .query(
+            "UPDATE jobs
+             SET state = 'pending', lane = 'deferred', admitted_at = NULL, attempts = 0,
+                 completed_at = NULL, next_attempt_at = clock_timestamp(),
+                 note = 'retried by an operator'
+             WHERE state = 'failed' AND ($1::text IS NULL OR application = $1)
+               AND ($2::bigint[] IS NULL OR id = ANY($2))
+             RETURNING application",
+            &[&application, &ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

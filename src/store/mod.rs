@@ -10,6 +10,7 @@ pub mod memberships;
 pub mod migrate;
 pub mod provisioning_log;
 pub mod quarantine;
+pub mod reports;
 pub mod scim_ids;
 pub mod tls;
 

@@ -1,0 +1,427 @@
+//! The operators' API under `/admin/` (DESIGN.md §6), behind its own bearer token: applications
+//! and their state, cycles (and starting one now), the provisioning log, jobs (and retrying failed
+//! ones), a connection test, on-demand provisioning, and clearing a quarantine.
+
+use std::collections::BTreeSet;
+use std::future::{ready, Ready};
+use std::time::Instant;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::AUTHORIZATION;
+use actix_web::{web, FromRequest, HttpRequest, HttpResponse};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+
+use crate::domain::{Action, Subject};
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::provisioning_log::{self, Status};
+use crate::store::{cycles, jobs, quarantine, reports};
+
+/// Rows a listing returns unless `limit` says otherwise.
+const DEFAULT_LIMIT: i64 = 100;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    let json = web::JsonConfig::default()
+        .limit(64 * 1024)
+        .error_handler(|e, _| ApiError::InvalidRequest(format!("body: {e}")).into());
+    let query = web::QueryConfig::default()
+        .error_handler(|e, _| ApiError::InvalidRequest(format!("query: {e}")).into());
+    cfg.service(
+        web::scope("/admin")
+            .app_data(json)
+            .app_data(query)
+            .route("/applications", web::get().to(list_applications))
+            .route("/applications/{name}", web::get().to(get_application))
+            .route("/applications/{name}/cycles", web::get().to(list_cycles))
+            .route("/applications/{name}/cycles", web::post().to(start_cycle))
+            .route(
+                "/applications/{name}/test-connection",
+                web::post().to(test_connection),
+            )
+            .route("/applications/{name}/provision", web::post().to(provision))
+            .route(
+                "/applications/{name}/quarantine/clear",
+                web::post().to(clear_quarantine),
+            )
+            .route("/provisioning-log", web::get().to(provisioning_log))
+            .route("/jobs", web::get().to(list_jobs))
+            .route("/jobs/retry", web::post().to(retry_jobs)),
+    );
+}
+
+/// Proof that the caller presented the admin token. Every handler takes one, so none can forget.
+struct Admin;
+
+impl FromRequest for Admin {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        ready(authorize(req))
+    }
+}
+
+fn authorize(req: &HttpRequest) -> Result<Admin, ApiError> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or(ApiError::AdminDisabled)?;
+    let token = state.admin_token.as_ref().ok_or(ApiError::AdminDisabled)?;
+    let presented = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(ApiError::AdminUnauthorized)?;
+    if token.ct_eq(presented.as_bytes()) {
+        Ok(Admin)
+    } else {
+        tracing::warn!("admin request with a wrong token refused");
+        Err(ApiError::AdminUnauthorized)
+    }
+}
+
+/// The application named in the path, if configured.
+fn application<'a>(state: &'a AppState, name: &str) -> Result<&'a str, ApiError> {
+    state
+        .applications
+        .iter()
+        .find(|a| *a == name)
+        .map(String::as_str)
+        .ok_or_else(|| ApiError::UnknownApplication(name.to_owned()))
+}
+
+fn ready_state(state: &AppState) -> Result<(), ApiError> {
+    if state.is_bootstrapped() {
+        Ok(())
+    } else {
+        Err(ApiError::NotReady)
+    }
+}
+
+async fn list_applications(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let apps = reports::applications(&db, &state.applications).await?;
+    Ok(HttpResponse::Ok().json(json!({ "applications": apps })))
+}
+
+async fn get_application(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    let name = application(&state, &name)?.to_owned();
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let mut apps = reports::applications(&db, &[name.clone()]).await?;
+    let app = apps.pop().ok_or(ApiError::UnknownApplication(name))?;
+    Ok(HttpResponse::Ok().json(app))
+}
+
+#[derive(Deserialize)]
+struct Limit {
+    limit: Option<i64>,
+}
+
+async fn list_cycles(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    query: web::Query<Limit>,
+) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    let name = application(&state, &name)?;
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    let list = reports::cycles(&db, name, limit).await?;
+    Ok(HttpResponse::Ok().json(json!({ "cycles": list })))
+}
+
+async fn start_cycle(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    let name = application(&state, &name)?;
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    cycles::request_now(&db, name).await?;
+    tracing::info!(application = %name, "cycle requested by an operator");
+    Ok(HttpResponse::Accepted().json(json!({
+        "application": name,
+        "message": "the cycle starts within sync.check_interval_ms on a replica with sync enabled"
+    })))
+}
+
+async fn test_connection(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = application(&state, &name)?;
+    let target = state.provisioner.target(name)?;
+    let started = Instant::now();
+    target
+        .client
+        .test_connection()
+        .await
+        .map_err(crate::dispatch::provision::ProvisionError::from)?;
+    Ok(HttpResponse::Ok().json(json!({
+        "application": name,
+        "ok": true,
+        "elapsedMs": started.elapsed().as_secs_f64() * 1000.0,
+    })))
+}
+
+/// An on-demand change, as Entra's "provision on demand".
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProvisionRequest {
+    action: String,
+    principal_id: String,
+    group_id: String,
+    user: Option<Value>,
+    group: Option<Value>,
+}
+
+async fn provision(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+    body: web::Json<ProvisionRequest>,
+) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    let name = application(&state, &name)?;
+    let body = body.into_inner();
+    let action = match body.action.as_str() {
+        "add" => Action::Add,
+        "remove" => Action::Remove,
+        other => {
+            return Err(ApiError::InvalidRequest(format!(
+                "action: `{other}` is not `add` or `remove`"
+            )))
+        }
+    };
+    for (field, value) in [
+        ("principalId", &body.principal_id),
+        ("groupId", &body.group_id),
+    ] {
+        if value.trim().is_empty() {
+            return Err(ApiError::InvalidRequest(format!(
+                "{field}: must not be empty"
+            )));
+        }
+    }
+    let subject = Subject {
+        application: name.to_owned(),
+        principal_id: body.principal_id,
+        group_id: body.group_id,
+        user_attributes: body.user,
+        group_attributes: body.group,
+    };
+    let started = Instant::now();
+    let result = state.provisioner.apply(action, &subject).await;
+    let failure = result
+        .as_ref()
+        .err()
+        .map(|e| (e.code(), crate::error::error_chain(e)));
+    let entry = provisioning_log::Entry {
+        cycle_id: None,
+        job_id: None,
+        action,
+        subject: &subject,
+        status: if failure.is_some() {
+            Status::Failed
+        } else {
+            Status::Succeeded
+        },
+        error_code: failure.as_ref().map(|f| f.0.as_str()),
+        reason: Some(
+            failure
+                .as_ref()
+                .map_or("provisioned on demand by an operator", |f| f.1.as_str()),
+        ),
+        elapsed_secs: started.elapsed().as_secs_f64(),
+    };
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    provisioning_log::append(&db, &entry).await?;
+    result?;
+    tracing::info!(application = %name, action = action.as_str(), "provisioned on demand");
+    Ok(HttpResponse::Ok().json(json!({
+        "application": name,
+        "action": action.as_str(),
+        "status": "succeeded",
+        "elapsedMs": entry.elapsed_secs * 1000.0,
+    })))
+}
+
+async fn clear_quarantine(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    let name = application(&state, &name)?;
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let cleared = quarantine::clear(&db, name).await?;
+    if cleared {
+        // The queued changes go out in a cycle now rather than after the back-off.
+        cycles::request_now(&db, name).await?;
+        tracing::info!(application = %name, "quarantine cleared by an operator");
+    }
+    Ok(HttpResponse::Ok().json(json!({ "application": name, "cleared": cleared })))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct LogQuery {
+    application: Option<String>,
+    status: Option<String>,
+    cycle: Option<i64>,
+    principal: Option<String>,
+    group: Option<String>,
+    /// RFC 3339.
+    since: Option<String>,
+    before: Option<i64>,
+    limit: Option<i64>,
+}
+
+async fn provisioning_log(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<LogQuery>,
+) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    let q = query.into_inner();
+    if let Some(name) = &q.application {
+        application(&state, name)?;
+    }
+    if let Some(status) = &q.status {
+        if !["succeeded", "skipped", "retrying", "failed"].contains(&status.as_str()) {
+            return Err(ApiError::InvalidRequest(format!(
+                "status: `{status}` is not one of succeeded, skipped, retrying, failed"
+            )));
+        }
+    }
+    let since = q
+        .since
+        .as_deref()
+        .map(|s| {
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| {
+                ApiError::InvalidRequest(format!("since: `{s}` is not an RFC 3339 timestamp"))
+            })
+        })
+        .transpose()?;
+    let filter = reports::LogFilter {
+        application: q.application,
+        status: q.status,
+        cycle_id: q.cycle,
+        principal_id: q.principal,
+        group_id: q.group,
+        since,
+        before_id: q.before,
+        limit: q.limit.unwrap_or(DEFAULT_LIMIT),
+    };
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let entries = reports::provisioning_log(&db, &filter).await?;
+    Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
+}
+
+#[derive(Deserialize)]
+struct JobQuery {
+    application: Option<String>,
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+async fn list_jobs(
+    _: Admin,
+    state: web::Data<AppState>,
+    query: web::Query<JobQuery>,
+) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    let q = query.into_inner();
+    if let Some(name) = &q.application {
+        application(&state, name)?;
+    }
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    let list = reports::jobs(&db, q.application.as_deref(), q.state.as_deref(), limit).await?;
+    Ok(HttpResponse::Ok().json(json!({ "jobs": list })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetryRequest {
+    application: Option<String>,
+    ids: Option<Vec<i64>>,
+}
+
+async fn retry_jobs(
+    _: Admin,
+    state: web::Data<AppState>,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    ready_state(&state)?;
+    // No body retries every failed job; a body narrows it down and must be valid.
+    let body: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RetryRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| ApiError::InvalidRequest(format!("body: {e}")))?
+    };
+    if let Some(name) = &body.application {
+        application(&state, name)?;
+    }
+    let db = state
+        .pool
+        .get()
+        .await
+        .map_err(crate::store::StoreError::from)?;
+    let retried = jobs::retry_failed(&db, body.application.as_deref(), body.ids.as_deref()).await?;
+    let applications: BTreeSet<&String> = retried.iter().collect();
+    for name in &applications {
+        cycles::request_now(&db, name).await?;
+    }
+    tracing::info!(
+        retried = retried.len(),
+        "failed jobs retried by an operator"
+    );
+    Ok(HttpResponse::Ok().json(json!({
+        "retried": retried.len(),
+        "applications": applications,
+    })))
+}
