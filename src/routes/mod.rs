@@ -1,5 +1,6 @@
 //! HTTP routes. Each module exposes `configure` for its paths.
 
+pub mod audit;
 pub mod events;
 pub mod health;
 pub mod metrics;
@@ -8,6 +9,7 @@ use actix_web::web;
 
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
+    audit::configure(cfg);
     events::configure(cfg);
     health::configure(cfg);
     metrics::configure(cfg);
