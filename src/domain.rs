@@ -93,12 +93,15 @@ impl Lane {
 pub enum EventSource {
     /// Our own JSON event on `POST /v1/events`.
     Api,
+    /// An Entra audit-log record on `POST /webhooks/audit`; the id is the record's `id`.
+    Audit,
 }
 
 impl EventSource {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Api => "api",
+            Self::Audit => "audit",
         }
     }
 }

@@ -4,6 +4,7 @@
 //! assigned to, deciding each activation's lane, all in one transaction; the caller answers 2xx only
 //! after it returns. A redelivered event (same source and id) changes nothing and takes no slot.
 
+pub mod audit;
 pub mod event;
 
 use std::collections::BTreeMap;

@@ -2,16 +2,19 @@
 //!
 //! Order of checks: size (413) → authentication over the raw body (401) → content type (415) →
 //! parsing (400/413) → one transaction (202 only after commit; 503 if the database is away).
+//! The steps every intake route shares (reading and authenticating the body, committing, counting
+//! outcomes) are `pub(crate)` here so that `/webhooks/audit` runs exactly the same checks.
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
 use futures_util::StreamExt;
 use serde::Serialize;
 
-use crate::domain::EventSource;
+use crate::auth::Caller;
+use crate::domain::{EventKind, EventSource};
 use crate::error::ApiError;
-use crate::intake::event::parse_body;
-use crate::intake::EventOutcome;
+use crate::intake::event::{parse_body, NewEvent};
+use crate::intake::{EventOutcome, IntakeSummary};
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -32,15 +35,7 @@ async fn post_events(
 ) -> Result<HttpResponse, ApiError> {
     let result = accept(&request, payload, &state).await;
     if let Err(error) = &result {
-        state
-            .metrics
-            .events_received
-            .with_label_values(&["api", "unknown", "rejected"])
-            .inc();
-        // Server-side failures are logged with their chain where the response is built.
-        if !actix_web::ResponseError::status_code(error).is_server_error() {
-            tracing::info!(error.code = error.code(), error.message = %error, "event request rejected");
-        }
+        count_rejection(&state, EventSource::Api, error);
     }
     result
 }
@@ -50,24 +45,68 @@ async fn accept(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<HttpResponse, ApiError> {
+    let (body, caller) = read_authenticated_json(request, payload, state).await?;
+    let events = parse_body(&body)?;
+    tracing::Span::current().record("events", events.len());
+    let summary = commit_events(state, EventSource::Api, &events).await?;
+    tracing::debug!(?caller, "intake committed");
+    Ok(HttpResponse::Accepted().json(Accepted {
+        accepted: summary.accepted(),
+        duplicates: summary.duplicates(),
+    }))
+}
+
+/// The checks before parsing, in order: size (413) → authentication over the raw body (401) →
+/// content type (415). Returns the raw body and who sent it.
+pub(crate) async fn read_authenticated_json(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(web::BytesMut, Caller), ApiError> {
     let body = read_body(request, payload, state.max_body_bytes).await?;
     let caller = state
         .authenticator
         .authenticate(request.headers(), &body)
         .await?;
     require_json(request)?;
-    let events = parse_body(&body)?;
-    tracing::Span::current().record("events", events.len());
+    Ok((body, caller))
+}
+
+/// Stores `events` from `source` in one transaction (503 until the schema is in place), then
+/// counts and logs each event's outcome.
+pub(crate) async fn commit_events(
+    state: &AppState,
+    source: EventSource,
+    events: &[NewEvent],
+) -> Result<IntakeSummary, ApiError> {
     if !state.is_bootstrapped() {
         return Err(ApiError::NotReady);
     }
-    let summary = state.intake.record(EventSource::Api, &events).await?;
+    let summary = state.intake.record(source, events).await?;
+    count_outcomes(state, source, &summary);
+    Ok(summary)
+}
 
+/// Counts a refused request (one `rejected` sample, type `unknown`) and logs why, unless the
+/// error is server-side: those are logged with their chain where the response is built.
+pub(crate) fn count_rejection(state: &AppState, source: EventSource, error: &ApiError) {
+    state
+        .metrics
+        .events_received
+        .with_label_values(&[source.as_str(), "unknown", "rejected"])
+        .inc();
+    if !actix_web::ResponseError::status_code(error).is_server_error() {
+        tracing::info!(error.code = error.code(), error.message = %error, "event request rejected");
+    }
+}
+
+/// Counts and logs what happened to each event of a committed request.
+fn count_outcomes(state: &AppState, source: EventSource, summary: &IntakeSummary) {
     for (id, kind, outcome) in &summary.outcomes {
         let label = match outcome {
             EventOutcome::Accepted { event_row, jobs } => {
                 for (application, lane) in jobs {
-                    if *kind == crate::domain::EventKind::Activation {
+                    if *kind == EventKind::Activation {
                         state
                             .metrics
                             .activations
@@ -92,14 +131,9 @@ async fn accept(
         state
             .metrics
             .events_received
-            .with_label_values(&["api", kind.as_str(), label])
+            .with_label_values(&[source.as_str(), kind.as_str(), label])
             .inc();
     }
-    tracing::debug!(?caller, "intake committed");
-    Ok(HttpResponse::Accepted().json(Accepted {
-        accepted: summary.accepted(),
-        duplicates: summary.duplicates(),
-    }))
 }
 
 /// Reads the raw body (needed for the signature), refusing more than `limit` bytes.

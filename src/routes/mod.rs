@@ -1,6 +1,7 @@
 //! HTTP routes. Each module exposes `configure` for its paths.
 
 pub mod admin;
+pub mod audit;
 pub mod events;
 pub mod health;
 pub mod metrics;
@@ -10,6 +11,7 @@ use actix_web::web;
 /// Registers every route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     admin::configure(cfg);
+    audit::configure(cfg);
     events::configure(cfg);
     health::configure(cfg);
     metrics::configure(cfg);

@@ -1,0 +1,93 @@
+//! `POST /webhooks/audit`: Entra audit-log records as Azure Monitor exports them (DESIGN.md §2).
+//!
+//! The same checks as `/v1/events`, in the same order and with the same errors: size (413) →
+//! authentication over the raw body (401) → content type (415) → parsing (400/413) → one
+//! transaction (202 only after commit). PIM-for-Groups activations and deactivations become events
+//! with source `audit` and the record's `id` as idempotency key; every other record is counted as
+//! ignored and not stored.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+
+use super::events::{commit_events, count_rejection, read_authenticated_json};
+use crate::domain::EventSource;
+use crate::error::ApiError;
+use crate::intake::audit::{parse_records, AuditBatch};
+use crate::state::AppState;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/webhooks/audit", web::post().to(post_audit));
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    duplicates: usize,
+    ignored: usize,
+}
+
+#[tracing::instrument(
+    name = "intake",
+    skip_all,
+    fields(source = "audit", events = tracing::field::Empty, ignored = tracing::field::Empty)
+)]
+async fn post_audit(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let result = accept(&request, payload, &state).await;
+    if let Err(error) = &result {
+        count_rejection(&state, EventSource::Audit, error);
+    }
+    result
+}
+
+async fn accept(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let (body, caller) = read_authenticated_json(request, payload, state).await?;
+    let batch = parse_records(&body)?;
+    let span = tracing::Span::current();
+    span.record("events", batch.events.len());
+    span.record("ignored", batch.ignored.len());
+    for warning in &batch.warnings {
+        tracing::warn!(warning = %warning, "part of an audit record was left out");
+    }
+
+    // A batch of only unrelated records has nothing to store.
+    let (accepted, duplicates) = if batch.events.is_empty() {
+        (0, 0)
+    } else {
+        let summary = commit_events(state, EventSource::Audit, &batch.events).await?;
+        (summary.accepted(), summary.duplicates())
+    };
+    count_ignored(state, &batch);
+    tracing::debug!(?caller, "audit intake committed");
+    Ok(HttpResponse::Accepted().json(Accepted {
+        accepted,
+        duplicates,
+        ignored: batch.ignored.len(),
+    }))
+}
+
+/// Counts and logs the skipped records (`outcome="ignored"`, type = the activity class or
+/// `unknown`). Called only once the request has succeeded, so a refused request counts once, as
+/// rejected.
+fn count_ignored(state: &AppState, batch: &AuditBatch) {
+    for record in &batch.ignored {
+        tracing::debug!(
+            record.index = record.index,
+            record.reason = record.reason.as_str(),
+            event.type = record.type_label(),
+            "audit record ignored"
+        );
+        state
+            .metrics
+            .events_received
+            .with_label_values(&[EventSource::Audit.as_str(), record.type_label(), "ignored"])
+            .inc();
+    }
+}
