@@ -11,7 +11,7 @@ use crate::config::UserNameAttribute;
 use crate::domain::Action;
 pub use crate::domain::Subject;
 use crate::scim::mapping::{map_user, SourceUser};
-use crate::scim::{ScimClient, ScimError};
+use crate::scim::{ScimClient, ScimError, ScimUser};
 use crate::store::scim_ids::{self, ObjectKind};
 use crate::store::StoreError;
 
@@ -276,15 +276,19 @@ impl Provisioner {
             ..SourceUser::default()
         });
         let user = match source {
-            Some(source) if create => {
-                let user = map_user(&source, client.character_policy()).map_err(ScimError::from)?;
-                client.create_user(&user).await?
-            }
-            Some(source) => match source.user_name.as_deref() {
-                Some(name) => client.find_user_by_user_name(name).await?,
-                None => client.find_user_by_external_id(&subject.principal_id).await?,
-            }
-            .ok_or_else(|| ProvisionError::MissingAttributes("the user is not in AWS".into()))?,
+            Some(source) if create => match map_user(&source, client.character_policy()) {
+                Ok(user) => client.create_user(&user).await?,
+                // Too little to create the user (an audit record names only the userName): use
+                // the user if AWS already has it, otherwise say what is missing.
+                Err(refused) => self
+                    .find_user(client, subject, source.user_name.as_deref())
+                    .await?
+                    .ok_or(ScimError::from(refused))?,
+            },
+            Some(source) => self
+                .find_user(client, subject, source.user_name.as_deref())
+                .await?
+                .ok_or_else(|| ProvisionError::MissingAttributes("the user is not in AWS".into()))?,
             None => client
                 .find_user_by_external_id(&subject.principal_id)
                 .await?
@@ -296,6 +300,21 @@ impl Provisioner {
         };
         self.remember(subject, ObjectKind::User, &subject.principal_id, user.id)
             .await
+    }
+
+    /// The AWS user with this userName, or else with the Entra object id as externalId.
+    async fn find_user(
+        &self,
+        client: &ScimClient,
+        subject: &Subject,
+        user_name: Option<&str>,
+    ) -> Result<Option<ScimUser>, ScimError> {
+        if let Some(name) = user_name {
+            if let Some(user) = client.find_user_by_user_name(name).await? {
+                return Ok(Some(user));
+            }
+        }
+        client.find_user_by_external_id(&subject.principal_id).await
     }
 }
 

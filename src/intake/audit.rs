@@ -40,18 +40,24 @@ const GROUP_MANAGEMENT: &str = "GroupManagement";
 /// The directoryAudit `result` of a change that happened.
 const SUCCESS: &str = "success";
 
-/// Activities that make a membership active. Microsoft's list says "role" even for groups (the
-/// role being Member or Owner); third-party code also sees "group".
+/// Activities that make a membership active: self-activation and an administrator's active
+/// assignment (DESIGN.md §1). Microsoft's list says "role" even for groups (the role being Member
+/// or Owner); third-party code also sees "group".
 const ACTIVATIONS: &[&str] = &[
     "Add member to role completed (PIM activation)",
     "Add member to group completed (PIM activation)",
+    "Add member to role in PIM completed (timebound)",
+    "Add member to role in PIM completed (permanent)",
 ];
-/// Activities that end a membership: self-deactivation and expiry.
+/// Activities that end a membership: self-deactivation, expiry and an administrator's removal
+/// (the removal wording mirrors the documented assignment wording; UNCONFIRMED, so both forms).
 const DEACTIVATIONS: &[&str] = &[
     "Remove member from role completed (PIM deactivate)",
     "Remove member from group completed (PIM deactivate)",
     "Remove member from role (PIM activation expired)",
     "Remove member from group (PIM activation expired)",
+    "Remove member from role in PIM completed (timebound)",
+    "Remove member from role in PIM completed (permanent)",
 ];
 /// `additionalDetails` keys that may carry an activation's end, compared lower-case with only
 /// letters and digits kept (so `ExpirationTime`, `expiration_time` and `Expiration Time` match).
@@ -589,7 +595,18 @@ mod tests {
             ),
             ("Add member to role requested (PIM activation)", None),
             ("PIM activation request expired", None),
-            ("Add member to role in PIM completed (timebound)", None),
+            (
+                "Add member to role in PIM completed (timebound)",
+                Some(EventKind::Activation),
+            ),
+            (
+                "Remove member from role in PIM completed (permanent)",
+                Some(EventKind::Deactivation),
+            ),
+            (
+                "Add eligible member to role in PIM completed (permanent)",
+                None,
+            ),
             ("Add member to group", None),
         ];
         for (name, kind) in cases {

@@ -123,7 +123,7 @@ async fn get_application(
         .get()
         .await
         .map_err(crate::store::StoreError::from)?;
-    let mut apps = reports::applications(&db, &[name.clone()]).await?;
+    let mut apps = reports::applications(&db, std::slice::from_ref(&name)).await?;
     let app = apps.pop().ok_or(ApiError::UnknownApplication(name))?;
     Ok(HttpResponse::Ok().json(app))
 }

@@ -3,6 +3,7 @@
 // Test support code may panic: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod audit;
 mod auth;
 mod config_cli;
