@@ -43,7 +43,9 @@ VALUES = {
         "databaseUrl": "postgres://pimbridge:pw@db.example:5432/pimbridge",
         "hmacSecret": "a-production-hmac-secret-0123456789",
         "scimTokens": {"prod": "token-prod", "sandbox": "token-sandbox"},
+        "adminToken": "a-production-admin-token-0123456789",
     },
+    "adminApi": {"enabled": True},
     "serviceMonitor": {"enabled": True},
     "prometheusRule": {"enabled": True},
     "extraVolumes": [{"name": "rds-ca", "configMap": {"name": "rds-ca-bundle"}}],
@@ -153,6 +155,12 @@ refused(bad, "secrets.scimTokens.sandbox is required", "a missing SCIM token")
 bad = copy.deepcopy(VALUES)
 bad["secrets"]["databaseUrl"] = ""
 refused(bad, "secrets.databaseUrl is required", "a missing database URL")
+bad = copy.deepcopy(VALUES)
+bad["secrets"]["adminToken"] = ""
+refused(bad, "secrets.adminToken is required", "the admin API without its token")
+bad = copy.deepcopy(VALUES)
+bad["config"]["admin"] = {"token": "in-a-configmap-0123456789"}
+refused(bad, "admin", "an admin token in the ConfigMap")
 existing = copy.deepcopy(VALUES)
 existing["secrets"] = {"existingSecret": "pimbridge-prod"}
 rendered = render(existing)

@@ -55,6 +55,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: PIMBRIDGE_INTAKE__HMAC_SECRET_FILE
   value: /var/run/secrets/pimbridge/hmac-secret
 {{- end }}
+{{- if .Values.adminApi.enabled }}
+- name: PIMBRIDGE_ADMIN__TOKEN_FILE
+  value: /var/run/secrets/pimbridge/admin-token
+{{- end }}
 {{- range $name, $app := .Values.config.applications }}
 - name: PIMBRIDGE_APPLICATIONS__{{ $name | upper }}__SCIM_TOKEN_FILE
   value: /var/run/secrets/pimbridge/scim-token-{{ $name }}
