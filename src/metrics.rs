@@ -12,8 +12,8 @@ use prometheus::{
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Events received, by source (api, graph, …), type and outcome (accepted, duplicate,
-    /// unrouted, rejected).
+    /// Events received, by source (api, audit, …), type and outcome (accepted, duplicate,
+    /// unrouted, ignored, rejected).
     pub events_received: IntCounterVec,
     /// Activations admitted per application and lane.
     pub activations: IntCounterVec,
