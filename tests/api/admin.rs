@@ -241,7 +241,12 @@ async fn failed_jobs_stay_visible_and_can_be_retried() {
     )
     .await;
     let start = Instant::now();
-    while members(&f.a) == 0 {
+    while f
+        .app
+        .count("SELECT count(*) FROM jobs WHERE state = 'done'")
+        .await
+        == 0
+    {
         assert!(start.elapsed() < Duration::from_secs(10), "never retried");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
@@ -264,6 +269,7 @@ async fn failed_jobs_stay_visible_and_can_be_retried() {
     assert_eq!((status, retried["retried"].as_u64()), (200, Some(1)));
     assert_eq!(done["jobs"][0]["state"], "done");
     assert_eq!(done["jobs"][0]["lane"], "deferred");
+    assert_eq!(members(&f.a), 1);
     assert_eq!(bad_body.0, 400);
 }
 
