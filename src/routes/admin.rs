@@ -17,7 +17,7 @@ use crate::domain::{Action, Subject};
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::provisioning_log::{self, Status};
-use crate::store::{cycles, jobs, quarantine, reports};
+use crate::store::{cycles, jobs, quarantine, reports, StoreError};
 
 /// Rows a listing returns unless `limit` says otherwise.
 const DEFAULT_LIMIT: i64 = 100;
@@ -92,21 +92,16 @@ fn application<'a>(state: &'a AppState, name: &str) -> Result<&'a str, ApiError>
         .ok_or_else(|| ApiError::UnknownApplication(name.to_owned()))
 }
 
-fn ready_state(state: &AppState) -> Result<(), ApiError> {
-    if state.is_bootstrapped() {
-        Ok(())
-    } else {
-        Err(ApiError::NotReady)
+/// A database connection, once the schema is in place.
+async fn connection(state: &AppState) -> Result<deadpool_postgres::Object, ApiError> {
+    if !state.is_bootstrapped() {
+        return Err(ApiError::NotReady);
     }
+    Ok(state.pool.get().await.map_err(StoreError::from)?)
 }
 
 async fn list_applications(_: Admin, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let db = connection(&state).await?;
     let apps = reports::applications(&db, &state.applications).await?;
     Ok(HttpResponse::Ok().json(json!({ "applications": apps })))
 }
@@ -116,13 +111,8 @@ async fn get_application(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
     let name = application(&state, &name)?.to_owned();
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let db = connection(&state).await?;
     let mut apps = reports::applications(&db, std::slice::from_ref(&name)).await?;
     let app = apps.pop().ok_or(ApiError::UnknownApplication(name))?;
     Ok(HttpResponse::Ok().json(app))
@@ -139,13 +129,8 @@ async fn list_cycles(
     name: web::Path<String>,
     query: web::Query<Limit>,
 ) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
     let name = application(&state, &name)?;
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let db = connection(&state).await?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     let list = reports::cycles(&db, name, limit).await?;
     Ok(HttpResponse::Ok().json(json!({ "cycles": list })))
@@ -156,13 +141,8 @@ async fn start_cycle(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
     let name = application(&state, &name)?;
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let db = connection(&state).await?;
     cycles::request_now(&db, name).await?;
     tracing::info!(application = %name, "cycle requested by an operator");
     Ok(HttpResponse::Accepted().json(json!({
@@ -208,8 +188,8 @@ async fn provision(
     name: web::Path<String>,
     body: web::Json<ProvisionRequest>,
 ) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
     let name = application(&state, &name)?;
+    let db = connection(&state).await?;
     let body = body.into_inner();
     let action = match body.action.as_str() {
         "add" => Action::Add,
@@ -261,11 +241,6 @@ async fn provision(
         ),
         elapsed_secs: started.elapsed().as_secs_f64(),
     };
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
     provisioning_log::append(&db, &entry).await?;
     result?;
     tracing::info!(application = %name, action = action.as_str(), "provisioned on demand");
@@ -282,13 +257,8 @@ async fn clear_quarantine(
     state: web::Data<AppState>,
     name: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
     let name = application(&state, &name)?;
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let db = connection(&state).await?;
     let cleared = quarantine::clear(&db, name).await?;
     if cleared {
         // The queued changes go out in a cycle now rather than after the back-off.
@@ -317,7 +287,6 @@ async fn provisioning_log(
     state: web::Data<AppState>,
     query: web::Query<LogQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
     let q = query.into_inner();
     if let Some(name) = &q.application {
         application(&state, name)?;
@@ -348,11 +317,7 @@ async fn provisioning_log(
         before_id: q.before,
         limit: q.limit.unwrap_or(DEFAULT_LIMIT),
     };
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let db = connection(&state).await?;
     let entries = reports::provisioning_log(&db, &filter).await?;
     Ok(HttpResponse::Ok().json(json!({ "entries": entries })))
 }
@@ -369,16 +334,11 @@ async fn list_jobs(
     state: web::Data<AppState>,
     query: web::Query<JobQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
     let q = query.into_inner();
     if let Some(name) = &q.application {
         application(&state, name)?;
     }
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let db = connection(&state).await?;
     let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
     let list = reports::jobs(&db, q.application.as_deref(), q.state.as_deref(), limit).await?;
     Ok(HttpResponse::Ok().json(json!({ "jobs": list })))
@@ -396,7 +356,6 @@ async fn retry_jobs(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    ready_state(&state)?;
     // No body retries every failed job; a body narrows it down and must be valid.
     let body: RetryRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RetryRequest::default()
@@ -406,11 +365,7 @@ async fn retry_jobs(
     if let Some(name) = &body.application {
         application(&state, name)?;
     }
-    let db = state
-        .pool
-        .get()
-        .await
-        .map_err(crate::store::StoreError::from)?;
+    let db = connection(&state).await?;
     let retried = jobs::retry_failed(&db, body.application.as_deref(), body.ids.as_deref()).await?;
     let applications: BTreeSet<&String> = retried.iter().collect();
     for name in &applications {
