@@ -11,21 +11,11 @@
 // A benchmark may panic on a failed set-up.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[allow(dead_code)]
-#[path = "../tests/api/postgres.rs"]
-mod postgres;
+mod support;
 
 use std::time::{Duration, Instant};
 
-use pimbridge::auth::hmac;
-use pimbridge::config::Settings;
-use pimbridge::emulator::{EmulatorSettings, RunningEmulator, DEFAULT_TOKEN};
-use pimbridge::secret::SecretString;
-use pimbridge::startup::Application;
-use serde_json::json;
-
-const SECRET: &str = "bench-hmac-secret-0123456789";
-const GROUP: &str = "bench-group-0000-0000-000000000001";
+use support::{event, summary, Bench};
 
 struct Args {
     rate: f64,
@@ -56,63 +46,21 @@ fn args() -> Args {
     args
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
-
-fn summary(label: &str, mut values_ms: Vec<f64>) {
-    values_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "{label:<44} n={:<5} p50={:>7.2} ms  p95={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
-        values_ms.len(),
-        percentile(&values_ms, 50.0),
-        percentile(&values_ms, 95.0),
-        percentile(&values_ms, 99.0),
-        values_ms.last().copied().unwrap_or(f64::NAN)
-    );
-}
-
-fn event(id: &str, user: &str) -> String {
-    json!({
-        "id": id, "type": "activation", "occurredAt": "2026-11-28T10:00:00Z",
-        "groupId": GROUP, "principalId": user,
-        "user": {"userName": format!("{user}@bench.example"), "givenName": "Bench", "familyName": "User",
-                 "displayName": "Bench User", "email": format!("{user}@bench.example")},
-        "group": {"displayName": "Bench-Admins"}
-    })
-    .to_string()
-}
-
 /// Sends activations at `rate` per second for `seconds`; returns POST→202 times in ms.
-async fn drive(
-    http: &reqwest::Client,
-    url: &str,
-    prefix: &str,
-    users: &[String],
-    rate: f64,
-) -> (Vec<f64>, f64) {
-    let secret = SecretString::new(SECRET);
+async fn drive(bench: &Bench, prefix: &str, users: &[String], rate: f64) -> (Vec<f64>, f64) {
     let interval = Duration::from_secs_f64(1.0 / rate);
     let start = Instant::now();
     let mut tasks = Vec::new();
     for (i, user) in users.iter().enumerate() {
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let body = event(&format!("{prefix}-{i}"), user);
-        let signature = hmac::sign(
-            &secret,
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-            body.as_bytes(),
+        let body = event(
+            &format!("{prefix}-{i}"),
+            "activation",
+            user,
+            "2026-11-28T10:00:00Z",
         );
-        let request = http
-            .post(url)
-            .header("content-type", "application/json")
-            .header(hmac::SIGNATURE_HEADER, signature)
-            .body(body);
+        let request = bench.signed_post(body);
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
             let response = request.send().await.expect("POST");
@@ -190,61 +138,12 @@ fn scim_duration(metrics: &str, method: &str) -> (f64, f64) {
 #[tokio::main]
 async fn main() {
     let args = args();
-    // A server of its own with fsync on: every accepted event is flushed before its 202.
-    let server = postgres::PgServer::private_durable();
-    let database_url = server.fresh_database().await;
-    let emulator = RunningEmulator::start_with_workers(
-        EmulatorSettings::default(),
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        1,
+    let bench = Bench::start(
+        "[dispatch]\nconcurrency = 8",
+        // Raised for the benchmark: every activation takes the immediate lane.
+        "activation_limit = 1000000\nrequests_per_second = 10000\nrequests_burst = 1000",
     )
-    .await
-    .unwrap();
-    let toml = format!(
-        r#"
-        [server]
-        listen = "127.0.0.1:0"
-        workers = 1
-        [database]
-        url = "{database_url}"
-        max_connections = 16
-        [intake]
-        hmac_secret = "{SECRET}"
-        [dispatch]
-        concurrency = 8
-        [log]
-        level = "error"
-        [applications.bench]
-        scim_url = "{}"
-        scim_token = "{DEFAULT_TOKEN}"
-        groups = ["{GROUP}"]
-        # Raised for the benchmark: every activation takes the immediate lane.
-        activation_limit = 1000000
-        requests_per_second = 10000
-        requests_burst = 1000
-        "#,
-        emulator.scim_base_url()
-    );
-    let settings = Settings::from_toml_str(&toml).unwrap();
-    let application = Application::build(settings).await.unwrap();
-    let url = format!("http://127.0.0.1:{}/v1/events", application.port());
-    let shutdown = application.shutdown_token();
-    let service = tokio::spawn(application.run_until_stopped());
-    let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
-    let http = reqwest::Client::new();
-    for _ in 0..200 {
-        let ready = http
-            .get(url.replace("/v1/events", "/health/ready"))
-            .send()
-            .await;
-        if ready.is_ok_and(|r| r.status() == 200) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    .await;
 
     let n = (args.rate * args.seconds).round() as usize;
     println!(
@@ -255,35 +154,28 @@ async fn main() {
 
     // Case 1: users seen for the first time (AWS create user + PATCH).
     let new_users: Vec<String> = (0..n).map(|i| format!("user-{i}")).collect();
-    let (intake_new, rate_new) = drive(&http, &url, "new", &new_users, args.rate).await;
-    wait_done(&db, n as i64).await;
+    let (intake_new, rate_new) = drive(&bench, "new", &new_users, args.rate).await;
+    wait_done(&bench.db, n as i64).await;
 
     // Case 2: the same users again (ids cached: one PATCH each).
-    emulator.clear_request_log();
-    let (intake_known, rate_known) = drive(&http, &url, "known", &new_users, args.rate).await;
-    wait_done(&db, 2 * n as i64).await;
+    bench.emulator.clear_request_log();
+    let (intake_known, rate_known) = drive(&bench, "known", &new_users, args.rate).await;
+    wait_done(&bench.db, 2 * n as i64).await;
     summary(
         "receipt → AWS confirmed, new users",
-        latencies(&db, "new").await,
+        latencies(&bench.db, "new").await,
     );
     summary(
         "receipt → AWS confirmed, known users",
-        latencies(&db, "known").await,
+        latencies(&bench.db, "known").await,
     );
     summary("sender POST → 202 (intake), new users", intake_new);
     summary("sender POST → 202 (intake), known users", intake_known);
     summary(
         "receipt → admission (in the intake tx)",
-        admission_ms(&db).await,
+        admission_ms(&bench.db).await,
     );
-    let metrics = http
-        .get(url.replace("/v1/events", "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = bench.metrics().await;
     for method in ["PATCH", "POST", "GET"] {
         let (sum, count) = scim_duration(&metrics, method);
         if count > 0.0 {
@@ -295,8 +187,5 @@ async fn main() {
         }
     }
     println!("\nachieved rates: {rate_new:.1} /s (new), {rate_known:.1} /s (known)");
-
-    shutdown.cancel();
-    let _ = service.await;
-    emulator.stop().await;
+    bench.stop().await;
 }

@@ -8,14 +8,14 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use deadpool_postgres::Object;
+use deadpool_postgres::{Object, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::plan::{self, Step};
 use super::CycleRunner;
 use crate::dispatch::provision::ProvisionError;
 use crate::domain::{Action, Subject};
-use crate::store::cycles::{self, CycleCounts, PendingPair, StartedCycle};
+use crate::store::cycles::{self, CompletedJob, CycleCounts, PendingPair, StartedCycle};
 use crate::store::provisioning_log::{self, Status};
 use crate::store::{memberships, StoreError};
 
@@ -77,12 +77,10 @@ impl CycleRunner {
         // Skips first (no request), then the changes grouped by group: removals before additions,
         // so that access is revoked before more is granted.
         let mut buckets: BTreeMap<(bool, String), (Action, Vec<PendingPair>)> = BTreeMap::new();
+        let mut skips = Vec::new();
         for pair in pairs {
             match plan::step(&pair, cycle.cutoff) {
-                Step::Skip { present } => {
-                    let skipped = PairResult::Skipped { present };
-                    self.record(db, &cycle, &pair, skipped, &mut counts).await?;
-                }
+                Step::Skip { present } => skips.push((pair, PairResult::Skipped { present })),
                 Step::Apply(action) => buckets
                     .entry((action == Action::Add, pair.subject.group_id.clone()))
                     .or_insert_with(|| (action, Vec::new()))
@@ -90,6 +88,13 @@ impl CycleRunner {
                     .push(pair),
             }
         }
+        self.record(
+            db,
+            &cycle,
+            skips.iter().map(|(p, r)| (p, r.clone())),
+            &mut counts,
+        )
+        .await?;
         let mut auth_failure = None;
         let mut interrupted = false;
         for (action, pairs) in buckets.into_values() {
@@ -107,23 +112,24 @@ impl CycleRunner {
                     code: "not_attempted".into(),
                     reason: format!("not attempted: {reason}"),
                 };
-                for pair in &pairs {
+                let failed = pairs.iter().map(|pair| {
                     let failure = failure.clone();
-                    let failed = PairResult::Failed { action, failure };
-                    self.record(db, &cycle, pair, failed, &mut counts).await?;
-                }
+                    (pair, PairResult::Failed { action, failure })
+                });
+                self.record(db, &cycle, failed, &mut counts).await?;
                 continue;
             }
             let started = Instant::now();
             let results = self.apply_bucket(action, &pairs).await;
             // PATCHes carry many members: each change gets its share of the time.
             let elapsed_secs = started.elapsed().as_secs_f64() / pairs.len().max(1) as f64;
-            for (pair, result) in pairs.iter().zip(results) {
-                if let Err(failure) = &result {
-                    if failure.auth && auth_failure.is_none() {
-                        auth_failure = Some(failure.reason.clone());
-                    }
-                }
+            if auth_failure.is_none() {
+                auth_failure = results
+                    .iter()
+                    .find_map(|r| r.as_ref().err().filter(|f| f.auth))
+                    .map(|f| f.reason.clone());
+            }
+            let outcomes = pairs.iter().zip(results).map(|(pair, result)| {
                 let result = match result {
                     Ok(()) => PairResult::Applied {
                         action,
@@ -131,8 +137,9 @@ impl CycleRunner {
                     },
                     Err(failure) => PairResult::Failed { action, failure },
                 };
-                self.record(db, &cycle, pair, result, &mut counts).await?;
-            }
+                (pair, result)
+            });
+            self.record(db, &cycle, outcomes, &mut counts).await?;
             cycles::progress(db, cycle.id, &counts).await?;
         }
 
@@ -236,23 +243,46 @@ impl CycleRunner {
         results
     }
 
-    /// Records one pair's result in one transaction: its jobs, the confirmed membership and a
-    /// provisioning-log entry; latency metrics follow the commit.
-    async fn record(
+    /// Records the results of several pairs in one transaction (one durable commit per PATCH
+    /// rather than per change); latency metrics follow the commit.
+    async fn record<'p>(
         &self,
         db: &mut Object,
+        cycle: &StartedCycle,
+        results: impl Iterator<Item = (&'p PendingPair, PairResult)>,
+        counts: &mut CycleCounts,
+    ) -> Result<(), StoreError> {
+        let tx = db.transaction().await?;
+        let mut completed = Vec::new();
+        for (pair, result) in results {
+            let done = self.record_one(&tx, cycle, pair, result, counts).await?;
+            completed.extend(done.into_iter().map(|job| (pair, job)));
+        }
+        tx.commit().await?;
+        for (pair, job) in completed {
+            self.metrics
+                .provisioning_latency
+                .with_label_values(&[&pair.subject.application, "deferred", &job.action])
+                .observe(job.latency_secs);
+        }
+        Ok(())
+    }
+
+    /// One pair's jobs, confirmed membership and provisioning-log entry; returns the jobs done.
+    async fn record_one(
+        &self,
+        tx: &Transaction<'_>,
         cycle: &StartedCycle,
         pair: &PendingPair,
         result: PairResult,
         counts: &mut CycleCounts,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Vec<CompletedJob>, StoreError> {
         let subject = &pair.subject;
-        let tx = db.transaction().await?;
         let mut completed = Vec::new();
         let entry = match &result {
             PairResult::Skipped { present } => {
-                completed = cycles::settle_applied(&tx, cycle.id, pair).await?;
-                memberships::confirm(&tx, &subject.application, pair.latest_event_id, *present)
+                completed = cycles::settle_applied(tx, cycle.id, pair).await?;
+                memberships::confirm(tx, &subject.application, pair.latest_event_id, *present)
                     .await?;
                 counts.skipped += 1;
                 let action = if *present {
@@ -275,9 +305,9 @@ impl CycleRunner {
                 action,
                 elapsed_secs,
             } => {
-                completed = cycles::settle_applied(&tx, cycle.id, pair).await?;
+                completed = cycles::settle_applied(tx, cycle.id, pair).await?;
                 let present = *action == Action::Add;
-                memberships::confirm(&tx, &subject.application, pair.latest_event_id, present)
+                memberships::confirm(tx, &subject.application, pair.latest_event_id, present)
                     .await?;
                 counts.applied += 1;
                 let reason = (!present).then(|| plan::removal_reason(pair, cycle.cutoff));
@@ -294,7 +324,7 @@ impl CycleRunner {
             PairResult::Failed { action, failure } => {
                 let max = self.settings.max_attempts;
                 let failed = cycles::settle_failed(
-                    &tx,
+                    tx,
                     cycle.id,
                     pair,
                     &failure.reason,
@@ -317,19 +347,13 @@ impl CycleRunner {
                 entry(cycle.id, *action, subject, status, Some(failure), None, 0.0)
             }
         };
-        provisioning_log::append(&tx, &entry).await?;
-        tx.commit().await?;
-        for job in completed {
-            self.metrics
-                .provisioning_latency
-                .with_label_values(&[&subject.application, "deferred", &job.action])
-                .observe(job.latency_secs);
-        }
-        Ok(())
+        provisioning_log::append(tx, &entry).await?;
+        Ok(completed)
     }
 }
 
 /// How one pair ended in a cycle.
+#[derive(Clone)]
 enum PairResult {
     /// No request: AWS already reflects the desired state.
     Skipped {

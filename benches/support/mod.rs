@@ -1,0 +1,167 @@
+//! What the benchmarks share: a private durable Postgres, the AWS SCIM emulator and pimbridge on
+//! loopback in one process, signed posting, and percentile summaries.
+
+// Each benchmark is its own crate and uses part of this module.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use pimbridge::auth::hmac;
+use pimbridge::config::Settings;
+use pimbridge::emulator::{EmulatorSettings, RunningEmulator, DEFAULT_TOKEN};
+use pimbridge::secret::SecretString;
+use pimbridge::startup::Application;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+#[allow(dead_code)]
+#[path = "../../tests/api/postgres.rs"]
+mod postgres;
+
+pub const SECRET: &str = "bench-hmac-secret-0123456789";
+pub const GROUP: &str = "bench-group-0000-0000-000000000001";
+
+/// Everything a benchmark drives.
+pub struct Bench {
+    pub db: tokio_postgres::Client,
+    pub emulator: RunningEmulator,
+    pub http: reqwest::Client,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    shutdown: CancellationToken,
+    service: JoinHandle<anyhow::Result<()>>,
+    _server: postgres::PgServer,
+}
+
+impl Bench {
+    /// Starts Postgres (fsync on: every accepted event is flushed before its 202), the emulator
+    /// (one worker) and pimbridge with one application `bench` on GROUP; `sections` adds TOML
+    /// sections (e.g. `[dispatch]`) and `application` adds keys to the application.
+    pub async fn start(sections: &str, application: &str) -> Self {
+        let server = postgres::PgServer::private_durable();
+        let database_url = server.fresh_database().await;
+        let emulator = RunningEmulator::start_with_workers(
+            EmulatorSettings::default(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+            1,
+        )
+        .await
+        .unwrap();
+        let toml = format!(
+            r#"
+            [server]
+            listen = "127.0.0.1:0"
+            workers = 1
+            [database]
+            url = "{database_url}"
+            max_connections = 16
+            [intake]
+            hmac_secret = "{SECRET}"
+            [log]
+            level = "error"
+            {sections}
+            [applications.bench]
+            scim_url = "{}"
+            scim_token = "{DEFAULT_TOKEN}"
+            groups = ["{GROUP}"]
+            {application}
+            "#,
+            emulator.scim_base_url()
+        );
+        let settings = Settings::from_toml_str(&toml).unwrap();
+        let app = Application::build(settings).await.unwrap();
+        let base = format!("http://127.0.0.1:{}", app.port());
+        let shutdown = app.shutdown_token();
+        let service = tokio::spawn(app.run_until_stopped());
+        let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let http = reqwest::Client::new();
+        for _ in 0..200 {
+            let ready = http.get(format!("{base}/health/ready")).send().await;
+            if ready.is_ok_and(|r| r.status() == 200) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            db,
+            emulator,
+            http,
+            base,
+            shutdown,
+            service,
+            _server: server,
+        }
+    }
+
+    /// A signed `POST /v1/events` of `body`, ready to send.
+    pub fn signed_post(&self, body: String) -> reqwest::RequestBuilder {
+        let signature = hmac::sign(
+            &SecretString::new(SECRET),
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+            body.as_bytes(),
+        );
+        self.http
+            .post(format!("{}/v1/events", self.base))
+            .header("content-type", "application/json")
+            .header(hmac::SIGNATURE_HEADER, signature)
+            .body(body)
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let _ = self.service.await;
+        self.emulator.stop().await;
+    }
+}
+
+/// The value at percentile `p` of sorted values (nearest rank).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() as f64 - 1.0)).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Prints p50/p95/p99/max of values in milliseconds.
+pub fn summary(label: &str, mut values_ms: Vec<f64>) {
+    values_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{label:<44} n={:<5} p50={:>7.2} ms  p95={:>7.2} ms  p99={:>7.2} ms  max={:>7.2} ms",
+        values_ms.len(),
+        percentile(&values_ms, 50.0),
+        percentile(&values_ms, 95.0),
+        percentile(&values_ms, 99.0),
+        values_ms.last().copied().unwrap_or(f64::NAN)
+    );
+}
+
+/// An activation (or deactivation) of `user` in GROUP, as JSON text.
+pub fn event(id: &str, kind: &str, user: &str, occurred_at: &str) -> String {
+    serde_json::json!({
+        "id": id, "type": kind, "occurredAt": occurred_at,
+        "groupId": GROUP, "principalId": user,
+        "user": {"userName": format!("{user}@bench.example"), "givenName": "Bench", "familyName": "User",
+                 "displayName": "Bench User", "email": format!("{user}@bench.example")},
+        "group": {"displayName": "Bench-Admins"}
+    })
+    .to_string()
+}
