@@ -127,6 +127,16 @@ pub struct IntakeSettings {
     pub signature_tolerance_secs: u64,
     /// Bearer JWT verification; absent means JWTs are not accepted.
     pub jwt: Option<JwtSettings>,
+    /// Requests per second one client may send to the intake routes (`/v1/…`, `/webhooks/…`)
+    /// before getting 429; 0 turns the limit off.
+    #[serde(deserialize_with = "whole")]
+    pub requests_per_second: u32,
+    /// Requests one client may send at once before the per-second limit applies.
+    #[serde(deserialize_with = "whole")]
+    pub requests_burst: u32,
+    /// Header naming the client when pimbridge sits behind a proxy (e.g. `X-Forwarded-For`; the
+    /// last address in it, the one the nearest proxy added, is used). Unset: the peer address.
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for IntakeSettings {
@@ -137,6 +147,9 @@ impl Default for IntakeSettings {
             hmac_secret_file: None,
             signature_tolerance_secs: 300,
             jwt: None,
+            requests_per_second: 50,
+            requests_burst: 100,
+            client_ip_header: None,
         }
     }
 }
@@ -479,6 +492,20 @@ impl Settings {
             intake.hmac_secret.take(),
             intake.hmac_secret_file.as_deref(),
         )?;
+        if intake.requests_per_second > 0 && intake.requests_burst == 0 {
+            return Err(ConfigError::invalid(
+                "intake.requests_burst",
+                "must be at least 1 while intake.requests_per_second is set",
+            ));
+        }
+        if let Some(header) = &intake.client_ip_header {
+            if actix_web::http::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                return Err(ConfigError::invalid(
+                    "intake.client_ip_header",
+                    format!("`{header}` is not a valid HTTP header name"),
+                ));
+            }
+        }
         if let Some(secret) = &intake.hmac_secret {
             if secret.expose().len() < 16 {
                 return Err(ConfigError::invalid(

@@ -35,6 +35,8 @@ pub enum ApiError {
     NotReady,
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("too many requests from this client; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
     #[error("the admin API is off; set admin.token to turn it on")]
     AdminDisabled,
     #[error("the admin API needs `Authorization: Bearer <admin token>`")]
@@ -75,6 +77,7 @@ impl ApiError {
             Self::NotReady => "not_ready",
             Self::Store(e) if e.is_transient() => "database_unavailable",
             Self::Store(_) => "internal_error",
+            Self::RateLimited { .. } => "rate_limited",
             Self::AdminDisabled => "admin_disabled",
             Self::AdminUnauthorized => "invalid_admin_token",
             Self::UnknownApplication(_) => "unknown_application",
@@ -113,6 +116,7 @@ impl ResponseError for ApiError {
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::AdminDisabled | Self::UnknownApplication(_) => StatusCode::NOT_FOUND,
             Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
@@ -133,6 +137,11 @@ impl ResponseError for ApiError {
             StatusCode::UNAUTHORIZED => {
                 response
                     .insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                if let Self::RateLimited { retry_after_secs } = self {
+                    response.insert_header((header::RETRY_AFTER, retry_after_secs.to_string()));
+                }
             }
             StatusCode::SERVICE_UNAVAILABLE => {
                 response.insert_header((

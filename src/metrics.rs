@@ -25,6 +25,8 @@ pub struct Metrics {
     pub scim_request_duration: HistogramVec,
     /// Jobs waiting per application and lane, refreshed at scrape time.
     pub queue_depth: IntGaugeVec,
+    /// Intake requests refused with 429 by the per-client limit, by route.
+    pub inbound_rate_limited: IntCounterVec,
     /// 1 while an application is quarantined, refreshed at scrape time.
     pub application_quarantined: IntGaugeVec,
     /// Sync cycles run by this replica, by application and outcome.
@@ -100,6 +102,13 @@ impl Metrics {
             ),
             &["application", "lane"],
         )?;
+        let inbound_rate_limited = IntCounterVec::new(
+            Opts::new(
+                "pimbridge_inbound_rate_limited_total",
+                "Intake requests refused with 429 by the per-client rate limit, by route.",
+            ),
+            &["route"],
+        )?;
         let application_quarantined = IntGaugeVec::new(
             Opts::new(
                 "pimbridge_application_quarantined",
@@ -128,6 +137,7 @@ impl Metrics {
         registry.register(Box::new(scim_requests.clone()))?;
         registry.register(Box::new(scim_request_duration.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(inbound_rate_limited.clone()))?;
         registry.register(Box::new(application_quarantined.clone()))?;
         registry.register(Box::new(cycles.clone()))?;
         registry.register(Box::new(cycle_duration.clone()))?;
@@ -142,6 +152,7 @@ impl Metrics {
             scim_requests,
             scim_request_duration,
             queue_depth,
+            inbound_rate_limited,
             application_quarantined,
             cycles,
             cycle_duration,

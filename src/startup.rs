@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use deadpool_postgres::Pool;
@@ -23,6 +24,7 @@ use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
 use crate::routes;
+use crate::routes::limit::InboundLimiter;
 use crate::scim::{RequestObserver, ScimClient};
 use crate::state::AppState;
 use crate::store::{self, migrate};
@@ -67,6 +69,7 @@ impl Application {
             applications: applications.clone(),
             bootstrapped: bootstrapped.clone(),
             admin_token: settings.admin.token.clone(),
+            inbound_limiter: InboundLimiter::from_settings(&settings.intake),
             provisioner: provisioner.clone(),
         });
 
@@ -112,11 +115,19 @@ impl Application {
             }
         }
 
+        if state.inbound_limiter.is_some() {
+            background.push((
+                "rate limiter upkeep",
+                tokio::spawn(forget_idle_clients(state.clone(), shutdown.clone())),
+            ));
+        }
+
         let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
+                .wrap(from_fn(routes::limit::limit_intake))
                 .configure(routes::configure)
         })
         .disable_signals()
@@ -198,6 +209,19 @@ fn build_provisioner(
         targets.insert(name.clone(), target);
     }
     Ok(Provisioner::new(pool, targets))
+}
+
+/// Every minute, forgets the rate-limit buckets of clients that have gone quiet.
+async fn forget_idle_clients(state: web::Data<AppState>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+        if let Some(limiter) = &state.inbound_limiter {
+            limiter.forget_idle();
+        }
+    }
 }
 
 /// This host's name, for lease owners that an operator can recognise.

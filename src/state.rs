@@ -9,6 +9,7 @@ use crate::auth::Authenticator;
 use crate::dispatch::provision::Provisioner;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
+use crate::routes::limit::InboundLimiter;
 use crate::secret::SecretString;
 
 /// Shared handles for the HTTP layer.
@@ -29,6 +30,8 @@ pub struct AppState {
     pub bootstrapped: Arc<AtomicBool>,
     /// The admin API's bearer token; `None` turns the admin API off.
     pub admin_token: Option<SecretString>,
+    /// Per-client limit of the intake routes; `None` when turned off.
+    pub inbound_limiter: Option<InboundLimiter>,
     /// Applies membership changes (the admin API's on-demand provisioning and connection test).
     pub provisioner: Arc<Provisioner>,
 }

@@ -57,6 +57,8 @@ impl Bench {
             max_connections = 16
             [intake]
             hmac_secret = "{SECRET}"
+            # Off: the load comes from one address.
+            requests_per_second = 0
             [log]
             level = "error"
             {sections}

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audit;
 pub mod events;
 pub mod health;
+pub mod limit;
 pub mod metrics;
 
 use actix_web::web;

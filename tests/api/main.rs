@@ -13,6 +13,7 @@ mod fixture;
 mod health;
 mod helpers;
 mod intake;
+mod limit;
 mod postgres;
 mod quarantine;
 mod shutdown;
