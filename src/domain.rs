@@ -95,6 +95,10 @@ pub enum EventSource {
     Api,
     /// An Entra audit-log record on `POST /webhooks/audit`; the id is the record's `id`.
     Audit,
+    /// An Entra audit-log record inside an Event Grid event on `POST /webhooks/eventgrid`; the id
+    /// is the record's `id`, not the Event Grid event's, so a record is stored once however many
+    /// events carry it.
+    EventGrid,
 }
 
 impl EventSource {
@@ -102,6 +106,7 @@ impl EventSource {
         match self {
             Self::Api => "api",
             Self::Audit => "audit",
+            Self::EventGrid => "eventgrid",
         }
     }
 }

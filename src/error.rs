@@ -27,8 +27,13 @@ pub enum ApiError {
     InvalidEvent(#[from] EventError),
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
-    #[error("Content-Type must be application/json")]
-    UnsupportedMediaType,
+    /// The `Content-Type` is not one the route reads; `expected` lists those it does.
+    #[error("Content-Type must be {expected}")]
+    UnsupportedMediaType { expected: &'static str },
+    /// An abuse-protection handshake (CloudEvents webhook spec, `OPTIONS`) without the origin
+    /// that asks for consent.
+    #[error("the OPTIONS handshake needs a WebHook-Request-Origin header naming the sender")]
+    MissingWebhookOrigin,
     #[error("the request body could not be read")]
     BodyUnreadable,
     #[error("the service is starting; try again shortly")]
@@ -72,7 +77,8 @@ impl ApiError {
             Self::Unauthorized(e) => e.code(),
             Self::InvalidEvent(e) => e.code(),
             Self::PayloadTooLarge { .. } => "payload_too_large",
-            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::UnsupportedMediaType { .. } => "unsupported_media_type",
+            Self::MissingWebhookOrigin => "missing_origin",
             Self::BodyUnreadable => "body_unreadable",
             Self::NotReady => "not_ready",
             Self::Store(e) if e.is_transient() => "database_unavailable",
@@ -112,7 +118,8 @@ impl ResponseError for ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE
             }
             Self::InvalidEvent(_) | Self::BodyUnreadable => StatusCode::BAD_REQUEST,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::MissingWebhookOrigin => StatusCode::BAD_REQUEST,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,

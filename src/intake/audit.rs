@@ -7,6 +7,8 @@
 //! `GroupManagement`). Every other record is skipped and reported as ignored. A record that claims
 //! to be one of ours must be complete (id, timestamp, user and group targets), or the whole request
 //! is refused with an error naming the record and the field, as `/v1/events` does.
+//! [`parse_embedded`] reads the same records when they arrive inside another message (an Event
+//! Grid event's `data`, `POST /webhooks/eventgrid`), also as a single directoryAudit object.
 //!
 //! Much of the record format is not confirmed by Microsoft's documentation (facts/entra-graph.md
 //! §3.4), so parsing is defensive:
@@ -82,7 +84,7 @@ pub struct AuditBatch {
 /// A record that is not a PIM-for-Groups activation or deactivation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IgnoredRecord {
-    /// Position in `records`.
+    /// Position in `records` (0 for a directoryAudit that came alone, see [`parse_embedded`]).
     pub index: usize,
     /// The activity class, when the record names a PIM activation or deactivation.
     pub kind: Option<EventKind>,
@@ -136,25 +138,70 @@ pub fn parse_records(body: &[u8]) -> Result<AuditBatch, EventError> {
                 "the body must be an object with a `records` array, as Azure Monitor exports logs",
             )
         })?;
+    parse_record_list(records, "records")
+}
+
+/// Parses audit records that arrive inside another message (an Event Grid event's `data`), and
+/// says `None` when `value` holds none. Two forms are recognised: an Azure Monitor export
+/// (`{"records": [...]}`, as on `/webhooks/audit`) and a single directoryAudit object as Microsoft
+/// Graph returns it (recognised by `activityDisplayName` and `targetResources`). `path` names
+/// `value` in errors and warnings, e.g. `[2].data`.
+pub fn parse_embedded(value: &Value, path: &str) -> Option<Result<AuditBatch, EventError>> {
+    let object = value.as_object()?;
+    if let Some((key, records)) = member(object, "records") {
+        let records_path = format!("{path}.{key}");
+        return Some(match records.as_array() {
+            Some(records) => parse_record_list(records, &records_path),
+            None => Err(refuse(
+                records_path,
+                "invalid_field",
+                "must be an array of Azure Monitor log records",
+            )),
+        });
+    }
+    if member(object, "activityDisplayName").is_none()
+        || member(object, "targetResources").is_none()
+    {
+        return None;
+    }
+    let mut batch = AuditBatch::default();
+    let claimed = claim_audit(object, None, path.to_owned());
+    Some(batch.add(0, claimed).map(|()| batch))
+}
+
+/// Parses the records of an export, at most [`MAX_BATCH`]; `records_path` names the array.
+fn parse_record_list(records: &[Value], records_path: &str) -> Result<AuditBatch, EventError> {
     if records.len() > MAX_BATCH {
         return Err(EventError::BatchTooLarge(records.len()));
     }
     let mut batch = AuditBatch::default();
     for (index, record) in records.iter().enumerate() {
-        let path = format!("records[{index}]");
+        let path = format!("{records_path}[{index}]");
         let Some(record) = record.as_object() else {
             return Err(refuse(path, "invalid_field", "must be an object"));
         };
-        match claim(record, path) {
-            Ok(claim) => batch.events.push(claim.into_event(&mut batch.warnings)?),
-            Err((kind, reason)) => batch.ignored.push(IgnoredRecord {
+        batch.add(index, claim(record, path))?;
+    }
+    Ok(batch)
+}
+
+impl AuditBatch {
+    /// Adds record `index`: its event when it is one of ours, else the reason it is skipped.
+    fn add(
+        &mut self,
+        index: usize,
+        claimed: Result<Claim<'_>, (Option<EventKind>, IgnoreReason)>,
+    ) -> Result<(), EventError> {
+        match claimed {
+            Ok(claim) => self.events.push(claim.into_event(&mut self.warnings)?),
+            Err((kind, reason)) => self.ignored.push(IgnoredRecord {
                 index,
                 kind,
                 reason,
             }),
         }
+        Ok(())
     }
-    Ok(batch)
 }
 
 /// A record that names a successful PIM-for-Groups activation or deactivation.
@@ -165,7 +212,7 @@ struct Claim<'a> {
     path: String,
 }
 
-/// Decides whether a record is one of ours, or why not.
+/// Decides whether an export record is one of ours, or why not.
 fn claim(
     record: &Map<String, Value>,
     path: String,
@@ -176,8 +223,22 @@ fn claim(
     let Some((key, Value::Object(properties))) = member(record, "properties") else {
         return Err((None, IgnoreReason::NotAnAuditRecord));
     };
+    claim_audit(
+        properties,
+        text(record, "operationName"),
+        format!("{path}.{key}"),
+    )
+}
+
+/// Decides whether a directoryAudit object (`properties`, named `path` in errors) is one of ours,
+/// or why not. `operation_name` stands in for a missing `activityDisplayName`.
+fn claim_audit<'a>(
+    properties: &'a Map<String, Value>,
+    operation_name: Option<&str>,
+    path: String,
+) -> Result<Claim<'a>, (Option<EventKind>, IgnoreReason)> {
     let kind = text(properties, "activityDisplayName")
-        .or_else(|| text(record, "operationName"))
+        .or(operation_name)
         .and_then(activity_kind)
         .ok_or((None, IgnoreReason::OtherActivity))?;
     if !text(properties, "category").is_some_and(|c| c.eq_ignore_ascii_case(GROUP_MANAGEMENT)) {
@@ -189,7 +250,7 @@ fn claim(
     Ok(Claim {
         kind,
         properties,
-        path: format!("{path}.{key}"),
+        path,
     })
 }
 
@@ -432,7 +493,8 @@ fn too_long(field: String, max_len: usize) -> EventError {
     )
 }
 
-fn refuse(field: String, code: &'static str, reason: impl Into<String>) -> EventError {
+/// A field error: `field` named as sent, a stable `code`, and why.
+pub(super) fn refuse(field: String, code: &'static str, reason: impl Into<String>) -> EventError {
     EventError::InvalidField {
         field,
         code,
@@ -441,7 +503,7 @@ fn refuse(field: String, code: &'static str, reason: impl Into<String>) -> Event
 }
 
 /// A value short enough to quote in an error or a log line.
-fn quote(text: &str) -> String {
+pub(super) fn quote(text: &str) -> String {
     text.chars().take(MAX_QUOTED_LEN).collect()
 }
 

@@ -6,6 +6,7 @@
 
 pub mod audit;
 pub mod event;
+pub mod eventgrid;
 
 use std::collections::BTreeMap;
 

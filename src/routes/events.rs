@@ -3,7 +3,8 @@
 //! Order of checks: size (413) → authentication over the raw body (401) → content type (415) →
 //! parsing (400/413) → one transaction (202 only after commit; 503 if the database is away).
 //! The steps every intake route shares (reading and authenticating the body, committing, counting
-//! outcomes) are `pub(crate)` here so that `/webhooks/audit` runs exactly the same checks.
+//! outcomes) are `pub(crate)` here so that `/webhooks/audit` and `/webhooks/eventgrid` run exactly
+//! the same checks.
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -63,12 +64,23 @@ pub(crate) async fn read_authenticated_json(
     payload: web::Payload,
     state: &AppState,
 ) -> Result<(web::BytesMut, Caller), ApiError> {
+    let read = read_authenticated(request, payload, state).await?;
+    require_json(request)?;
+    Ok(read)
+}
+
+/// The first two checks before parsing: size (413) → authentication over the raw body (401).
+/// For routes that read more than `application/json`; they check the content type next.
+pub(crate) async fn read_authenticated(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<(web::BytesMut, Caller), ApiError> {
     let body = read_body(request, payload, state.max_body_bytes).await?;
     let caller = state
         .authenticator
         .authenticate(request.headers(), &body)
         .await?;
-    require_json(request)?;
     Ok((body, caller))
 }
 
@@ -163,20 +175,26 @@ pub async fn read_body(
 
 /// Accepts `application/json`, with or without parameters.
 fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
+    if media_type(request) == "application/json" {
+        Ok(())
+    } else {
+        Err(ApiError::UnsupportedMediaType {
+            expected: "application/json",
+        })
+    }
+}
+
+/// The request's media type without parameters (`charset`, …), in lower case; empty if none.
+pub(crate) fn media_type(request: &HttpRequest) -> String {
     let content_type = request
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    let essence = content_type
+    content_type
         .split(';')
         .next()
         .unwrap_or_default()
         .trim()
-        .to_ascii_lowercase();
-    if essence == "application/json" {
-        Ok(())
-    } else {
-        Err(ApiError::UnsupportedMediaType)
-    }
+        .to_ascii_lowercase()
 }

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod eventgrid;
 pub mod events;
 pub mod health;
 pub mod limit;
@@ -14,6 +15,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     admin::configure(cfg);
     audit::configure(cfg);
     events::configure(cfg);
+    eventgrid::configure(cfg);
     health::configure(cfg);
     metrics::configure(cfg);
 }

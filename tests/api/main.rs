@@ -9,6 +9,7 @@ mod auth;
 mod config_cli;
 mod cycles;
 mod dispatch;
+mod eventgrid;
 mod fixture;
 mod health;
 mod helpers;

@@ -1,0 +1,158 @@
+//! `OPTIONS, POST /webhooks/eventgrid`: Azure Event Grid deliveries (DESIGN.md §2).
+//!
+//! - `OPTIONS` is the CloudEvents abuse-protection handshake (facts/entra-graph.md §2.2). It needs
+//!   no credentials, because Event Grid sends none, and it stores nothing: we consent to any origin
+//!   that asks, at any rate, since every delivery is authenticated anyway.
+//! - `POST` runs the same checks as `/v1/events`, in the same order: size (413) → authentication
+//!   over the raw body (401) → content type (415) → parsing (400/413) → one transaction (202 only
+//!   after commit). Event Grid's own handshake (`aeg-event-type: SubscriptionValidation`) is
+//!   authenticated too: secure webhook delivery sends its Entra token on it as on every delivery,
+//!   and an unauthenticated echo would let anyone subscribe us to their topic.
+//!
+//! Audit records become events with source `eventgrid`. Graph notifications are acknowledged with
+//! a 202 (Event Grid would otherwise retry them for a day) and otherwise ignored, since resolving
+//! them needs Graph look-ups that are not built.
+
+use actix_web::http::header::{HeaderName, HeaderValue, ALLOW};
+use actix_web::http::Method;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde_json::json;
+
+use super::events::{commit_events, count_rejection, media_type, read_authenticated};
+use crate::domain::EventSource;
+use crate::error::ApiError;
+use crate::intake::eventgrid::{parse_delivery, Delivery, EventGridBatch, Schema};
+use crate::state::AppState;
+
+/// Where Event Grid delivers.
+const PATH: &str = "/webhooks/eventgrid";
+/// Who asks for consent in the abuse-protection handshake (`eventgrid.azure.net` for Event Grid).
+const REQUEST_ORIGIN: HeaderName = HeaderName::from_static("webhook-request-origin");
+/// Our consent: the origin allowed to deliver.
+const ALLOWED_ORIGIN: HeaderName = HeaderName::from_static("webhook-allowed-origin");
+/// Our consent: how many requests per minute; `*` for no limit (intake takes what comes, and
+/// admission decides what is sent at once).
+const ALLOWED_RATE: HeaderName = HeaderName::from_static("webhook-allowed-rate");
+/// The methods this path answers.
+const ALLOWED_METHODS: &str = "POST, OPTIONS";
+/// Event Grid's delivery kind header; its handshake says `SubscriptionValidation`.
+const EVENT_TYPE_HEADER: &str = "aeg-event-type";
+const SUBSCRIPTION_VALIDATION: &str = "SubscriptionValidation";
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource(PATH)
+            .route(web::post().to(post_eventgrid))
+            .route(web::method(Method::OPTIONS).to(consent)),
+    );
+}
+
+/// Answers the abuse-protection handshake: consent to the origin that asks, at any rate.
+async fn consent(request: HttpRequest) -> Result<HttpResponse, ApiError> {
+    let origin = request
+        .headers()
+        .get(REQUEST_ORIGIN)
+        .filter(|origin| !origin.is_empty())
+        .ok_or(ApiError::MissingWebhookOrigin)?;
+    tracing::info!(webhook.origin = ?origin, "consented to webhook deliveries");
+    Ok(HttpResponse::Ok()
+        .insert_header((ALLOWED_ORIGIN, origin.clone()))
+        .insert_header((ALLOWED_RATE, HeaderValue::from_static("*")))
+        .insert_header((ALLOW, HeaderValue::from_static(ALLOWED_METHODS)))
+        .finish())
+}
+
+#[tracing::instrument(
+    name = "intake",
+    skip_all,
+    fields(source = "eventgrid", events = tracing::field::Empty, ignored = tracing::field::Empty)
+)]
+async fn post_eventgrid(
+    request: HttpRequest,
+    payload: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let result = accept(&request, payload, &state).await;
+    if let Err(error) = &result {
+        count_rejection(&state, EventSource::EventGrid, error);
+    }
+    result
+}
+
+async fn accept(
+    request: &HttpRequest,
+    payload: web::Payload,
+    state: &AppState,
+) -> Result<HttpResponse, ApiError> {
+    let (body, caller) = read_authenticated(request, payload, state).await?;
+    let schema =
+        Schema::from_media_type(&media_type(request)).ok_or(ApiError::UnsupportedMediaType {
+            expected: Schema::MEDIA_TYPES,
+        })?;
+    let announced = request
+        .headers()
+        .get(EVENT_TYPE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(SUBSCRIPTION_VALIDATION));
+
+    let batch = match parse_delivery(&body, schema, announced)? {
+        Delivery::Validation { code } => {
+            tracing::info!(?caller, "answered an Event Grid subscription validation");
+            return Ok(HttpResponse::Ok().json(json!({ "validationResponse": code })));
+        }
+        Delivery::Events(batch) => batch,
+    };
+    let span = tracing::Span::current();
+    span.record("events", batch.events.len());
+    span.record("ignored", batch.skipped.len());
+    for warning in &batch.warnings {
+        tracing::warn!(warning = %warning, "part of an audit record was left out");
+    }
+
+    // A delivery of only skipped events has nothing to store.
+    let (accepted, duplicates) = if batch.events.is_empty() {
+        (0, 0)
+    } else {
+        let summary = commit_events(state, EventSource::EventGrid, &batch.events).await?;
+        (summary.accepted(), summary.duplicates())
+    };
+    count_skipped(state, &batch);
+    tracing::debug!(?caller, "Event Grid intake committed");
+    Ok(HttpResponse::Accepted().json(json!({
+        "accepted": accepted,
+        "duplicates": duplicates,
+        "ignored": batch.skipped.len(),
+    })))
+}
+
+/// Counts and logs what was skipped (`outcome="ignored"`), with one warning per request for Graph
+/// notifications. Called only once the request has succeeded, so a refused request counts once,
+/// as rejected.
+fn count_skipped(state: &AppState, batch: &EventGridBatch) {
+    let notifications = batch.graph_notifications();
+    if notifications > 0 {
+        tracing::warn!(
+            notifications,
+            "Microsoft Graph notifications acknowledged but ignored: they need Graph look-ups, \
+             which pimbridge does not make yet; deliver audit records or use /v1/events"
+        );
+    }
+    for skipped in &batch.skipped {
+        tracing::debug!(
+            event.index = skipped.event,
+            event.id = %skipped.event_id,
+            event.type = skipped.type_label(),
+            reason = skipped.reason(),
+            "Event Grid content ignored"
+        );
+        state
+            .metrics
+            .events_received
+            .with_label_values(&[
+                EventSource::EventGrid.as_str(),
+                skipped.type_label(),
+                "ignored",
+            ])
+            .inc();
+    }
+}
