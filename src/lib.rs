@@ -13,6 +13,7 @@ pub mod dispatch;
 pub mod domain;
 pub mod emulator;
 pub mod error;
+pub mod graph;
 pub mod intake;
 pub mod metrics;
 pub mod routes;
