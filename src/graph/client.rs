@@ -342,7 +342,7 @@ impl GraphClient {
         let base = &self.inner.graph;
         let below_base = url
             .path()
-            .strip_prefix(base.path())
+            .strip_prefix(base.path().trim_end_matches('/'))
             .is_some_and(|rest| rest.starts_with('/'));
         (url.origin() == base.origin() && below_base).then_some(url)
     }
@@ -578,7 +578,7 @@ pub fn odata_string(value: &str) -> String {
 }
 
 /// Percent-encodes a query value, with `%20` for spaces (not every server reads `+`).
-fn encode_query_value(value: &str) -> String {
+pub(crate) fn encode_query_value(value: &str) -> String {
     url::form_urlencoded::byte_serialize(value.as_bytes())
         .collect::<String>()
         .replace('+', "%20")
@@ -637,6 +637,15 @@ mod tests {
             user.query(),
             Some("$select=id%2CuserPrincipalName%2CgivenName%2Csurname%2CdisplayName%2Cmail")
         );
+    }
+
+    #[test]
+    fn next_links_below_a_base_without_path_are_followed() {
+        let c = client("http://127.0.0.1:8080");
+        assert!(c
+            .follow("http://127.0.0.1:8080/v1.0/groups?$skiptoken=1")
+            .is_some());
+        assert!(c.follow("http://127.0.0.1:8081/v1.0/groups").is_none());
     }
 
     #[test]

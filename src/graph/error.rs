@@ -95,34 +95,34 @@ pub enum GraphError {
 
     /// The token endpoint refused the client credentials, tenant or scope. Needs a human.
     #[error("the Microsoft identity platform refused a token: {0}")]
-    Token(TokenFailure),
+    Token(Box<TokenFailure>),
 
     /// 401 from Graph even with a freshly issued token. Needs a human.
     #[error("unauthorized: {0}")]
-    Unauthorized(GraphErrorResponse),
+    Unauthorized(Box<GraphErrorResponse>),
 
     /// 403: the app lacks a permission (e.g. PrivilegedAssignmentSchedule.Read.AzureADGroup,
     /// User.Read.All, Group.Read.All) or a subscription quota is spent.
     #[error("forbidden: {0}")]
-    Forbidden(GraphErrorResponse),
+    Forbidden(Box<GraphErrorResponse>),
 
     /// 404: no such resource.
     #[error("not found: {0}")]
-    NotFound(GraphErrorResponse),
+    NotFound(Box<GraphErrorResponse>),
 
     /// 400: Graph refused the request; the message says why (e.g. a failed subscription
     /// validation handshake).
     #[error("bad request: {0}")]
-    BadRequest(GraphErrorResponse),
+    BadRequest(Box<GraphErrorResponse>),
 
     /// 409: e.g. a subscription for the same changeType and resource already exists.
     #[error("conflict: {0}")]
-    Conflict(GraphErrorResponse),
+    Conflict(Box<GraphErrorResponse>),
 
     /// 429. `retry_after` is the `Retry-After` header, if any.
     #[error("throttled: {response}")]
     Throttled {
-        response: GraphErrorResponse,
+        response: Box<GraphErrorResponse>,
         retry_after: Option<Duration>,
     },
 
@@ -130,13 +130,13 @@ pub enum GraphError {
     #[error("server error: {response}")]
     Server {
         status: u16,
-        response: GraphErrorResponse,
+        response: Box<GraphErrorResponse>,
         retry_after: Option<Duration>,
     },
 
     /// Any other non-success status (3xx, 405, 412, ...).
     #[error("unexpected status: {0}")]
-    UnexpectedStatus(GraphErrorResponse),
+    UnexpectedStatus(Box<GraphErrorResponse>),
 
     /// Connection refused/reset, DNS, TLS, or the reply was lost on the way.
     #[error("{method} {path} failed in transport: {source}")]
@@ -189,6 +189,7 @@ impl GraphError {
         response: GraphErrorResponse,
         retry_after: Option<Duration>,
     ) -> Self {
+        let response = Box::new(response);
         match response.status {
             400 => Self::BadRequest(response),
             401 => Self::Unauthorized(response),
@@ -336,13 +337,13 @@ mod tests {
 
     #[test]
     fn a_token_failure_names_the_aad_codes_and_is_not_transient() {
-        let e = GraphError::Token(TokenFailure {
+        let e = GraphError::Token(Box::new(TokenFailure {
             status: 400,
             error: "invalid_client".into(),
             aad_codes: vec![7_000_215],
             description: Some("AADSTS7000215: Invalid client secret provided.".into()),
             correlation_id: Some("c0".into()),
-        });
+        }));
         assert!(!e.is_transient());
         assert!(e.is_auth());
         assert_eq!(e.code(), Some("invalid_client"));

@@ -226,13 +226,13 @@ impl TokenSource {
         } else {
             parsed.error
         };
-        Err(GraphError::Token(TokenFailure {
+        Err(GraphError::Token(Box::new(TokenFailure {
             status,
             error,
             aad_codes: parsed.error_codes,
             description,
             correlation_id: parsed.correlation_id,
-        }))
+        })))
     }
 
     fn cache_entry(

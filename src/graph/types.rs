@@ -211,7 +211,7 @@ fn invalid_time<E: serde::de::Error>(text: &str) -> E {
 }
 
 /// Serde adapter for required timestamps.
-mod required_time {
+pub(crate) mod required_time {
     use super::*;
 
     pub fn serialize<S: Serializer>(at: &OffsetDateTime, s: S) -> Result<S::Ok, S::Error> {
@@ -226,7 +226,7 @@ mod required_time {
 
 /// Serde adapter for optional timestamps (`null` and absent are `None`). A present but
 /// unreadable value is an error, never `None`: an end time must not silently vanish.
-mod optional_time {
+pub(crate) mod optional_time {
     use super::*;
 
     pub fn serialize<S: Serializer>(at: &Option<OffsetDateTime>, s: S) -> Result<S::Ok, S::Error> {
