@@ -465,31 +465,15 @@ impl GraphClient {
                 .header(CONTENT_TYPE, "application/json")
                 .body(body.clone());
         }
-        let sent = Instant::now();
-        let response = request
-            .send()
-            .await
-            .map_err(|e| transport_error(call.name, path, e, call.timeout))?;
-        let status = response.status().as_u16();
-        let retry_after = parse_retry_after(response.headers());
-        let request_id = response
-            .headers()
-            .get(HEADER_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error(call.name, path, e, call.timeout))?;
-        tracing::debug!(
-            graph.method = call.name,
-            graph.path = path,
-            http.status = status,
-            elapsed_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "Graph request"
-        );
+        let Exchange {
+            status,
+            retry_after,
+            request_id,
+            body,
+            ..
+        } = exchange(request, call.name, path, call.timeout, HEADER_REQUEST_ID).await?;
         if (200..300).contains(&status) {
-            return Ok(body.to_vec());
+            return Ok(body);
         }
         let envelope: Option<ErrorEnvelope> = serde_json::from_slice(&body).ok();
         let (code, message, inner_id) = match envelope {
@@ -512,6 +496,53 @@ impl GraphClient {
             retry_after,
         ))
     }
+}
+
+/// What one HTTP exchange brought back.
+pub(crate) struct Exchange {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    /// The value of the service's request-id header.
+    pub request_id: Option<String>,
+    pub body: Vec<u8>,
+    /// When the request was sent.
+    pub sent: Instant,
+}
+
+/// Sends `request` and reads the whole answer; a failure to do either is a timeout or a
+/// transport error. `request_id_header` names the header the service puts its id in.
+pub(crate) async fn exchange(
+    request: reqwest::RequestBuilder,
+    method: &'static str,
+    path: &str,
+    timeout: Duration,
+    request_id_header: &str,
+) -> Result<Exchange, GraphError> {
+    let sent = Instant::now();
+    let failed = |e| transport_error(method, path, e, timeout);
+    let response = request.send().await.map_err(failed)?;
+    let status = response.status().as_u16();
+    let retry_after = parse_retry_after(response.headers());
+    let request_id = response
+        .headers()
+        .get(request_id_header)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body = response.bytes().await.map_err(failed)?.to_vec();
+    tracing::debug!(
+        http.method = method,
+        http.path = path,
+        http.status = status,
+        elapsed_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX),
+        "Graph or token request"
+    );
+    Ok(Exchange {
+        status,
+        retry_after,
+        request_id,
+        body,
+        sent,
+    })
 }
 
 /// Classifies a reqwest failure as a timeout or a transport error (never with the URL: its

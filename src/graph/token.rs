@@ -18,10 +18,9 @@ use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
-use super::client::transport_error;
+use super::client::{exchange, Exchange};
 use super::error::{GraphError, GraphErrorResponse, TokenFailure};
 use super::types::expose_secret;
-use crate::scim::retry::parse_retry_after;
 use crate::secret::SecretString;
 
 /// The only grant pimbridge uses: an app acting as itself.
@@ -168,31 +167,18 @@ impl TokenSource {
     /// One token request.
     async fn fetch(&self, http: &reqwest::Client) -> Result<Cached, GraphError> {
         let path = self.endpoint.path().to_owned();
-        let sent = Instant::now();
-        let response = http
+        let request = http
             .post(self.endpoint.clone())
             .header(CONTENT_TYPE, FORM_CONTENT_TYPE)
             .header(ACCEPT, "application/json")
-            .body(self.form.expose().to_owned())
-            .send()
-            .await
-            .map_err(|e| transport_error("POST", &path, e, self.timeout))?;
-        let status = response.status().as_u16();
-        let retry_after = parse_retry_after(response.headers());
-        let request_id = response
-            .headers()
-            .get(HEADER_MS_REQUEST_ID)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let body = response
-            .bytes()
-            .await
-            .map_err(|e| transport_error("POST", &path, e, self.timeout))?;
-        tracing::debug!(
-            http.status = status,
-            elapsed_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX),
-            "token request"
-        );
+            .body(self.form.expose().to_owned());
+        let Exchange {
+            status,
+            retry_after,
+            request_id,
+            body,
+            sent,
+        } = exchange(request, "POST", &path, self.timeout, HEADER_MS_REQUEST_ID).await?;
         if (200..300).contains(&status) {
             let token: TokenResponse =
                 serde_json::from_slice(&body).map_err(|source| GraphError::Decode {
