@@ -13,6 +13,8 @@ pub mod dispatch;
 pub mod domain;
 pub mod emulator;
 pub mod error;
+pub mod graph;
+pub mod graph_emulator;
 pub mod intake;
 pub mod metrics;
 pub mod routes;

@@ -1,0 +1,28 @@
+//! Microsoft Graph client for the Entra side.
+//!
+//! Graph sends no notifications for PIM resources (facts §3.3): a group-membership change
+//! notification is only a hint. pimbridge resolves it here, as an app with client
+//! credentials (DESIGN.md §2): the group's active PIM-for-Groups assignment instances
+//! (`assignmentType == "activated"` are activations, with their `endDateTime`), the user's
+//! attributes, the group's name. It also creates, renews and deletes the subscriptions that
+//! bring the hints.
+//!
+//! - [`types`]: wire types shared with the Graph emulator, lenient timestamps;
+//! - [`error`]: [`GraphError`], sorted by what the caller should do;
+//! - [`token`]: the client-credentials token, cached and refreshed one at a time;
+//! - [`client`]: the operations, with retries on the SCIM client's [`crate::scim::RetryPolicy`].
+
+pub mod client;
+pub mod error;
+pub mod token;
+pub mod types;
+
+pub use client::{
+    odata_string, GraphClient, GraphClientSettings, DEFAULT_AUTHORITY_URL, DEFAULT_GRAPH_URL,
+    DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT,
+};
+pub use error::{GraphError, GraphErrorResponse, TokenFailure};
+pub use types::{
+    format_graph_time, parse_graph_time, AssignmentInstance, GraphGroup, GraphUser,
+    NewSubscription, Subscription, ACCESS_MEMBER, ASSIGNMENT_ACTIVATED, ASSIGNMENT_ASSIGNED,
+};
