@@ -53,6 +53,8 @@ pub struct Settings {
     pub sync: SyncSettings,
     #[serde(default)]
     pub admin: AdminSettings,
+    /// Microsoft Graph change notifications and look-ups; absent turns `/webhooks/graph` off.
+    pub graph: Option<GraphSettings>,
     #[serde(default)]
     pub log: LogSettings,
     /// AWS IAM Identity Center targets, keyed by a short name used in metrics and logs.
@@ -255,6 +257,58 @@ pub struct AdminSettings {
     /// Bearer token for `/admin/`; without one the admin API is off.
     pub token: Option<SecretString>,
     pub token_file: Option<PathBuf>,
+}
+
+/// Microsoft Graph: the app registration pimbridge signs in as (client credentials) and the
+/// `clientState` its subscriptions carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSettings {
+    /// The Entra tenant (directory) id.
+    pub tenant_id: String,
+    /// The app registration's application (client) id.
+    pub client_id: String,
+    pub client_secret: Option<SecretString>,
+    pub client_secret_file: Option<PathBuf>,
+    /// The secret every change notification must echo (set when creating the subscriptions).
+    pub client_state: Option<SecretString>,
+    pub client_state_file: Option<PathBuf>,
+    /// Where tokens come from.
+    #[serde(default = "default_authority_url")]
+    pub authority_url: String,
+    /// The Graph API base.
+    #[serde(default = "default_graph_url")]
+    pub graph_url: String,
+    /// Milliseconds between the resolver's looks for notifications to resolve.
+    #[serde(default = "default_resolve_interval_ms")]
+    #[serde(deserialize_with = "whole")]
+    pub resolve_interval_ms: u64,
+}
+
+impl GraphSettings {
+    /// The Graph client's settings (after validation, the secret is present).
+    pub fn client_settings(&self) -> crate::graph::GraphClientSettings {
+        let mut client = crate::graph::GraphClientSettings::new(
+            self.tenant_id.clone(),
+            self.client_id.clone(),
+            self.client_secret.clone().unwrap_or_default(),
+        );
+        client.authority_url = self.authority_url.clone();
+        client.graph_url = self.graph_url.clone();
+        client
+    }
+}
+
+fn default_authority_url() -> String {
+    "https://login.microsoftonline.com".into()
+}
+
+fn default_graph_url() -> String {
+    "https://graph.microsoft.com/v1.0".into()
+}
+
+fn default_resolve_interval_ms() -> u64 {
+    250
 }
 
 /// Log output.
@@ -475,6 +529,7 @@ impl Settings {
         self.validate_dispatch()?;
         self.validate_sync()?;
         self.validate_admin()?;
+        self.validate_graph()?;
         self.validate_applications()?;
         Ok(())
     }
@@ -645,6 +700,68 @@ impl Settings {
                     "must differ from intake.hmac_secret (the admin API needs its own credential)",
                 ));
             }
+        }
+        Ok(())
+    }
+
+    fn validate_graph(&mut self) -> Result<(), ConfigError> {
+        let Some(graph) = &mut self.graph else {
+            return Ok(());
+        };
+        for (key, value) in [
+            ("graph.tenant_id", &graph.tenant_id),
+            ("graph.client_id", &graph.client_id),
+        ] {
+            if value.trim().is_empty() {
+                return Err(ConfigError::invalid(key, "is empty"));
+            }
+        }
+        graph.client_secret = resolve_secret(
+            "graph.client_secret",
+            graph.client_secret.take(),
+            graph.client_secret_file.as_deref(),
+        )?;
+        if graph.client_secret.is_none() {
+            return Err(ConfigError::invalid(
+                "graph.client_secret",
+                "is required (or client_secret_file)",
+            ));
+        }
+        graph.client_state = resolve_secret(
+            "graph.client_state",
+            graph.client_state.take(),
+            graph.client_state_file.as_deref(),
+        )?;
+        match &graph.client_state {
+            None => {
+                return Err(ConfigError::invalid(
+                    "graph.client_state",
+                    "is required (or client_state_file): notifications are authenticated by it",
+                ))
+            }
+            Some(state) if !(16..=128).contains(&state.expose().len()) => {
+                return Err(ConfigError::invalid(
+                    "graph.client_state",
+                    "must be 16 to 128 characters (Graph's limit is 128)",
+                ))
+            }
+            Some(_) => {}
+        }
+        for (key, value) in [
+            ("graph.authority_url", &graph.authority_url),
+            ("graph.graph_url", &graph.graph_url),
+        ] {
+            let url = url::Url::parse(value)
+                .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
+            if !matches!(url.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(key, "must be an http(s) URL"));
+            }
+        }
+        if !(10..=60_000).contains(&graph.resolve_interval_ms) {
+            return Err(ConfigError::invalid(
+                "graph.resolve_interval_ms",
+                "must be between 10 and 60000",
+            ));
         }
         Ok(())
     }

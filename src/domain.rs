@@ -99,6 +99,9 @@ pub enum EventSource {
     /// is the record's `id`, not the Event Grid event's, so a record is stored once however many
     /// events carry it.
     EventGrid,
+    /// A PIM assignment instance Graph reported active (or no longer active) when a change
+    /// notification was resolved; the id names the instance and its end.
+    Graph,
 }
 
 impl EventSource {
@@ -107,6 +110,7 @@ impl EventSource {
             Self::Api => "api",
             Self::Audit => "audit",
             Self::EventGrid => "eventgrid",
+            Self::Graph => "graph",
         }
     }
 }

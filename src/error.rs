@@ -42,6 +42,12 @@ pub enum ApiError {
     Store(#[from] StoreError),
     #[error("too many requests from this client; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
+    #[error("Graph notifications are off; configure [graph] to turn them on")]
+    GraphDisabled,
+    #[error("a notification's clientState does not match the subscriptions' secret")]
+    InvalidClientState,
+    #[error("{0}")]
+    InvalidNotification(String),
     #[error("the admin API is off; set admin.token to turn it on")]
     AdminDisabled,
     #[error("the admin API needs `Authorization: Bearer <admin token>`")]
@@ -84,6 +90,9 @@ impl ApiError {
             Self::Store(e) if e.is_transient() => "database_unavailable",
             Self::Store(_) => "internal_error",
             Self::RateLimited { .. } => "rate_limited",
+            Self::GraphDisabled => "graph_disabled",
+            Self::InvalidClientState => "invalid_client_state",
+            Self::InvalidNotification(_) => "invalid_notification",
             Self::AdminDisabled => "admin_disabled",
             Self::AdminUnauthorized => "invalid_admin_token",
             Self::UnknownApplication(_) => "unknown_application",
@@ -124,7 +133,11 @@ impl ResponseError for ApiError {
             Self::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Self::AdminDisabled | Self::UnknownApplication(_) => StatusCode::NOT_FOUND,
+            Self::GraphDisabled | Self::AdminDisabled | Self::UnknownApplication(_) => {
+                StatusCode::NOT_FOUND
+            }
+            Self::InvalidClientState => StatusCode::UNAUTHORIZED,
+            Self::InvalidNotification(_) => StatusCode::BAD_REQUEST,
             Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
             // AWS (or the way to it) failed: a gateway error, not ours.

@@ -17,6 +17,7 @@ pub mod graph;
 pub mod graph_emulator;
 pub mod intake;
 pub mod metrics;
+pub mod resolve;
 pub mod routes;
 pub mod scim;
 pub mod secret;

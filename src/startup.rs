@@ -20,9 +20,11 @@ use crate::auth::Authenticator;
 use crate::config::Settings;
 use crate::dispatch::provision::{Provisioner, Target};
 use crate::dispatch::Dispatcher;
+use crate::graph::GraphClient;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
+use crate::resolve::Resolver;
 use crate::routes;
 use crate::routes::limit::InboundLimiter;
 use crate::scim::{RequestObserver, ScimClient};
@@ -70,6 +72,7 @@ impl Application {
             bootstrapped: bootstrapped.clone(),
             admin_token: settings.admin.token.clone(),
             inbound_limiter: InboundLimiter::from_settings(&settings.intake),
+            graph_client_state: settings.graph.as_ref().and_then(|g| g.client_state.clone()),
             provisioner: provisioner.clone(),
         });
 
@@ -83,8 +86,22 @@ impl Application {
                 shutdown.clone(),
             )),
         )];
+        // Names this replica in leases and cycles.
+        let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
+        if let Some(graph) = &settings.graph {
+            let resolver = Resolver {
+                state: state.clone(),
+                graph: GraphClient::new(graph.client_settings())
+                    .context("cannot build the Microsoft Graph client")?,
+                interval: Duration::from_millis(graph.resolve_interval_ms),
+                owner: owner.clone(),
+            };
+            background.push((
+                "graph resolver",
+                tokio::spawn(resolver.run(shutdown.clone())),
+            ));
+        }
         if settings.dispatch.enabled || settings.sync.enabled {
-            let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
             let metrics = state.metrics.clone();
             if settings.dispatch.enabled {
                 let dispatcher = Dispatcher {

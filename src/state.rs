@@ -30,6 +30,8 @@ pub struct AppState {
     pub bootstrapped: Arc<AtomicBool>,
     /// The admin API's bearer token; `None` turns the admin API off.
     pub admin_token: Option<SecretString>,
+    /// The `clientState` Graph notifications must carry; `None` turns `/webhooks/graph` off.
+    pub graph_client_state: Option<SecretString>,
     /// Per-client limit of the intake routes; `None` when turned off.
     pub inbound_limiter: Option<InboundLimiter>,
     /// Applies membership changes (the admin API's on-demand provisioning and connection test).

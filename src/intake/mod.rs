@@ -105,6 +105,16 @@ impl Intake {
         }
     }
 
+    /// Whether `group_id` is assigned to at least one application.
+    pub fn is_routed(&self, group_id: &str) -> bool {
+        !self.routing.applications_for(group_id).is_empty()
+    }
+
+    /// Every Entra group assigned to an application.
+    pub fn routed_groups(&self) -> impl Iterator<Item = &str> {
+        self.routing.routes.keys().map(String::as_str)
+    }
+
     /// Stores `events` from `source` with their jobs, in one transaction.
     pub async fn record(
         &self,

@@ -113,7 +113,7 @@ pub(crate) fn count_rejection(state: &AppState, source: EventSource, error: &Api
 }
 
 /// Counts and logs what happened to each event of a committed request.
-fn count_outcomes(state: &AppState, source: EventSource, summary: &IntakeSummary) {
+pub(crate) fn count_outcomes(state: &AppState, source: EventSource, summary: &IntakeSummary) {
     for (id, kind, outcome) in &summary.outcomes {
         let label = match outcome {
             EventOutcome::Accepted { event_row, jobs } => {

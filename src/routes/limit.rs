@@ -78,6 +78,7 @@ fn route_label(path: &str) -> Option<&'static str> {
         "/v1/events" => Some("/v1/events"),
         "/webhooks/audit" => Some("/webhooks/audit"),
         "/webhooks/eventgrid" => Some("/webhooks/eventgrid"),
+        "/webhooks/graph" => Some("/webhooks/graph"),
         p if p.starts_with("/v1/") || p.starts_with("/webhooks/") => Some("other"),
         _ => None,
     }

@@ -4,6 +4,7 @@ pub mod admin;
 pub mod audit;
 pub mod eventgrid;
 pub mod events;
+pub mod graph;
 pub mod health;
 pub mod limit;
 pub mod metrics;
@@ -16,6 +17,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     audit::configure(cfg);
     events::configure(cfg);
     eventgrid::configure(cfg);
+    graph::configure(cfg);
     health::configure(cfg);
     metrics::configure(cfg);
 }

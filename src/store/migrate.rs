@@ -19,6 +19,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "sync_cycles",
         include_str!("../../sql/0003_sync_cycles.sql"),
     ),
+    (
+        4,
+        "graph_hints",
+        include_str!("../../sql/0004_graph_hints.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).

@@ -5,6 +5,7 @@
 
 pub mod cycles;
 pub mod events;
+pub mod graph_hints;
 pub mod jobs;
 pub mod memberships;
 pub mod migrate;

@@ -11,6 +11,7 @@ mod cycles;
 mod dispatch;
 mod eventgrid;
 mod fixture;
+mod graph;
 mod health;
 mod helpers;
 mod intake;

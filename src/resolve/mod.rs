@@ -1,0 +1,245 @@
+//! The Graph resolver: turns stored change-notification hints into events (DESIGN.md §2).
+//!
+//! Every replica with `[graph]` configured polls `graph_hints` every `graph.resolve_interval_ms`
+//! and claims due hints under a lease. For a hint's group it asks Graph which PIM assignment
+//! instances are active, compares them with the Graph-sourced events already stored
+//! ([`plan::changes`]), reads the attributes of new users and of the group, and records the
+//! activations and deactivations through the intake, where admission sends activations to the
+//! immediate lane. Event ids name the instance, so resolving a group twice changes nothing.
+
+pub mod plan;
+
+use std::time::Duration;
+
+use actix_web::web;
+use serde_json::{json, Map, Value};
+use time::OffsetDateTime;
+use tokio_util::sync::CancellationToken;
+
+use crate::domain::{EventKind, EventSource};
+use crate::graph::{GraphClient, GraphError, GraphUser};
+use crate::intake::event::NewEvent;
+use crate::state::AppState;
+use crate::store::graph_hints::{self, ClaimedHint};
+use crate::store::StoreError;
+use plan::Known;
+
+/// Seconds a claimed hint stays leased.
+const LEASE_SECS: f64 = 60.0;
+/// Hints one replica resolves per round.
+const BATCH: i64 = 4;
+/// Attempts before a hint is marked failed.
+const MAX_ATTEMPTS: i32 = 8;
+
+/// Why a group could not be resolved.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Graph(#[from] GraphError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl ResolveError {
+    fn is_transient(&self) -> bool {
+        match self {
+            Self::Graph(e) => e.is_transient(),
+            Self::Store(e) => e.is_transient(),
+        }
+    }
+}
+
+/// Resolves Graph hints from this replica.
+pub struct Resolver {
+    pub state: web::Data<AppState>,
+    pub graph: GraphClient,
+    pub interval: Duration,
+    pub owner: String,
+}
+
+impl Resolver {
+    /// Resolves hints until `shutdown`.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            if self.state.is_bootstrapped() {
+                if let Err(e) = self.round().await {
+                    tracing::warn!(error.message = %e, "cannot claim Graph hints");
+                }
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+            }
+        }
+    }
+
+    async fn round(&self) -> Result<(), StoreError> {
+        let hints = {
+            let db = self.state.pool.get().await?;
+            graph_hints::claim(&db, &self.owner, LEASE_SECS, BATCH).await?
+        };
+        for hint in hints {
+            self.handle(hint).await;
+        }
+        Ok(())
+    }
+
+    #[tracing::instrument(name = "hint", skip_all, fields(hint.id = hint.id, group = %hint.group_id))]
+    async fn handle(&self, hint: ClaimedHint) {
+        let result = self.resolve(&hint.group_id).await;
+        let recorded = match self.state.pool.get().await {
+            Ok(db) => match &result {
+                Ok(events) => {
+                    tracing::info!(events, "Graph notification resolved");
+                    graph_hints::complete(&db, hint.id, &self.owner).await
+                }
+                Err(e) => {
+                    let give_up = !e.is_transient() || hint.attempts >= MAX_ATTEMPTS;
+                    let delay = retry_delay(hint.attempts, e);
+                    let reason = crate::error::error_chain(e);
+                    tracing::warn!(error.message = %reason, give_up, "cannot resolve the Graph notification");
+                    graph_hints::fail(&db, hint.id, &self.owner, &reason, delay, give_up).await
+                }
+            },
+            Err(e) => Err(e.into()),
+        };
+        if let Err(e) = recorded {
+            // The lease runs out and the hint is resolved again; resolving is idempotent.
+            tracing::warn!(error.message = %e, "cannot record the hint's outcome");
+        }
+    }
+
+    /// Records the events that Graph's view of `group_id` implies; returns how many were new.
+    pub async fn resolve(&self, group_id: &str) -> Result<usize, ResolveError> {
+        let instances = self.graph.active_member_assignments(group_id, None).await?;
+        let db = self.state.pool.get().await.map_err(StoreError::from)?;
+        let known = latest_graph_events(&db, group_id).await?;
+        let candidates: Vec<String> = plan::active_by_user(&instances)
+            .into_iter()
+            .map(plan::activation_id)
+            .collect();
+        let recorded = recorded_ids(&db, group_id, &candidates).await?;
+        drop(db);
+        let (activations, deactivations) = plan::changes(&instances, &known, &recorded);
+        if activations.is_empty() && deactivations.is_empty() {
+            return Ok(0);
+        }
+        let now = OffsetDateTime::now_utc();
+        let group = if activations.is_empty() {
+            None
+        } else {
+            self.graph.group(group_id).await?
+        };
+        let group_attributes = group
+            .and_then(|g| g.display_name)
+            .map(|name| json!({ "displayName": name }));
+        let mut events = Vec::new();
+        for activation in activations {
+            let Some(user) = self.graph.user(&activation.principal_id).await? else {
+                tracing::warn!(principal = %activation.principal_id,
+                    "an active PIM instance names a user Graph does not know; skipped");
+                continue;
+            };
+            let occurred_at = activation.start.unwrap_or(now).min(now);
+            events.push(NewEvent {
+                id: activation.id,
+                kind: EventKind::Activation,
+                occurred_at,
+                group_id: group_id.to_owned(),
+                principal_id: activation.principal_id,
+                ends_at: activation.end.filter(|end| *end > occurred_at),
+                user: Some(user_attributes(&user)),
+                group: group_attributes.clone(),
+            });
+        }
+        for deactivation in deactivations {
+            events.push(NewEvent {
+                id: deactivation.id,
+                kind: EventKind::Deactivation,
+                occurred_at: now,
+                group_id: group_id.to_owned(),
+                principal_id: deactivation.principal_id,
+                ends_at: None,
+                user: None,
+                group: None,
+            });
+        }
+        let summary = self
+            .state
+            .intake
+            .record(EventSource::Graph, &events)
+            .await?;
+        crate::routes::events::count_outcomes(&self.state, EventSource::Graph, &summary);
+        Ok(summary.accepted())
+    }
+}
+
+/// Our event's `user` object from a Graph user (the names the SCIM mapping reads).
+fn user_attributes(user: &GraphUser) -> Value {
+    let mut attributes = Map::new();
+    for (name, value) in [
+        ("userName", &user.user_principal_name),
+        ("givenName", &user.given_name),
+        ("familyName", &user.surname),
+        ("displayName", &user.display_name),
+        ("email", &user.mail),
+    ] {
+        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
+            attributes.insert(name.to_owned(), Value::String(value.to_owned()));
+        }
+    }
+    Value::Object(attributes)
+}
+
+/// Backoff between attempts to resolve a hint: 1 s doubling to 5 min, at least what Graph asked.
+fn retry_delay(attempts: i32, error: &ResolveError) -> f64 {
+    let exponent = u32::try_from(attempts.saturating_sub(1))
+        .unwrap_or(0)
+        .min(9);
+    let computed = f64::from(2u32.pow(exponent)).min(300.0);
+    match error {
+        ResolveError::Graph(e) => e
+            .retry_after()
+            .map_or(computed, |d| computed.max(d.as_secs_f64())),
+        ResolveError::Store(_) => computed,
+    }
+}
+
+/// The newest Graph-sourced event of each user in `group_id`.
+async fn latest_graph_events(
+    db: &impl deadpool_postgres::GenericClient,
+    group_id: &str,
+) -> Result<Vec<Known>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT DISTINCT ON (principal_id) principal_id, kind, source_event_id
+             FROM events WHERE source = 'graph' AND group_id = $1
+             ORDER BY principal_id, occurred_at DESC, id DESC",
+            &[&group_id],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Known {
+            principal_id: r.get(0),
+            activation: r.get::<_, &str>(1) == "activation",
+            source_event_id: r.get(2),
+        })
+        .collect())
+}
+
+/// Which of `ids` are already stored as Graph-sourced events.
+async fn recorded_ids(
+    db: &impl deadpool_postgres::GenericClient,
+    group_id: &str,
+    ids: &[String],
+) -> Result<Vec<String>, StoreError> {
+    let rows = db
+        .query(
+            "SELECT source_event_id FROM events
+             WHERE source = 'graph' AND group_id = $1 AND source_event_id = ANY($2)",
+            &[&group_id, &ids],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
