@@ -8,6 +8,7 @@ RUN mkdir -p src/bin benches \
  && echo 'fn main() {}' > src/main.rs \
  && echo 'fn main() {}' > src/bin/aws-scim-emulator.rs \
  && echo 'fn main() {}' > benches/fast_path.rs \
+ && echo 'fn main() {}' > benches/sync_cycle.rs \
  && touch src/lib.rs \
  && cargo build --release --locked --bins \
  && rm -rf src benches
@@ -25,6 +26,7 @@ RUN apt-get update \
  && useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin pimbridge
 COPY --from=build /src/target/release/pimbridge /usr/local/bin/pimbridge
 COPY --from=build /src/target/release/aws-scim-emulator /usr/local/bin/aws-scim-emulator
+COPY --from=build /src/target/release/graph-emulator /usr/local/bin/graph-emulator
 COPY config/example.toml /etc/pimbridge/example.toml
 USER 10001:10001
 EXPOSE 8080

@@ -19,6 +19,7 @@ import tempfile
 
 import helm_python
 import yaml
+import re
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART = os.path.join(ROOT, "charts", "pimbridge")
@@ -37,13 +38,19 @@ VALUES = {
                 "activation_limit": 5,
                 "requests_burst": 10,
             },
-        }
+        },
+        "graph": {
+            "tenant_id": "11111111-2222-3333-4444-555555555555",
+            "client_id": "66666666-7777-8888-9999-000000000000",
+        },
     },
     "secrets": {
         "databaseUrl": "postgres://pimbridge:pw@db.example:5432/pimbridge",
         "hmacSecret": "a-production-hmac-secret-0123456789",
         "scimTokens": {"prod": "token-prod", "sandbox": "token-sandbox"},
         "adminToken": "a-production-admin-token-0123456789",
+        "graphClientSecret": "graph-secret",
+        "graphClientState": "a-graph-client-state-0123456789",
     },
     "adminApi": {"enabled": True},
     "serviceMonitor": {"enabled": True},
@@ -156,6 +163,12 @@ bad = copy.deepcopy(VALUES)
 bad["secrets"]["databaseUrl"] = ""
 refused(bad, "secrets.databaseUrl is required", "a missing database URL")
 bad = copy.deepcopy(VALUES)
+bad["secrets"]["graphClientState"] = ""
+refused(bad, "secrets.graphClientState is required", "Graph without its clientState")
+bad = copy.deepcopy(VALUES)
+bad["config"]["graph"]["client_secret"] = "in-a-configmap"
+refused(bad, "graph", "a Graph secret in the ConfigMap")
+bad = copy.deepcopy(VALUES)
 bad["secrets"]["adminToken"] = ""
 refused(bad, "secrets.adminToken is required", "the admin API without its token")
 bad = copy.deepcopy(VALUES)
@@ -169,7 +182,17 @@ check(
     "existingSecret: no Secret rendered, the Deployment mounts the named one",
 )
 
-# 5. hadolint.
+# 5. The Dockerfile's dependency layer stubs every target Cargo.toml declares (docker cannot run
+#    here; a missing stub would break `docker build` at the manifest).
+with open(os.path.join(ROOT, "Cargo.toml")) as f:
+    cargo_toml = f.read()
+with open(os.path.join(ROOT, "Dockerfile")) as f:
+    dockerfile = f.read()
+benches = re.findall(r'\[\[bench\]\]\s*\nname\s*=\s*"([^"]+)"', cargo_toml)
+missing = [b for b in benches if f"benches/{b}.rs" not in dockerfile]
+check(benches and not missing, f"Dockerfile stubs every declared bench ({', '.join(benches)}): missing {missing or 'none'}")
+
+# 6. hadolint.
 result = subprocess.run(
     [os.path.join(os.path.dirname(sys.executable), "hadolint"), os.path.join(ROOT, "Dockerfile")],
     capture_output=True,

@@ -55,6 +55,12 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: PIMBRIDGE_INTAKE__HMAC_SECRET_FILE
   value: /var/run/secrets/pimbridge/hmac-secret
 {{- end }}
+{{- if .Values.config.graph }}
+- name: PIMBRIDGE_GRAPH__CLIENT_SECRET_FILE
+  value: /var/run/secrets/pimbridge/graph-client-secret
+- name: PIMBRIDGE_GRAPH__CLIENT_STATE_FILE
+  value: /var/run/secrets/pimbridge/graph-client-state
+{{- end }}
 {{- if .Values.adminApi.enabled }}
 - name: PIMBRIDGE_ADMIN__TOKEN_FILE
   value: /var/run/secrets/pimbridge/admin-token
