@@ -283,6 +283,21 @@ pub struct GraphSettings {
     #[serde(default = "default_resolve_interval_ms")]
     #[serde(deserialize_with = "whole")]
     pub resolve_interval_ms: u64,
+    /// The public URL of `/webhooks/graph`. When set, pimbridge creates and renews one
+    /// subscription per assigned group; unset, operators create them.
+    pub notification_url: Option<String>,
+    /// Lifetime asked for each subscription, in minutes (Graph allows at most 41,760 for groups).
+    #[serde(default = "default_subscription_minutes")]
+    #[serde(deserialize_with = "whole")]
+    pub subscription_minutes: u64,
+    /// Renew a subscription when less than this many minutes are left.
+    #[serde(default = "default_renew_before_minutes")]
+    #[serde(deserialize_with = "whole")]
+    pub renew_before_minutes: u64,
+    /// Milliseconds between checks of the subscriptions.
+    #[serde(default = "default_subscription_check_ms")]
+    #[serde(deserialize_with = "whole")]
+    pub subscription_check_interval_ms: u64,
 }
 
 impl GraphSettings {
@@ -309,6 +324,18 @@ fn default_graph_url() -> String {
 
 fn default_resolve_interval_ms() -> u64 {
     250
+}
+
+fn default_subscription_minutes() -> u64 {
+    2 * 24 * 60
+}
+
+fn default_renew_before_minutes() -> u64 {
+    24 * 60
+}
+
+fn default_subscription_check_ms() -> u64 {
+    60_000
 }
 
 /// Log output.
@@ -756,6 +783,35 @@ impl Settings {
             if !matches!(url.scheme(), "http" | "https") {
                 return Err(ConfigError::invalid(key, "must be an http(s) URL"));
             }
+        }
+        if let Some(url) = &graph.notification_url {
+            let parsed = url::Url::parse(url).map_err(|e| {
+                ConfigError::invalid("graph.notification_url", format!("not a URL: {e}"))
+            })?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    "graph.notification_url",
+                    "must be an http(s) URL (Graph requires https)",
+                ));
+            }
+        }
+        if !(45..=41_760).contains(&graph.subscription_minutes) {
+            return Err(ConfigError::invalid(
+                "graph.subscription_minutes",
+                "must be between 45 and 41760 (Graph's maximum for groups)",
+            ));
+        }
+        if graph.renew_before_minutes >= graph.subscription_minutes {
+            return Err(ConfigError::invalid(
+                "graph.renew_before_minutes",
+                "must be less than graph.subscription_minutes",
+            ));
+        }
+        if !(10..=3_600_000).contains(&graph.subscription_check_interval_ms) {
+            return Err(ConfigError::invalid(
+                "graph.subscription_check_interval_ms",
+                "must be between 10 and 3600000",
+            ));
         }
         if !(10..=60_000).contains(&graph.resolve_interval_ms) {
             return Err(ConfigError::invalid(

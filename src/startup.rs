@@ -24,6 +24,7 @@ use crate::graph::GraphClient;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
+use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::routes;
 use crate::routes::limit::InboundLimiter;
@@ -89,10 +90,11 @@ impl Application {
         // Names this replica in leases and cycles.
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         if let Some(graph) = &settings.graph {
+            let client = GraphClient::new(graph.client_settings())
+                .context("cannot build the Microsoft Graph client")?;
             let resolver = Resolver {
                 state: state.clone(),
-                graph: GraphClient::new(graph.client_settings())
-                    .context("cannot build the Microsoft Graph client")?,
+                graph: client.clone(),
                 interval: Duration::from_millis(graph.resolve_interval_ms),
                 owner: owner.clone(),
             };
@@ -100,6 +102,22 @@ impl Application {
                 "graph resolver",
                 tokio::spawn(resolver.run(shutdown.clone())),
             ));
+            if let Some(url) = &graph.notification_url {
+                let manager = SubscriptionManager {
+                    pool: pool.clone(),
+                    graph: client,
+                    groups: settings.group_routes().into_keys().collect(),
+                    notification_url: url.clone(),
+                    client_state: graph.client_state.clone().unwrap_or_default(),
+                    lifetime: Duration::from_secs(graph.subscription_minutes * 60),
+                    renew_before: Duration::from_secs(graph.renew_before_minutes * 60),
+                    interval: Duration::from_millis(graph.subscription_check_interval_ms),
+                };
+                background.push((
+                    "graph subscriptions",
+                    tokio::spawn(manager.run(shutdown.clone())),
+                ));
+            }
         }
         if settings.dispatch.enabled || settings.sync.enabled {
             let metrics = state.metrics.clone();

@@ -8,6 +8,7 @@
 //! immediate lane. Event ids name the instance, so resolving a group twice changes nothing.
 
 pub mod plan;
+pub mod subscriptions;
 
 use std::time::Duration;
 

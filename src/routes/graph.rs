@@ -4,8 +4,9 @@
 //! Graph has no notifications for PIM: a group-membership notification only says "this group
 //! changed". So the handler does the least it can within Graph's 3-second budget: answer the
 //! `validationToken` handshake, check every item's `clientState` (constant time), store one hint
-//! per assigned group in Postgres, and answer 202. The resolver (`graph::resolve`) asks Graph what
-//! is active and turns the differences into events.
+//! per assigned group in Postgres, and answer 202. The resolver (`resolve`) asks Graph what is
+//! active and turns the differences into events. A `reauthorizationRequired` lifecycle item marks
+//! its subscription for renewal (`resolve::subscriptions`).
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -15,7 +16,7 @@ use serde_json::{json, Value};
 use super::events::read_body;
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{graph_hints, StoreError};
+use crate::store::{graph_hints, graph_subscriptions, StoreError};
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/webhooks/graph", web::post().to(post_graph));
@@ -34,8 +35,8 @@ enum Item {
     GroupChanged(String),
     /// Graph says notifications were lost or the subscription is gone: resolve every group.
     Resync(String),
-    /// A lifecycle event that needs an operator (or subscription management), not a look-up.
-    Lifecycle(String),
+    /// A lifecycle event about one subscription (e.g. `reauthorizationRequired`): renew it.
+    Lifecycle { event: String, subscription: String },
     /// A change to something that is not a group.
     Other,
 }
@@ -85,6 +86,7 @@ async fn post_graph(
     }
 
     let mut groups: Vec<String> = Vec::new();
+    let mut renewals: Vec<(String, String)> = Vec::new();
     let mut ignored = 0usize;
     for item in items {
         match item {
@@ -93,11 +95,10 @@ async fn post_graph(
                 tracing::warn!(lifecycle = %event, "Graph lost notifications; resolving every assigned group");
                 groups.extend(state.intake.routed_groups().map(str::to_owned));
             }
-            Item::Lifecycle(event) => {
-                tracing::warn!(lifecycle = %event,
-                    "Graph subscription needs attention (renew or reauthorize it)");
-                ignored += 1;
-            }
+            Item::Lifecycle {
+                event,
+                subscription,
+            } => renewals.push((event, subscription)),
             Item::GroupChanged(_) | Item::Other => ignored += 1,
         }
     }
@@ -108,6 +109,16 @@ async fn post_graph(
     for group in &groups {
         graph_hints::record(&tx, group).await?;
     }
+    for (event, subscription) in &renewals {
+        if graph_subscriptions::request_renewal(&tx, subscription).await? {
+            tracing::info!(lifecycle = %event, subscription = %subscription,
+                "Graph asked for reauthorization; the subscription is renewed at the next check");
+        } else {
+            tracing::warn!(lifecycle = %event, subscription = %subscription,
+                "Graph asked for reauthorization of a subscription pimbridge does not manage: renew it");
+        }
+    }
+    ignored += renewals.len();
     tx.commit().await.map_err(StoreError::from)?;
     let metrics = &state.metrics.events_received;
     metrics
@@ -130,7 +141,14 @@ fn classify(notification: &Value) -> Item {
     if let Some(event) = notification.get("lifecycleEvent").and_then(Value::as_str) {
         return match event {
             "missed" | "subscriptionRemoved" => Item::Resync(event.to_owned()),
-            other => Item::Lifecycle(other.to_owned()),
+            other => Item::Lifecycle {
+                event: other.to_owned(),
+                subscription: notification
+                    .get("subscriptionId")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned(),
+            },
         };
     }
     let resource = notification
@@ -181,8 +199,13 @@ mod tests {
             Item::Resync("subscriptionRemoved".into())
         );
         assert_eq!(
-            life("reauthorizationRequired"),
-            Item::Lifecycle("reauthorizationRequired".into())
+            classify(
+                &json!({"lifecycleEvent": "reauthorizationRequired", "subscriptionId": "s-1"})
+            ),
+            Item::Lifecycle {
+                event: "reauthorizationRequired".into(),
+                subscription: "s-1".into()
+            }
         );
     }
 

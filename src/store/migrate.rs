@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "graph_hints",
         include_str!("../../sql/0004_graph_hints.sql"),
     ),
+    (
+        5,
+        "graph_subscriptions",
+        include_str!("../../sql/0005_graph_subscriptions.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).

@@ -6,6 +6,7 @@
 pub mod cycles;
 pub mod events;
 pub mod graph_hints;
+pub mod graph_subscriptions;
 pub mod jobs;
 pub mod memberships;
 pub mod migrate;

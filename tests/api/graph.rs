@@ -180,9 +180,15 @@ mod resolution {
         graph: RunningGraphEmulator,
     }
 
-    /// Graph emulator with user `u-1` and GROUP_A ("AWS-Admins"), and the app with dispatch and
-    /// cycles on, resolving through that emulator.
+    /// Graph emulator with users `u-1`, `u-2` and GROUP_A ("AWS-Admins"), and the app with
+    /// dispatch and cycles on, resolving through that emulator.
     async fn spawn() -> GraphFixture {
+        spawn_with(None).await
+    }
+
+    /// Like [`spawn`]; with `Some(port)` the app listens there and manages its subscriptions,
+    /// checking them every 50 ms.
+    async fn spawn_with(managed_on_port: Option<u16>) -> GraphFixture {
         let graph = RunningGraphEmulator::start(
             GraphEmulatorSettings::default(),
             std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
@@ -205,8 +211,17 @@ mod resolution {
         }
         let f = spawn_with_cycles("").await;
         let client = graph.client_settings();
+        let mut base = cycle_settings(&f.database_url, &f.a, &f.b, "");
+        let mut managed = String::new();
+        if let Some(port) = managed_on_port {
+            base = base.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+            managed = format!(
+                "notification_url = \"http://127.0.0.1:{port}/webhooks/graph\"
+            subscription_check_interval_ms = 50"
+            );
+        }
         let toml = format!(
-            "{}
+            "{base}
             [graph]
             tenant_id = \"{}\"
             client_id = \"{}\"
@@ -215,8 +230,8 @@ mod resolution {
             authority_url = \"{}\"
             graph_url = \"{}\"
             resolve_interval_ms = 20
+            {managed}
             ",
-            cycle_settings(&f.database_url, &f.a, &f.b, ""),
             client.tenant_id,
             client.client_id,
             client.client_secret.expose(),
@@ -394,5 +409,70 @@ mod resolution {
             "GROUP_A, GROUP_B and GROUP_AB"
         );
         until(Duration::from_secs(10), async || members(&g.f.a) == 1).await;
+    }
+
+    #[tokio::test]
+    async fn pimbridge_keeps_one_subscription_per_assigned_group_and_renews_it_when_asked() {
+        // Arrange + Act 1: the app creates the subscriptions (Graph validates our webhook).
+        let port = crate::postgres::free_port();
+        let mut g = spawn_with(Some(port)).await;
+        let resources = |g: &GraphFixture| {
+            let mut r: Vec<String> = g
+                .graph
+                .subscriptions()
+                .iter()
+                .map(|s| s.resource.clone())
+                .collect();
+            r.sort();
+            r
+        };
+        until(Duration::from_secs(10), async || {
+            g.graph.subscriptions().len() == 3
+        })
+        .await;
+
+        // Assert 1: one per assigned group, with our clientState and lifecycle URL.
+        let mut expected: Vec<String> = [GROUP_A, GROUP_AB, GROUP_B]
+            .iter()
+            .map(|group| format!("/groups/{group}/members"))
+            .collect();
+        expected.sort();
+        assert_eq!(resources(&g), expected);
+        let subscription = g.graph.subscriptions()[0].clone();
+        assert_eq!(subscription.client_state.expose(), CLIENT_STATE);
+        assert!(subscription.lifecycle_notification_url.is_some());
+
+        // Act 2: an activation flows through the managed subscription.
+        g.graph
+            .activate(GROUP_A, "u-1", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        g.graph.notify_group_changed(GROUP_A).await;
+        until(Duration::from_secs(10), async || members(&g.f.a) == 1).await;
+
+        // Act 3: Graph asks for reauthorization; the subscription is renewed.
+        let before = g
+            .graph
+            .subscriptions()
+            .into_iter()
+            .find(|s| s.resource == format!("/groups/{GROUP_A}/members"))
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        g.graph
+            .send_lifecycle_notification(&before.id, "reauthorizationRequired")
+            .await
+            .unwrap();
+        until(Duration::from_secs(10), async || {
+            g.graph
+                .subscriptions()
+                .iter()
+                .any(|s| s.id == before.id && s.expiration > before.expiration)
+        })
+        .await;
+
+        // Act 4: a restart adopts what exists; nothing is doubled.
+        g.f.app.restart().await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(resources(&g), expected);
     }
 }
