@@ -125,6 +125,44 @@ fn each_bad_configuration_is_refused_naming_its_key() {
             vec![],
             "configuration",
         ),
+        (
+            "admin token equal to the HMAC secret",
+            format!("{GOOD}\n[admin]\ntoken = \"0123456789abcdef0123\""),
+            vec![],
+            "admin.token",
+        ),
+        (
+            "Graph without a clientState",
+            format!("{GOOD}\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\""),
+            vec![],
+            "graph.client_state",
+        ),
+        (
+            "Graph clientState too short",
+            format!("{GOOD}\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nclient_state = \"short\""),
+            vec![],
+            "graph.client_state",
+        ),
+        (
+            "Graph renewal margin not below the lifetime",
+            format!(
+                "{GOOD}\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nclient_state = \"0123456789abcdef\"\nsubscription_minutes = 60\nrenew_before_minutes = 60"
+            ),
+            vec![],
+            "graph.renew_before_minutes",
+        ),
+        (
+            "a bad client IP header",
+            GOOD.replace("[intake]", "[intake]\nclient_ip_header = \"not a header\""),
+            vec![],
+            "intake.client_ip_header",
+        ),
+        (
+            "a zero cycle interval",
+            GOOD.replace("groups = [\"g1\"]", "groups = [\"g1\"]\ncycle_interval_secs = 0"),
+            vec![],
+            "applications.prod.cycle_interval_secs",
+        ),
     ];
     for (case, toml, env, key) in cases {
         let (ok, output) = check_config(&toml, &env);
