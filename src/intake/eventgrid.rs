@@ -86,6 +86,9 @@ pub struct EventGridBatch {
     pub skipped: Vec<Skipped>,
     /// Parts of accepted audit records that were left out, each naming the event, record and field.
     pub warnings: Vec<String>,
+    /// The `data` of each Microsoft Graph notification (a changeNotification or lifecycle
+    /// notification), for the Graph webhook's handling when Graph is configured.
+    pub graph_notifications_data: Vec<Value>,
 }
 
 impl EventGridBatch {
@@ -329,6 +332,9 @@ impl EventGridBatch {
         } else if is_graph_notification(envelope) {
             self.skipped
                 .push(skipped(SkippedContent::GraphNotification));
+            if let Some(data) = envelope.data {
+                self.graph_notifications_data.push(data.clone());
+            }
         } else {
             self.skipped.push(skipped(SkippedContent::Other));
         }

@@ -9,9 +9,10 @@
 //!   authenticated too: secure webhook delivery sends its Entra token on it as on every delivery,
 //!   and an unauthenticated echo would let anyone subscribe us to their topic.
 //!
-//! Audit records become events with source `eventgrid`. Graph notifications are acknowledged with
-//! a 202 (Event Grid would otherwise retry them for a day) and otherwise ignored, since resolving
-//! them needs Graph look-ups that are not built.
+//! Audit records become events with source `eventgrid`. Graph notifications (from a Graph partner
+//! topic) are handled as on `/webhooks/graph` when `[graph]` is configured: their `clientState` is
+//! checked and they become hints for the resolver. Without `[graph]` they are acknowledged with a
+//! 202 (Event Grid would otherwise retry them for a day), counted and ignored.
 
 use actix_web::http::header::{HeaderName, HeaderValue, ALLOW};
 use actix_web::http::Method;
@@ -19,9 +20,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::events::{commit_events, count_rejection, media_type, read_authenticated};
+use super::graph;
 use crate::domain::EventSource;
 use crate::error::ApiError;
-use crate::intake::eventgrid::{parse_delivery, Delivery, EventGridBatch, Schema};
+use crate::intake::eventgrid::{parse_delivery, Delivery, EventGridBatch, Schema, SkippedContent};
 use crate::state::AppState;
 
 /// Where Event Grid delivers.
@@ -95,7 +97,7 @@ async fn accept(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.trim().eq_ignore_ascii_case(SUBSCRIPTION_VALIDATION));
 
-    let batch = match parse_delivery(&body, schema, announced)? {
+    let mut batch = match parse_delivery(&body, schema, announced)? {
         Delivery::Validation { code } => {
             tracing::info!(?caller, "answered an Event Grid subscription validation");
             return Ok(HttpResponse::Ok().json(json!({ "validationResponse": code })));
@@ -109,6 +111,15 @@ async fn accept(
         tracing::warn!(warning = %warning, "part of an audit record was left out");
     }
 
+    // Graph notifications become hints when Graph is configured; their clientState is checked
+    // before anything is stored.
+    let graph_items = match &state.graph_client_state {
+        Some(client_state) if !batch.graph_notifications_data.is_empty() => Some(graph::verify(
+            client_state,
+            &batch.graph_notifications_data,
+        )?),
+        _ => None,
+    };
     // A delivery of only skipped events has nothing to store.
     let (accepted, duplicates) = if batch.events.is_empty() {
         (0, 0)
@@ -116,12 +127,23 @@ async fn accept(
         let summary = commit_events(state, EventSource::EventGrid, &batch.events).await?;
         (summary.accepted(), summary.duplicates())
     };
+    let hints = match graph_items {
+        Some(items) => {
+            let stored = graph::record(state, items).await?;
+            batch
+                .skipped
+                .retain(|s| !matches!(s.content, SkippedContent::GraphNotification));
+            stored.hints
+        }
+        None => 0,
+    };
     count_skipped(state, &batch);
     tracing::debug!(?caller, "Event Grid intake committed");
     Ok(HttpResponse::Accepted().json(json!({
         "accepted": accepted,
         "duplicates": duplicates,
         "ignored": batch.skipped.len(),
+        "hints": hints,
     })))
 }
 
@@ -133,8 +155,8 @@ fn count_skipped(state: &AppState, batch: &EventGridBatch) {
     if notifications > 0 {
         tracing::warn!(
             notifications,
-            "Microsoft Graph notifications acknowledged but ignored: they need Graph look-ups, \
-             which pimbridge does not make yet; deliver audit records or use /v1/events"
+            "Microsoft Graph notifications acknowledged but ignored: configure [graph] so that \
+             pimbridge can resolve them"
         );
     }
     for skipped in &batch.skipped {

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 
 use super::events::read_body;
 use crate::error::ApiError;
+use crate::secret::SecretString;
 use crate::state::AppState;
 use crate::store::{graph_hints, graph_subscriptions, StoreError};
 
@@ -30,7 +31,7 @@ struct Handshake {
 
 /// What one notification asks of us.
 #[derive(Debug, PartialEq, Eq)]
-enum Item {
+pub(crate) enum Item {
     /// The membership of this group changed.
     GroupChanged(String),
     /// Graph says notifications were lost or the subscription is gone: resolve every group.
@@ -69,6 +70,20 @@ async fn post_graph(
         .ok_or_else(|| {
             ApiError::InvalidNotification("the body has no `value` array of notifications".into())
         })?;
+    let items = verify(client_state, notifications)?;
+    if !state.is_bootstrapped() {
+        return Err(ApiError::NotReady);
+    }
+    let stored = record(&state, items).await?;
+    Ok(HttpResponse::Accepted().json(json!({ "hints": stored.hints, "ignored": stored.ignored })))
+}
+
+/// Checks every notification's `clientState` (constant time) and says what each asks for. One
+/// wrong or missing `clientState` refuses them all.
+pub(crate) fn verify(
+    client_state: &SecretString,
+    notifications: &[Value],
+) -> Result<Vec<Item>, ApiError> {
     let mut items = Vec::with_capacity(notifications.len());
     for (i, notification) in notifications.iter().enumerate() {
         let presented = notification.get("clientState").and_then(Value::as_str);
@@ -81,10 +96,18 @@ async fn post_graph(
         }
         items.push(classify(notification));
     }
-    if !state.is_bootstrapped() {
-        return Err(ApiError::NotReady);
-    }
+    Ok(items)
+}
 
+/// What [`record`] stored.
+pub(crate) struct Stored {
+    pub hints: usize,
+    pub ignored: usize,
+}
+
+/// Stores one hint per assigned group and the renewal requests, in one transaction, and counts
+/// them (`source="graph"`, `type="notification"`).
+pub(crate) async fn record(state: &AppState, items: Vec<Item>) -> Result<Stored, ApiError> {
     let mut groups: Vec<String> = Vec::new();
     let mut renewals: Vec<(String, String)> = Vec::new();
     let mut ignored = 0usize;
@@ -132,7 +155,10 @@ async fn post_graph(
         ignored,
         "Graph notifications stored as hints"
     );
-    Ok(HttpResponse::Accepted().json(json!({ "hints": groups.len(), "ignored": ignored })))
+    Ok(Stored {
+        hints: groups.len(),
+        ignored,
+    })
 }
 
 /// What a notification is about: a group from `resourceData.id` or the `resource` path

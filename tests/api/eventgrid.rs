@@ -208,7 +208,10 @@ async fn an_event_grid_schema_batch_stores_its_pim_events() {
     // Assert
     assert_eq!(
         answer(response).await,
-        (202, json!({"accepted": 2, "duplicates": 0, "ignored": 3})),
+        (
+            202,
+            json!({"accepted": 2, "duplicates": 0, "ignored": 3, "hints": 0})
+        ),
         "ignored: a Core Directory record, a PIM request, an Azure resource event"
     );
     assert_eq!(
@@ -255,7 +258,10 @@ async fn a_single_cloud_event_is_stored() {
     // Assert
     assert_eq!(
         answer(response).await,
-        (202, json!({"accepted": 1, "duplicates": 0, "ignored": 0}))
+        (
+            202,
+            json!({"accepted": 1, "duplicates": 0, "ignored": 0, "hints": 0})
+        )
     );
     assert_eq!(
         stored_events(&app).await,
@@ -286,7 +292,10 @@ async fn a_cloud_events_batch_stores_its_pim_events() {
     // Assert
     assert_eq!(
         answer(response).await,
-        (202, json!({"accepted": 2, "duplicates": 0, "ignored": 2})),
+        (
+            202,
+            json!({"accepted": 2, "duplicates": 0, "ignored": 2, "hints": 0})
+        ),
         "ignored: a sign-in record and a failed activation"
     );
     assert_eq!(
@@ -341,11 +350,17 @@ async fn a_redelivered_record_is_a_duplicate_whichever_event_carries_it() {
     // Assert
     assert_eq!(
         answer(again).await,
-        (202, json!({"accepted": 0, "duplicates": 2, "ignored": 3}))
+        (
+            202,
+            json!({"accepted": 0, "duplicates": 2, "ignored": 3, "hints": 0})
+        )
     );
     assert_eq!(
         answer(rewrapped).await,
-        (202, json!({"accepted": 0, "duplicates": 1, "ignored": 0})),
+        (
+            202,
+            json!({"accepted": 0, "duplicates": 1, "ignored": 0, "hints": 0})
+        ),
         "the audit record's id is the key, not the Event Grid event's"
     );
     assert_eq!(stored_events(&app).await, events_before);
@@ -375,7 +390,10 @@ async fn the_same_export_on_webhooks_audit_is_another_sources_event() {
     // Assert: the two routes read the export alike; idempotency holds within a source.
     assert_eq!(
         answer(response).await,
-        (202, json!({"accepted": 1, "duplicates": 0, "ignored": 1}))
+        (
+            202,
+            json!({"accepted": 1, "duplicates": 0, "ignored": 1})
+        )
     );
     assert_eq!(
         app.count(&format!(
@@ -397,7 +415,10 @@ async fn graph_notifications_are_acknowledged_counted_and_not_stored() {
     // Assert
     assert_eq!(
         answer(response).await,
-        (202, json!({"accepted": 0, "duplicates": 0, "ignored": 2})),
+        (
+            202,
+            json!({"accepted": 0, "duplicates": 0, "ignored": 2, "hints": 0})
+        ),
         "a 2xx, or Event Grid retries for a day"
     );
     assert_eq!(app.events().await, 0);
@@ -762,5 +783,38 @@ async fn unauthenticated_deliveries_are_refused_and_store_nothing() {
     assert_eq!(
         received(&metrics, "unknown", "rejected"),
         f64::from(refused)
+    );
+}
+
+#[tokio::test]
+async fn with_graph_configured_graph_notifications_become_hints_after_their_client_state_is_checked(
+) {
+    // Arrange: Graph configured with the fixture's clientState.
+    let url = crate::postgres::PgServer::shared().fresh_database().await;
+    let toml = crate::graph::graph_settings(&url, "http://127.0.0.1:9")
+        .replace("graph-client-state-0123456789", "not-a-real-client-state");
+    let app = spawn_app_with(toml, &url).await;
+    let forged = GRAPH.replace("not-a-real-client-state", "forged-client-state-000");
+
+    // Act
+    let refused = deliver(&app, forged.as_bytes(), CLOUD_EVENTS_TYPE).await;
+    let accepted = deliver(&app, GRAPH.as_bytes(), CLOUD_EVENTS_TYPE).await;
+
+    // Assert: the forged clientState stores nothing; the real one leaves a hint for the group
+    // (the lifecycle item names a subscription pimbridge does not manage: counted as ignored).
+    assert_eq!(refused.status(), 401);
+    assert_eq!(
+        answer(accepted).await,
+        (
+            202,
+            json!({"accepted": 0, "duplicates": 0, "ignored": 0, "hints": 1})
+        )
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) FROM graph_hints WHERE group_id = '{GROUP_A}' AND state IN ('pending', 'running')"
+        ))
+        .await,
+        1
     );
 }

@@ -5,7 +5,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 use crate::postgres::PgServer;
 
-const CLIENT_STATE: &str = "graph-client-state-0123456789";
+pub const CLIENT_STATE: &str = "graph-client-state-0123456789";
 
 /// The test settings plus a `[graph]` section whose endpoints are `graph_base`.
 pub fn graph_settings(database_url: &str, graph_base: &str) -> String {
