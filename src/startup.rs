@@ -145,6 +145,15 @@ impl Application {
                         .map(|(name, app)| (name.clone(), app.cycle_interval_secs as f64))
                         .collect(),
                     owner,
+                    reconcile_groups: if settings.graph.is_some() {
+                        settings
+                            .applications
+                            .iter()
+                            .map(|(name, app)| (name.clone(), app.groups.clone()))
+                            .collect()
+                    } else {
+                        BTreeMap::new()
+                    },
                 };
                 background.push(("sync", tokio::spawn(runner.run(shutdown.clone()))));
             }

@@ -33,6 +33,9 @@ pub struct CycleRunner {
     pub intervals: BTreeMap<String, f64>,
     /// Names this replica in the cycles it runs.
     pub owner: String,
+    /// Per application, the Entra groups each cycle asks Graph about again (DESIGN.md §5 step 4:
+    /// reconciliation catches lost notifications); empty without `[graph]`.
+    pub reconcile_groups: BTreeMap<String, Vec<String>>,
 }
 
 impl CycleRunner {
@@ -110,6 +113,7 @@ impl CycleRunner {
         quarantined: bool,
         shutdown: &CancellationToken,
     ) -> Result<Option<CycleReport>, StoreError> {
+        self.reconcile_with_graph(db, application).await?;
         let mut report = self.run_cycle(db, application, shutdown).await?;
         let mut verdict = quarantine::verdict(&report, quarantined);
         if verdict == Verdict::Probe {
@@ -154,6 +158,24 @@ impl CycleRunner {
             applied = c.applied, skipped = c.skipped, failed = c.failed, retrying = c.retrying,
             duration_s = report.duration_secs, "cycle finished");
         Ok(Some(report))
+    }
+
+    /// Asks the Graph resolver to look at each of the application's groups again, so that
+    /// activations and deactivations whose notifications were lost are found.
+    async fn reconcile_with_graph(
+        &self,
+        db: &deadpool_postgres::Object,
+        application: &str,
+    ) -> Result<(), StoreError> {
+        let Some(groups) = self.reconcile_groups.get(application) else {
+            return Ok(());
+        };
+        for group in groups {
+            crate::store::graph_hints::record(db, group).await?;
+        }
+        tracing::info!(application = %application, groups = groups.len(),
+            "cycle asked Graph to re-check the application's groups");
+        Ok(())
     }
 
     /// Tests the connection to a quarantined application's SCIM endpoint.

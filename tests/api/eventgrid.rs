@@ -390,10 +390,7 @@ async fn the_same_export_on_webhooks_audit_is_another_sources_event() {
     // Assert: the two routes read the export alike; idempotency holds within a source.
     assert_eq!(
         answer(response).await,
-        (
-            202,
-            json!({"accepted": 1, "duplicates": 0, "ignored": 1})
-        )
+        (202, json!({"accepted": 1, "duplicates": 0, "ignored": 1}))
     );
     assert_eq!(
         app.count(&format!(

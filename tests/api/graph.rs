@@ -475,4 +475,23 @@ mod resolution {
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(resources(&g), expected);
     }
+
+    #[tokio::test]
+    async fn a_cycle_finds_what_lost_notifications_did_not_report() {
+        // Arrange: an activation Graph never notified us about.
+        let g = spawn().await;
+        g.graph
+            .activate(GROUP_A, "u-2", Duration::from_secs(3600))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(members(&g.f.a), 0);
+
+        // Act
+        run_cycle(&g.f.app, "alpha").await;
+
+        // Assert: the cycle asked Graph again; the activation reached AWS.
+        until(Duration::from_secs(10), async || members(&g.f.a) == 1).await;
+        assert_eq!(graph_events(&g.f.app).await, 1);
+    }
 }
