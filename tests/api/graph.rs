@@ -18,7 +18,9 @@ pub fn graph_settings(database_url: &str, graph_base: &str) -> String {
         client_state = \"{CLIENT_STATE}\"
         authority_url = \"{graph_base}\"
         graph_url = \"{graph_base}/v1.0\"
-        resolve_interval_ms = 20
+        # The resolver looks once at start-up, then not for a minute: these tests see the hints
+        # the webhook stored, untouched.
+        resolve_interval_ms = 60000
         ",
         test_settings(database_url)
     )
