@@ -463,7 +463,7 @@ async fn cycles_follow_the_configured_interval() {
 
     // Act
     let app = spawn_app_with(toml, &url).await;
-    tokio::time::sleep(Duration::from_millis(2600)).await;
+    tokio::time::sleep(Duration::from_millis(3300)).await;
 
     // Assert: an initial cycle at once, then one every second.
     let cycles: Vec<(String, time::OffsetDateTime)> = app
