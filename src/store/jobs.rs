@@ -136,16 +136,8 @@ pub async fn fail(
     owner: &str,
     reason: &str,
 ) -> Result<bool, StoreError> {
-    let updated = client
-        .execute(
-            "UPDATE jobs
-             SET state = 'failed', completed_at = clock_timestamp(), last_error = $3,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            &[&job_id, &owner, &reason],
-        )
-        .await?;
-    Ok(updated == 1)
+    let set = "state = 'failed', completed_at = clock_timestamp(), last_error = $3";
+    release(client, job_id, owner, set, reason).await
 }
 
 /// Moves a job in hand to the deferred lane, for the next sync cycle (its application was
@@ -156,16 +148,8 @@ pub async fn defer(
     owner: &str,
     reason: &str,
 ) -> Result<bool, StoreError> {
-    let updated = client
-        .execute(
-            "UPDATE jobs
-             SET lane = 'deferred', admitted_at = NULL, state = 'pending', last_error = $3,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            &[&job_id, &owner, &reason],
-        )
-        .await?;
-    Ok(updated == 1)
+    let set = "lane = 'deferred', admitted_at = NULL, state = 'pending', last_error = $3";
+    release(client, job_id, owner, set, reason).await
 }
 
 /// Ends a job that a newer event (or the activation's end) made pointless, without calling AWS.
@@ -175,13 +159,26 @@ pub async fn supersede(
     owner: &str,
     note: &str,
 ) -> Result<bool, StoreError> {
+    let set = "state = 'superseded', completed_at = clock_timestamp(), note = $3";
+    release(client, job_id, owner, set, note).await
+}
+
+/// Lets go of a job `owner` holds, applying `set` (a fixed clause of this module that may use
+/// `$3` = `text`). Returns false when the lease was lost meanwhile.
+async fn release(
+    client: &impl GenericClient,
+    job_id: i64,
+    owner: &str,
+    set: &'static str,
+    text: &str,
+) -> Result<bool, StoreError> {
     let updated = client
         .execute(
-            "UPDATE jobs
-             SET state = 'superseded', completed_at = clock_timestamp(), note = $3,
-                 lease_owner = NULL, lease_expires_at = NULL
-             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
-            &[&job_id, &owner, &note],
+            &format!(
+                "UPDATE jobs SET {set}, lease_owner = NULL, lease_expires_at = NULL
+                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'"
+            ),
+            &[&job_id, &owner, &text],
         )
         .await?;
     Ok(updated == 1)
