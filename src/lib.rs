@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod duration;
 pub mod emulator;
 pub mod error;
 pub mod graph;
