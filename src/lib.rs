@@ -18,6 +18,7 @@ pub mod graph;
 pub mod graph_emulator;
 pub mod intake;
 pub mod metrics;
+pub mod provision;
 pub mod resolve;
 pub mod routes;
 pub mod scim;
