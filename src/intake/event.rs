@@ -16,24 +16,7 @@ const MAX_ID_LEN: usize = 256;
 /// Longest accepted attribute value in `user` / `group`.
 const MAX_ATTRIBUTE_LEN: usize = 1024;
 
-/// A validated event, ready to store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    pub id: String,
-    pub kind: EventKind,
-    pub occurred_at: OffsetDateTime,
-    pub group_id: String,
-    pub principal_id: String,
-    pub ends_at: Option<OffsetDateTime>,
-    /// The grant the event starts, extends or ends: `grantId` (a PIM instance id, say) when the
-    /// sender has one. Without it an activation's grant is the event itself, and a deactivation
-    /// ends every grant of the pair from the same source that started before it.
-    pub grant_id: Option<String>,
-    /// The optional `user` object, as sent (string attributes only).
-    pub user: Option<Value>,
-    /// The optional `group` object, as sent.
-    pub group: Option<Value>,
-}
+pub use crate::domain::NewEvent;
 
 /// Why a body is not a valid event or batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

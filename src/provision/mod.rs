@@ -13,8 +13,6 @@ mod resolve;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use deadpool_postgres::Pool;
-
 use crate::config::UserNameAttribute;
 use crate::scim::{ScimClient, ScimError};
 use crate::store::StoreError;
@@ -85,14 +83,16 @@ pub struct Target {
 }
 
 /// Applies membership changes through each application's SCIM client.
+///
+/// Every database step runs on the connection the caller holds (with the pairs' locks), so a
+/// reconciliation never waits for a second connection from the pool.
 pub struct Provisioner {
-    pool: Pool,
     targets: BTreeMap<String, Target>,
 }
 
 impl Provisioner {
-    pub fn new(pool: Pool, targets: BTreeMap<String, Target>) -> Self {
-        Self { pool, targets }
+    pub fn new(targets: BTreeMap<String, Target>) -> Self {
+        Self { targets }
     }
 
     /// The SCIM target of an application.

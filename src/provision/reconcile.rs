@@ -164,7 +164,7 @@ impl Provisioner {
         };
         let mut verified = vec![false; requests.len()];
         if options.verify {
-            self.verify(target, requests, &mut views, &mut verified, &mut report)
+            self.verify(db, target, requests, &mut views, &mut verified, &mut report)
                 .await;
         }
 
@@ -190,42 +190,47 @@ impl Provisioner {
         // Resolve the AWS ids; a first add asks AWS whether the member is already there.
         let mut owned_new = vec![false; requests.len()];
         let mut to_add = Vec::new();
+        let mut first_adds = Vec::new();
         let mut groups: BTreeMap<String, Option<String>> = BTreeMap::new();
         for (i, first) in adds {
             let subject = &requests[i].subject;
-            match self.ids(target, subject, true, &mut groups).await {
-                Ok(Some((group, user))) if first => {
-                    match target.client.is_member(&group, &user).await {
-                        Ok(true) => {
-                            views[i].provenance = Some(Provenance::Standing);
-                            views[i].aws = AwsState::Present;
-                            verified[i] = true;
-                            outcomes[i] = Some(Outcome::Unchanged(FOUND_STANDING));
-                        }
-                        Ok(false) => {
-                            owned_new[i] = true;
-                            to_add.push(Planned {
-                                index: i,
-                                group,
-                                user,
-                            });
-                        }
-                        Err(e) => outcomes[i] = Some(failed(&ProvisionError::from(e))),
+            match self.ids(db, target, subject, true, &mut groups).await {
+                Ok(Some((group, user))) => {
+                    let planned = Planned {
+                        index: i,
+                        group,
+                        user,
+                    };
+                    if first {
+                        first_adds.push(planned);
+                    } else {
+                        to_add.push(planned);
                     }
                 }
-                Ok(Some((group, user))) => to_add.push(Planned {
-                    index: i,
-                    group,
-                    user,
-                }),
                 Ok(None) => outcomes[i] = Some(Outcome::Unchanged(UNKNOWN_TO_AWS)),
                 Err(e) => outcomes[i] = Some(failed(&e)),
+            }
+        }
+        for (planned, standing) in self.members_already(target, first_adds).await {
+            let i = planned.index;
+            match standing {
+                Ok(true) => {
+                    views[i].provenance = Some(Provenance::Standing);
+                    views[i].aws = AwsState::Present;
+                    verified[i] = true;
+                    outcomes[i] = Some(Outcome::Unchanged(FOUND_STANDING));
+                }
+                Ok(false) => {
+                    owned_new[i] = true;
+                    to_add.push(planned);
+                }
+                Err(failure) => outcomes[i] = Some(Outcome::Failed(failure)),
             }
         }
         let mut to_remove = Vec::new();
         for i in removals {
             match self
-                .ids(target, &requests[i].subject, false, &mut groups)
+                .ids(db, target, &requests[i].subject, false, &mut groups)
                 .await
             {
                 Ok(Some((group, user))) => to_remove.push(Planned {
@@ -257,7 +262,7 @@ impl Provisioner {
 
         // Removals first, so that access is revoked before more is granted.
         for (i, result) in self
-            .send(target, Action::Remove, &to_remove, requests)
+            .send(db, target, Action::Remove, &to_remove, requests)
             .await
         {
             outcomes[i] = Some(match result {
@@ -265,7 +270,7 @@ impl Provisioner {
                 Err(failure) => Outcome::Failed(failure),
             });
         }
-        for (i, result) in self.send(target, Action::Add, &to_add, requests).await {
+        for (i, result) in self.send(db, target, Action::Add, &to_add, requests).await {
             outcomes[i] = Some(match result {
                 Ok(()) => Outcome::Added,
                 Err(failure) => Outcome::Failed(failure),
@@ -297,6 +302,7 @@ impl Provisioner {
     /// Looks in AWS for each owned pair and counts where AWS differs from the grants.
     async fn verify(
         &self,
+        db: &Object,
         target: &Target,
         requests: &[PairRequest],
         views: &mut [PairView],
@@ -309,7 +315,7 @@ impl Provisioner {
                 continue;
             }
             let subject = &requests[i].subject;
-            let actual = match self.ids(target, subject, false, &mut groups).await {
+            let actual = match self.ids(db, target, subject, false, &mut groups).await {
                 Ok(Some((group, user))) => target.client.is_member(&group, &user).await,
                 Ok(None) => Ok(false),
                 Err(ProvisionError::Scim(e)) => Err(e),
@@ -341,19 +347,63 @@ impl Provisioner {
         }
     }
 
+    /// Whether AWS already holds each first add: one membership check for a lone pair, one
+    /// listing of the group's members when several pairs of one group are first added together.
+    async fn members_already(
+        &self,
+        target: &Target,
+        planned: Vec<Planned>,
+    ) -> Vec<(Planned, Result<bool, Failure>)> {
+        let mut by_group: BTreeMap<String, Vec<Planned>> = BTreeMap::new();
+        for p in planned {
+            by_group.entry(p.group.clone()).or_default().push(p);
+        }
+        let mut answers = Vec::new();
+        for (group, pairs) in by_group {
+            if let [_] = pairs.as_slice() {
+                for p in pairs {
+                    let answer = target.client.is_member(&group, &p.user).await;
+                    answers.push((
+                        p,
+                        answer.map_err(|e| Failure::from(&ProvisionError::from(e))),
+                    ));
+                }
+                continue;
+            }
+            match target.client.list_group_members(&group).await {
+                Ok(members) => {
+                    let ids: std::collections::BTreeSet<String> =
+                        members.into_iter().filter_map(|u| u.id).collect();
+                    for p in pairs {
+                        let held = ids.contains(&p.user);
+                        answers.push((p, Ok(held)));
+                    }
+                }
+                Err(e) => {
+                    let failure = Failure::from(&ProvisionError::from(e));
+                    answers.extend(pairs.into_iter().map(|p| (p, Err(failure.clone()))));
+                }
+            }
+        }
+        answers
+    }
+
     /// The AWS ids of a subject's group and user; `None` when AWS has neither to remove from.
     async fn ids(
         &self,
+        db: &Object,
         target: &Target,
         subject: &Subject,
         create: bool,
         groups: &mut BTreeMap<String, Option<String>>,
     ) -> Result<Option<(String, String)>, ProvisionError> {
-        let cached = self.cached(subject).await?;
+        let cached = self.cached(db, subject).await?;
         let group = match groups.get(&subject.group_id) {
             Some(known) => known.clone(),
             None => {
-                let group = self.group_id(target, subject, cached.group, create).await?;
+                let group = self
+                    .group_id(db, target, subject, cached.group, create)
+                    .await?;
                 groups.insert(subject.group_id.clone(), group.clone());
                 group
             }
@@ -361,7 +411,9 @@ impl Provisioner {
         let Some(group) = group else {
             return Ok(None);
         };
-        let user = self.user_id(target, subject, cached.user, create).await?;
+        let user = self
+            .user_id(db, target, subject, cached.user, create)
+            .await?;
         Ok(user.map(|user| (group, user)))
     }
 
@@ -370,6 +422,7 @@ impl Provisioner {
     /// id AWS no longer knows is resolved again once.
     async fn send(
         &self,
+        db: &Object,
         target: &Target,
         action: Action,
         planned: &[Planned],
@@ -395,7 +448,7 @@ impl Provisioner {
                 Err(_) => {
                     for p in members {
                         let result = self
-                            .send_alone(target, action, p, &requests[p.index].subject)
+                            .send_alone(db, target, action, p, &requests[p.index].subject)
                             .await;
                         results.push((p.index, result.map_err(|e| Failure::from(&e))));
                     }
@@ -407,6 +460,7 @@ impl Provisioner {
 
     async fn send_alone(
         &self,
+        db: &Object,
         target: &Target,
         action: Action,
         planned: &Planned,
@@ -415,10 +469,10 @@ impl Provisioner {
         match patch(target, action, &planned.group, &[planned.user.as_str()]).await {
             Err(e) if e.is_not_found() => {
                 tracing::info!("cached AWS id is stale; resolving again");
-                self.forget(subject).await?;
+                self.forget(db, subject).await?;
                 let create = action == Action::Add;
                 let mut groups = BTreeMap::new();
-                match self.ids(target, subject, create, &mut groups).await? {
+                match self.ids(db, target, subject, create, &mut groups).await? {
                     Some((group, user)) => {
                         Ok(patch(target, action, &group, &[user.as_str()]).await?)
                     }

@@ -1,6 +1,7 @@
 //! The AWS ids of Entra users and groups: cached in Postgres (so the hot path is a single PATCH),
 //! found by `displayName`/`userName`/`externalId`, or created from the event's attributes.
 
+use deadpool_postgres::Object;
 use serde_json::Value;
 
 use super::{ProvisionError, Provisioner, Target};
@@ -9,14 +10,16 @@ use crate::domain::Subject;
 use crate::scim::mapping::{map_user, SourceUser};
 use crate::scim::{ScimClient, ScimError, ScimUser};
 use crate::store::scim_ids::{self, CachedPair, ObjectKind};
-use crate::store::StoreError;
 
 impl Provisioner {
     /// Both cached ids of a subject in one query.
-    pub(super) async fn cached(&self, subject: &Subject) -> Result<CachedPair, ProvisionError> {
-        let db = self.pool.get().await.map_err(StoreError::from)?;
+    pub(super) async fn cached(
+        &self,
+        db: &Object,
+        subject: &Subject,
+    ) -> Result<CachedPair, ProvisionError> {
         Ok(scim_ids::get_pair(
-            &db,
+            db,
             &subject.application,
             &subject.principal_id,
             &subject.group_id,
@@ -25,11 +28,14 @@ impl Provisioner {
     }
 
     /// Forgets the cached AWS ids of a subject's user and group (AWS answered 404 for one).
-    pub(super) async fn forget(&self, subject: &Subject) -> Result<(), ProvisionError> {
-        let db = self.pool.get().await.map_err(StoreError::from)?;
+    pub(super) async fn forget(
+        &self,
+        db: &Object,
+        subject: &Subject,
+    ) -> Result<(), ProvisionError> {
         let app = &subject.application;
-        scim_ids::forget(&db, app, ObjectKind::User, &subject.principal_id).await?;
-        scim_ids::forget(&db, app, ObjectKind::Group, &subject.group_id).await?;
+        scim_ids::forget(db, app, ObjectKind::User, &subject.principal_id).await?;
+        scim_ids::forget(db, app, ObjectKind::Group, &subject.group_id).await?;
         Ok(())
     }
 
@@ -37,6 +43,7 @@ impl Provisioner {
     /// AWS does not have it and `create` is false.
     pub(super) async fn group_id(
         &self,
+        db: &Object,
         target: &Target,
         subject: &Subject,
         cached: Option<String>,
@@ -57,7 +64,7 @@ impl Provisioner {
         };
         match found {
             Some(group) => self
-                .remember(subject, ObjectKind::Group, &subject.group_id, group.id)
+                .remember(db, subject, ObjectKind::Group, &subject.group_id, group.id)
                 .await
                 .map(Some),
             None if create => Err(ProvisionError::MissingAttributes(
@@ -71,6 +78,7 @@ impl Provisioner {
     /// event's attributes. `None` when AWS does not have the user and `create` is false.
     pub(super) async fn user_id(
         &self,
+        db: &Object,
         target: &Target,
         subject: &Subject,
         cached: Option<String>,
@@ -101,7 +109,7 @@ impl Provisioner {
         };
         match user {
             Some(user) => self
-                .remember(subject, ObjectKind::User, &subject.principal_id, user.id)
+                .remember(db, subject, ObjectKind::User, &subject.principal_id, user.id)
                 .await
                 .map(Some),
             None if create => Err(ProvisionError::MissingAttributes(
@@ -114,6 +122,7 @@ impl Provisioner {
     /// Caches the AWS id of a resource AWS just returned, and returns it.
     async fn remember(
         &self,
+        db: &Object,
         subject: &Subject,
         kind: ObjectKind,
         entra_id: &str,
@@ -126,8 +135,7 @@ impl Provisioner {
                 reason: "AWS returned a resource without id".into(),
             })
         })?;
-        let db = self.pool.get().await.map_err(StoreError::from)?;
-        scim_ids::put(&db, &subject.application, kind, entra_id, &aws_id).await?;
+        scim_ids::put(db, &subject.application, kind, entra_id, &aws_id).await?;
         Ok(aws_id)
     }
 }
@@ -175,13 +183,13 @@ impl Provisioner {
     /// AWS id.
     pub async fn provision_group(
         &self,
-        db: &impl deadpool_postgres::GenericClient,
+        db: &Object,
         subject: &Subject,
     ) -> Result<String, ProvisionError> {
         let target = self.target(&subject.application)?;
-        let cached = self.cached(subject).await?.group;
+        let cached = self.cached(db, subject).await?.group;
         let group = self
-            .group_id(target, subject, cached, true)
+            .group_id(db, target, subject, cached, true)
             .await?
             .ok_or_else(|| {
                 ProvisionError::MissingAttributes("group.displayName is needed".into())

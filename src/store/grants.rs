@@ -119,7 +119,9 @@ pub async fn record_deactivation(
 ) -> Result<u64, StoreError> {
     Ok(client
         .execute(
-            "UPDATE grants SET ended_at = $6, ended_by = $7
+            // A deactivation takes effect when it arrives at the latest, even if the sender's
+            // clock runs ahead.
+            "UPDATE grants SET ended_at = least($6, clock_timestamp()), ended_by = $7
              WHERE application = $1 AND source = $2 AND principal_id = $4 AND group_id = $5
                AND (CASE WHEN $3::text IS NULL THEN started_at < $6 ELSE grant_key = $3 END)
                AND (ended_at IS NULL OR ended_at > $6)",

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod architecture;
 mod audit;
 mod auth;
 mod config_cli;
@@ -16,6 +17,7 @@ mod health;
 mod helpers;
 mod intake;
 mod limit;
+mod membership;
 mod postgres;
 mod quarantine;
 mod shutdown;
