@@ -2,7 +2,7 @@
 //!
 //! Module map: `routes` (HTTP) → `auth` + `intake` (validate, authenticate, store with
 //! `admission`) → `store` (Postgres) → `dispatch` (immediate lane) and `sync` (cycles: deferred lane,
-//! deactivations, expiry) → `scim` (AWS). `emulator` stands
+//! deactivations, expiry) → `scim` (AWS). The workspace's `aws-scim-emulator` crate stands
 //! in for AWS. `config` is validated once; `metrics` and `telemetry` observe.
 #![forbid(unsafe_code)]
 
@@ -11,10 +11,12 @@ pub mod auth;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod duration;
 pub mod error;
 pub mod graph;
 pub mod intake;
 pub mod metrics;
+pub mod provision;
 pub mod resolve;
 pub mod routes;
 pub mod scim;
