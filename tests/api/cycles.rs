@@ -3,14 +3,14 @@
 
 use std::time::Duration;
 
-use pimbridge::emulator::Fault;
+use aws_scim_emulator::Fault;
 use serde_json::{json, Value};
 
 use crate::fixture::*;
 use crate::helpers::*;
 
 /// The emulator's PATCH /Groups requests, as member counts (one entry per PATCH).
-fn group_patches(emulator: &pimbridge::emulator::RunningEmulator) -> usize {
+fn group_patches(emulator: &aws_scim_emulator::RunningEmulator) -> usize {
     patches(emulator)
 }
 
@@ -47,7 +47,7 @@ fn event_at(kind: &str, id: &str, principal: &str, occurred: i64) -> Value {
     event
 }
 
-fn is_member(emulator: &pimbridge::emulator::RunningEmulator, principal: &str) -> bool {
+fn is_member(emulator: &aws_scim_emulator::RunningEmulator, principal: &str) -> bool {
     let user_name = format!("{principal}@contoso.com");
     emulator
         .state()

@@ -1,4 +1,4 @@
-//! The AWS SCIM emulator, driven over real HTTP (checklist of §8 of the AWS SCIM facts).
+//! The AWS SCIM emulator, driven over real HTTP (a checklist of the AWS behaviour it reproduces).
 
 // Test helpers outside `#[test]` functions panic on purpose when the harness itself breaks.
 #![allow(clippy::expect_used)]
@@ -6,7 +6,7 @@
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
-use pimbridge::emulator::{EmulatorSettings, Fault, RedundantMemberChange, RunningEmulator};
+use aws_scim_emulator::{EmulatorSettings, Fault, RedundantMemberChange, RunningEmulator};
 use reqwest::header::HeaderMap;
 use reqwest::Method;
 use serde_json::{json, Value};

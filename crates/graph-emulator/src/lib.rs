@@ -8,16 +8,16 @@
 //! lifecycle notifications when told to. A control API (`/_graph`, and the same as methods
 //! here) changes the tenant, injects faults and shows a request log.
 //!
+//! Its JSON comes from its own [`wire`] types, written from Graph's wire format, not from
+//! any client's: a client that gets a property name wrong fails here.
+//!
 //! ```no_run
-//! # async fn demo() -> anyhow::Result<()> {
-//! use std::time::Duration;
-//! use pimbridge::graph::{GraphClient, GraphGroup};
-//! use pimbridge::graph_emulator::{GraphEmulatorSettings, RunningGraphEmulator};
+//! # async fn demo() -> std::io::Result<()> {
+//! use graph_emulator::{GraphEmulatorSettings, GraphGroup, RunningGraphEmulator};
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let emulator = RunningGraphEmulator::start(GraphEmulatorSettings::default(), listener).await?;
 //! emulator.add_group(GraphGroup { id: "g1".into(), display_name: Some("AWS-Admins".into()) });
-//! let client = GraphClient::new(emulator.client_settings())?;
-//! assert!(client.active_member_assignments("g1", None).await?.is_empty());
+//! println!("token endpoint under {}, Graph at {}", emulator.base_url(), emulator.graph_url());
 //! emulator.stop().await;
 //! # Ok(()) }
 //! ```
@@ -28,9 +28,12 @@ mod directory;
 mod errors;
 mod faults;
 mod filter;
+mod log;
 mod notify;
 mod routes;
+mod secret;
 mod settings;
+pub mod wire;
 
 use std::collections::VecDeque;
 use std::net::{SocketAddr, TcpListener};
@@ -55,11 +58,12 @@ pub use settings::{
     DEFAULT_PAGE_SIZE, DEFAULT_TENANT_ID, DEFAULT_TOKEN_LIFETIME, MAX_SUBSCRIPTION_LIFETIME,
 };
 
-use crate::emulator::LoggedRequest;
-use crate::graph::{
-    format_graph_time, AssignmentInstance, GraphClientSettings, GraphGroup, GraphUser,
-};
+pub use log::LoggedRequest;
+pub use secret::SecretString;
+pub use wire::{AssignmentInstance, GraphGroup, GraphUser};
+
 use errors::REQUEST_ID_HEADER;
+use wire::format_graph_time;
 
 /// Path prefix of the control API.
 pub const CONTROL_PREFIX: &str = "/_graph";
@@ -363,19 +367,6 @@ impl RunningGraphEmulator {
     /// The control API: `http://127.0.0.1:P/_graph`.
     pub fn control_url(&self) -> String {
         format!("{}{CONTROL_PREFIX}", self.base_url())
-    }
-
-    /// Client settings that reach this emulator with its tenant and credentials.
-    pub fn client_settings(&self) -> GraphClientSettings {
-        let settings = self.shared.settings();
-        let mut client = GraphClientSettings::new(
-            settings.tenant_id,
-            settings.client_id,
-            settings.client_secret,
-        );
-        client.authority_url = self.base_url();
-        client.graph_url = self.graph_url();
-        client
     }
 
     /// Current settings (secret included).

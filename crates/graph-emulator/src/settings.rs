@@ -17,11 +17,11 @@ pub const DEFAULT_CLIENT_SECRET: &str = "graph-emulator-secret";
 pub const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(3599);
 /// Items per page of a listing before `@odata.nextLink` is used.
 pub const DEFAULT_PAGE_SIZE: usize = 100;
-/// How long a receiver has to answer the validation handshake (facts §1.2).
+/// How long a receiver has to answer the validation handshake.
 pub const VALIDATION_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a receiver has to answer a notification before Graph counts it slow (facts §1.5).
+/// How long a receiver has to answer a notification before Graph counts it slow.
 pub const NOTIFICATION_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest subscription life for groups and users: 41,760 minutes (facts §1.1).
+/// Longest subscription life for groups and users: 41,760 minutes.
 pub const MAX_SUBSCRIPTION_LIFETIME: Duration = Duration::from_secs(41_760 * 60);
 
 /// Emulator configuration. Start from `GraphEmulatorSettings::default()` and change fields.

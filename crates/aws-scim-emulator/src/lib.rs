@@ -1,11 +1,11 @@
 //! AWS IAM Identity Center SCIM emulator.
 //!
-//! An in-memory, AWS-faithful SCIM 2.0 endpoint (see `/work/shared/facts/aws-scim.md` and
-//! `docs/emulator.md`) with run-time fault injection and inspection, for dry runs and tests.
+//! An in-memory, AWS-faithful SCIM 2.0 endpoint (see `docs/emulator.md`) with run-time fault
+//! injection and inspection, for dry runs and tests.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
-//! use pimbridge::emulator::{EmulatorSettings, Fault, RunningEmulator};
+//! use aws_scim_emulator::{EmulatorSettings, Fault, RunningEmulator};
 //! let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
 //! let emulator = RunningEmulator::start(EmulatorSettings::default(), listener).await?;
 //! println!("{}", emulator.scim_base_url());

@@ -84,7 +84,7 @@ fn string_literal(text: &str) -> Result<(String, &str), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::graph::odata_string;
+    use crate::wire::odata_string;
 
     fn ok(text: &str) -> InstanceFilter {
         parse_instance_filter(text).unwrap_or_else(|e| panic!("{text}: {e}"))

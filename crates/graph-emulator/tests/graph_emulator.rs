@@ -10,10 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
-use pimbridge::graph::{odata_string, GraphGroup, GraphUser};
-use pimbridge::graph_emulator::{
-    GraphEmulatorSettings, GraphFault, NewInstance, RunningGraphEmulator, DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, INSTANCES_PATH, REAUTHORIZATION_REQUIRED,
+use graph_emulator::wire::{format_graph_time, odata_string, parse_graph_time};
+use graph_emulator::{
+    GraphEmulatorSettings, GraphFault, GraphGroup, GraphUser, NewInstance, RunningGraphEmulator,
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TENANT_ID, INSTANCES_PATH,
+    REAUTHORIZATION_REQUIRED,
 };
 use serde_json::{json, Value};
 use time::OffsetDateTime;
@@ -195,7 +196,7 @@ fn instances_path(filter: &str) -> String {
 }
 
 fn in_a_day() -> String {
-    pimbridge::graph::format_graph_time(OffsetDateTime::now_utc() + 24 * HOUR)
+    format_graph_time(OffsetDateTime::now_utc() + 24 * HOUR)
 }
 
 /// What a subscriber received.
@@ -773,7 +774,7 @@ async fn subscriptions_refuse_duplicates_and_bad_expiry_and_renew_and_delete() {
     assert_eq!(receiver.handshakes().len(), handshakes);
 
     let mut too_far = subscription(&receiver.url, "/groups/g2", "s");
-    too_far["expirationDateTime"] = json!(pimbridge::graph::format_graph_time(
+    too_far["expirationDateTime"] = json!(format_graph_time(
         OffsetDateTime::now_utc() + 30 * 24 * HOUR
     ));
     assert!(post(too_far)
@@ -797,7 +798,7 @@ async fn subscriptions_refuse_duplicates_and_bad_expiry_and_renew_and_delete() {
             reqwest::Method::PATCH,
             &format!("/subscriptions/{id}"),
             Some(&token),
-            Some(json!({"expirationDateTime": pimbridge::graph::format_graph_time(later)})),
+            Some(json!({"expirationDateTime": format_graph_time(later)})),
         )
         .await;
     assert_eq!(renewed.status, 200, "{renewed:?}");
@@ -912,10 +913,9 @@ async fn a_group_change_notifies_every_subscription_naming_the_group_with_graphs
         assert_eq!(item["changeType"], "updated");
         assert_eq!(item["resource"], "Groups/g1");
         assert_eq!(item["tenantId"], DEFAULT_TENANT_ID);
-        assert!(pimbridge::graph::parse_graph_time(
-            item["subscriptionExpirationDateTime"].as_str().unwrap()
-        )
-        .is_some());
+        assert!(
+            parse_graph_time(item["subscriptionExpirationDateTime"].as_str().unwrap()).is_some()
+        );
         assert_eq!(
             item["resourceData"],
             json!({
@@ -985,11 +985,8 @@ async fn with_notify_on_change_activation_and_deactivation_over_the_control_api_
     // Assert
     assert_eq!(activated.status, 201, "{activated:?}");
     assert_eq!(activated.body["assignmentType"], "activated");
-    let start =
-        pimbridge::graph::parse_graph_time(activated.body["startDateTime"].as_str().unwrap())
-            .unwrap();
-    let end = pimbridge::graph::parse_graph_time(activated.body["endDateTime"].as_str().unwrap())
-        .unwrap();
+    let start = parse_graph_time(activated.body["startDateTime"].as_str().unwrap()).unwrap();
+    let end = parse_graph_time(activated.body["endDateTime"].as_str().unwrap()).unwrap();
     assert_eq!(end - start, time::Duration::hours(2));
     assert_eq!(deactivated.body["removed"], 1);
     assert_eq!(receiver.notifications().len(), 2, "one per change");

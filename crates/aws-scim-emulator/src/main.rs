@@ -5,10 +5,10 @@ use std::net::{SocketAddr, TcpListener};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use clap::{ArgAction, Parser, ValueEnum};
-use pimbridge::emulator::{
+use aws_scim_emulator::{
     EmulatorSettings, RedundantMemberChange, RunningEmulator, DEFAULT_TENANT_ID,
 };
+use clap::{ArgAction, Parser, ValueEnum};
 
 /// Answer to a membership change that changes nothing.
 #[derive(Clone, Copy, Debug, ValueEnum)]

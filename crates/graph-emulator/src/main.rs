@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use pimbridge::config::{LogFormat, LogSettings};
-use pimbridge::graph_emulator::{
-    GraphEmulatorSettings, RunningGraphEmulator, DEFAULT_CLIENT_ID, DEFAULT_PAGE_SIZE,
-    DEFAULT_TENANT_ID,
+use graph_emulator::{
+    GraphEmulatorSettings, RunningGraphEmulator, SecretString, DEFAULT_CLIENT_ID,
+    DEFAULT_PAGE_SIZE, DEFAULT_TENANT_ID,
 };
-use pimbridge::secret::SecretString;
-use pimbridge::telemetry;
 
 /// Microsoft Graph emulator (in memory; control API under /_graph).
 #[derive(Debug, Parser)]
@@ -87,10 +84,12 @@ impl Args {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    telemetry::init(&LogSettings {
-        format: LogFormat::Pretty,
-        level: "info".to_owned(),
-    });
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
     let args = Args::parse();
     let settings = args.settings()?;
     let listener =

@@ -4,13 +4,10 @@
 //! (`/_emulator`) and checks the outcome both from the client's side and from the
 //! emulator's request log.
 
-// Test helpers fail loudly: a panic in a helper is a failed test, which is what we want.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pimbridge::emulator::{EmulatorSettings, RunningEmulator};
+use aws_scim_emulator::{EmulatorSettings, RunningEmulator};
 use pimbridge::scim::{
     map_user, CharacterPolicy, RequestObserver, ScimClient, ScimClientSettings, ScimError,
     ScimUser, SourceUser,
@@ -687,7 +684,7 @@ async fn adding_a_present_member_succeeds_even_when_aws_answers_409() {
     // Arrange: the emulator answers 409 to a redundant add, as the Identity Store API does.
     let emu = TestEmulator::start().await;
     emu.emulator.update_settings(|s| {
-        s.duplicate_member_add = pimbridge::emulator::RedundantMemberChange::Conflict;
+        s.duplicate_member_add = aws_scim_emulator::RedundantMemberChange::Conflict;
     });
     let client = emu.client();
     let user_id = create_users(&client, 1, 1).await.remove(0);

@@ -13,8 +13,8 @@ use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::errors::{aad_error, GraphApiError};
 use super::Shared;
-use crate::graph::token::{TokenResponse, GRANT_CLIENT_CREDENTIALS};
 use crate::secret::SecretString;
+use crate::wire::{TokenResponse, GRANT_CLIENT_CREDENTIALS};
 
 /// The public-cloud Graph scope, also accepted next to the emulator's own origin.
 const PUBLIC_GRAPH_SCOPE: &str = "https://graph.microsoft.com/.default";

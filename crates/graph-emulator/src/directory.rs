@@ -11,14 +11,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::graph::types::optional_time;
-use crate::graph::{
-    AssignmentInstance, GraphGroup, GraphUser, ACCESS_MEMBER, ASSIGNMENT_ACTIVATED,
-    ASSIGNMENT_ASSIGNED,
-};
 use crate::secret::SecretString;
+use crate::wire::{
+    optional_time, AssignmentInstance, GraphGroup, GraphUser, ACCESS_MEMBER, ACCESS_OWNER,
+    ASSIGNMENT_ACTIVATED, ASSIGNMENT_ASSIGNED,
+};
 
-/// Activation length when none is given: PIM's common eight-hour maximum (facts §3.2).
+/// Activation length when none is given: PIM's common eight-hour maximum.
 pub const DEFAULT_ACTIVATION: Duration = Duration::from_secs(8 * 60 * 60);
 
 /// What the control API can get wrong.
@@ -103,7 +102,7 @@ impl NewInstance {
 
     /// The same instance as an ownership (`accessId` `owner`) instead of a membership.
     pub fn as_owner(mut self) -> Self {
-        self.access_id = "owner".to_owned();
+        self.access_id = ACCESS_OWNER.to_owned();
         self
     }
 

@@ -11,7 +11,7 @@ use super::faults::GraphFault;
 use super::notify::REAUTHORIZATION_REQUIRED;
 use super::settings::SettingsChange;
 use super::{Shared, CONTROL_PREFIX};
-use crate::graph::{format_graph_time, GraphGroup, GraphUser};
+use crate::wire::{format_graph_time, GraphGroup, GraphUser};
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::build(status).json(json!({ "error": message.to_string() }))

@@ -4,13 +4,13 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{Map, Value};
 
 use super::{json_body, visible, ScimResult};
-use crate::emulator::errors::ApiError;
-use crate::emulator::filter::{self, UserFilter};
-use crate::emulator::paging;
-use crate::emulator::patch;
-use crate::emulator::store::Store;
-use crate::emulator::validate;
-use crate::emulator::{clock, EmulatorSettings, Shared};
+use crate::errors::ApiError;
+use crate::filter::{self, UserFilter};
+use crate::paging;
+use crate::patch;
+use crate::store::Store;
+use crate::validate;
+use crate::{clock, EmulatorSettings, Shared};
 
 pub(super) async fn create(
     shared: web::Data<Shared>,

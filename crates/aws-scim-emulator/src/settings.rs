@@ -1,7 +1,7 @@
 //! Behaviour switches of the emulator.
 //!
-//! Every point the facts file marks UNCONFIRMED is a field here; the default is the behaviour
-//! judged most likely for the real AWS endpoint.
+//! Every point of AWS behaviour that its documentation leaves unconfirmed is a field here; the
+//! default is the behaviour judged most likely for the real AWS endpoint.
 
 use serde::{Deserialize, Serialize};
 

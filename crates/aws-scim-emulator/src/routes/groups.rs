@@ -3,14 +3,14 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{json_body, visible, ScimResult};
-use crate::emulator::errors::ApiError;
-use crate::emulator::filter::{self, GroupFilter};
-use crate::emulator::paging;
-use crate::emulator::patch::{self, GroupOp};
-use crate::emulator::settings::RedundantMemberChange;
-use crate::emulator::store::Store;
-use crate::emulator::validate;
-use crate::emulator::{clock, Shared};
+use crate::errors::ApiError;
+use crate::filter::{self, GroupFilter};
+use crate::paging;
+use crate::patch::{self, GroupOp};
+use crate::settings::RedundantMemberChange;
+use crate::store::Store;
+use crate::validate;
+use crate::{clock, Shared};
 
 fn redundant(kind: RedundantMemberChange) -> Result<(), ApiError> {
     match kind {

@@ -6,9 +6,7 @@ use actix_web::http::{header, StatusCode};
 use actix_web::{HttpResponse, ResponseError};
 use time::OffsetDateTime;
 
-use crate::graph::format_graph_time;
-use crate::graph::token::TokenErrorBody;
-use crate::graph::types::{ErrorDetail, ErrorEnvelope, InnerError};
+use crate::wire::{format_graph_time, ErrorDetail, ErrorEnvelope, InnerError, TokenErrorBody};
 
 /// Graph's request id header, also set on every emulator answer.
 pub const REQUEST_ID_HEADER: &str = "request-id";

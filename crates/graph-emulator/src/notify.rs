@@ -1,5 +1,5 @@
 //! What the emulator sends to subscribers: the validation handshake on create, change
-//! notifications, and lifecycle notifications (facts §1.2, §1.3, §1.6).
+//! notifications, and lifecycle notifications.
 //!
 //! Deliveries are made once; the emulator does not retry a failed one for four hours as
 //! Graph would. Each outcome is returned to the caller as a [`Delivery`].
@@ -11,11 +11,11 @@ use serde_json::{json, Value};
 use url::Url;
 
 use super::directory::EmulatedSubscription;
-use crate::graph::format_graph_time;
+use crate::wire::format_graph_time;
 
 /// The lifecycle event documented for group and user subscriptions.
 pub const REAUTHORIZATION_REQUIRED: &str = "reauthorizationRequired";
-/// Lifecycle events Graph defines (facts §1.6); the emulator sends any of them on demand.
+/// Lifecycle events Graph defines; the emulator sends any of them on demand.
 pub const LIFECYCLE_EVENTS: [&str; 3] = [REAUTHORIZATION_REQUIRED, "subscriptionRemoved", "missed"];
 /// Graph's message when the handshake fails.
 pub const VALIDATION_FAILED: &str = "Subscription validation request failed.";

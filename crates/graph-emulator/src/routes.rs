@@ -20,9 +20,10 @@ use super::filter::parse_instance_filter;
 use super::notify;
 use super::settings::MAX_SUBSCRIPTION_LIFETIME;
 use super::Shared;
-use crate::graph::client::{encode_query_value, MAX_CLIENT_STATE_CHARS};
-use crate::graph::types::{required_time, ODataPage};
-use crate::graph::{format_graph_time, NewSubscription};
+use crate::wire::{
+    encode_query_value, format_graph_time, required_time, NewSubscription, ODataPage,
+    MAX_CLIENT_STATE_CHARS,
+};
 
 type GraphResult = Result<HttpResponse, GraphApiError>;
 
@@ -311,7 +312,7 @@ async fn create_subscription(shared: web::Data<Shared>, body: web::Bytes) -> Gra
         return Err(conflict(existing));
     }
     let settings = shared.settings();
-    // Graph validates both URLs, even when they are the same (facts §1.2).
+    // Graph validates both URLs, even when they are the same.
     let urls =
         std::iter::once(&request.notification_url).chain(&request.lifecycle_notification_url);
     for url in urls {
