@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use pimbridge::emulator::{Fault, RunningEmulator, DEFAULT_TOKEN};
+use aws_scim_emulator::{Fault, RunningEmulator, DEFAULT_TOKEN};
 use serde_json::{json, Value};
 
 use crate::fixture::*;
