@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::config::UserNameAttribute;
 use crate::domain::Action;
 pub use crate::domain::Subject;
+use crate::graph::{users, GraphClient, GraphError};
 use crate::scim::mapping::{map_user, SourceUser};
 use crate::scim::{ScimClient, ScimError, ScimUser};
 use crate::store::scim_ids::{self, ObjectKind};
@@ -30,6 +31,9 @@ pub enum ProvisionError {
     /// The job names an application that is no longer configured.
     #[error("application `{0}` is not configured")]
     UnknownApplication(String),
+    /// Graph, asked for attributes the event lacks, failed.
+    #[error("cannot read the user's attributes from Microsoft Graph: {0}")]
+    Graph(#[from] GraphError),
 }
 
 impl ProvisionError {
@@ -38,6 +42,7 @@ impl ProvisionError {
         match self {
             Self::Scim(e) => e.is_transient(),
             Self::Store(e) => e.is_transient(),
+            Self::Graph(e) => e.is_transient(),
             Self::MissingAttributes(_) | Self::UnknownApplication(_) => false,
         }
     }
@@ -50,6 +55,7 @@ impl ProvisionError {
             Self::MissingAttributes(_) => "missing_attributes".into(),
             Self::Store(_) => "database".into(),
             Self::UnknownApplication(_) => "unknown_application".into(),
+            Self::Graph(_) => "graph".into(),
         }
     }
 
@@ -66,6 +72,7 @@ impl ProvisionError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Scim(e) => e.retry_after(),
+            Self::Graph(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -81,11 +88,23 @@ pub struct Target {
 pub struct Provisioner {
     pool: Pool,
     targets: BTreeMap<String, Target>,
+    /// Completes users whose event lacks what AWS requires (`[graph]` configured).
+    graph: Option<GraphClient>,
 }
 
 impl Provisioner {
     pub fn new(pool: Pool, targets: BTreeMap<String, Target>) -> Self {
-        Self { pool, targets }
+        Self {
+            pool,
+            targets,
+            graph: None,
+        }
+    }
+
+    /// Reads from Graph what an event lacks to create its user in AWS.
+    pub fn with_graph(mut self, graph: GraphClient) -> Self {
+        self.graph = Some(graph);
+        self
     }
 
     /// The SCIM target of an application.
@@ -264,7 +283,7 @@ impl Provisioner {
             UserNameAttribute::UserPrincipalName => "userName",
             UserNameAttribute::Mail => "email",
         };
-        let source = subject.user_attributes.as_ref().map(|attrs| SourceUser {
+        let source_of = |attrs: &Value| SourceUser {
             object_id: subject.principal_id.clone(),
             user_name: attribute(Some(attrs), user_name_from).map(str::to_owned),
             given_name: attribute(Some(attrs), "givenName").map(str::to_owned),
@@ -274,32 +293,69 @@ impl Provisioner {
                 .map(|e| vec![e.to_owned()])
                 .unwrap_or_default(),
             ..SourceUser::default()
-        });
+        };
+        let source = subject.user_attributes.as_ref().map(source_of);
         let user = match source {
             Some(source) if create => match map_user(&source, client.character_policy()) {
                 Ok(user) => client.create_user(&user).await?,
                 // Too little to create the user (an audit record names only the userName): use
-                // the user if AWS already has it, otherwise say what is missing.
-                Err(refused) => self
+                // the user if AWS already has it, else complete it from Graph, otherwise say
+                // what is missing.
+                Err(refused) => match self
                     .find_user(client, subject, source.user_name.as_deref())
                     .await?
-                    .ok_or(ScimError::from(refused))?,
+                {
+                    Some(user) => user,
+                    None => self
+                        .create_from_graph(client, subject, source_of)
+                        .await?
+                        .ok_or(ScimError::from(refused))?,
+                },
             },
             Some(source) => self
                 .find_user(client, subject, source.user_name.as_deref())
                 .await?
-                .ok_or_else(|| ProvisionError::MissingAttributes("the user is not in AWS".into()))?,
-            None => client
-                .find_user_by_external_id(&subject.principal_id)
-                .await?
                 .ok_or_else(|| {
+                    ProvisionError::MissingAttributes("the user is not in AWS".into())
+                })?,
+            None => {
+                let found = client
+                    .find_user_by_external_id(&subject.principal_id)
+                    .await?;
+                let found = match found {
+                    None if create => self.create_from_graph(client, subject, source_of).await?,
+                    found => found,
+                };
+                found.ok_or_else(|| {
                     ProvisionError::MissingAttributes(
                         "user.userName, user.givenName, user.familyName and user.displayName are needed to create the user in AWS".into(),
                     )
-                })?,
+                })?
+            }
         };
         self.remember(subject, ObjectKind::User, &subject.principal_id, user.id)
             .await
+    }
+
+    /// Creates the subject's user from its event's attributes completed by Graph's; `None` without
+    /// `[graph]` or when Graph does not know the user.
+    async fn create_from_graph(
+        &self,
+        client: &ScimClient,
+        subject: &Subject,
+        source_of: impl Fn(&Value) -> SourceUser,
+    ) -> Result<Option<ScimUser>, ProvisionError> {
+        let Some(graph) = &self.graph else {
+            return Ok(None);
+        };
+        let Some(found) = users::scim_attributes(graph, &subject.principal_id).await? else {
+            return Ok(None);
+        };
+        tracing::info!("the event lacks user attributes AWS requires; completed from Graph");
+        let completed = users::complete(subject.user_attributes.as_ref(), &found);
+        let user =
+            map_user(&source_of(&completed), client.character_policy()).map_err(ScimError::from)?;
+        Ok(Some(client.create_user(&user).await?))
     }
 
     /// The AWS user with this userName, or else with the Entra object id as externalId.
