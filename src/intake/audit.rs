@@ -129,12 +129,13 @@ impl IgnoredRecord {
         let outcome = self.reason.outcome();
         let id = self.record_id.as_deref().unwrap_or("");
         if outcome == Outcome::Unusable {
-            tracing::warn!(record = %context, record.id = %quote(id), event.type = self.type_label(),
-                reason = self.reason.as_str(),
+            tracing::warn!(record = %context, record.id = %quote(id),
+                event.type = self.type_label(), reason = self.reason.as_str(),
                 "a record that looks like PIM for Groups cannot be read as an event; skipped");
         } else {
-            tracing::debug!(record = %context, record.id = %quote(id), event.type = self.type_label(),
-                reason = self.reason.as_str(), "audit record ignored");
+            tracing::debug!(record = %context, record.id = %quote(id),
+                event.type = self.type_label(), reason = self.reason.as_str(),
+                "audit record ignored");
         }
         counting::count(metrics, source, self.type_label(), outcome, 1);
     }

@@ -107,7 +107,8 @@ pub async fn record(
                 groups.push(group);
             }
             Item::Resync(event) => {
-                tracing::warn!(lifecycle = %event, "Graph lost notifications; resolving every assigned group");
+                tracing::warn!(lifecycle = %event,
+                    "Graph lost notifications; resolving every assigned group");
                 recorded.accepted += 1;
                 groups.extend(intake.routed_groups().map(str::to_owned));
             }
@@ -134,7 +135,8 @@ pub async fn record(
                 "Graph asked for reauthorization; the subscription is renewed at the next check");
         } else {
             tracing::warn!(lifecycle = %event, subscription = %subscription,
-                "Graph asked for reauthorization of a subscription pimbridge does not manage: renew it");
+                "Graph asked for reauthorization of a subscription pimbridge does not manage: \
+                 renew it");
         }
     }
     tx.commit().await?;

@@ -3,8 +3,8 @@
 //! Order of checks: size (413) → authentication over the raw body (401) → content type (415) →
 //! parsing (400/413) → one transaction (202 only after commit; 503 if the database is away).
 //! The steps every intake route shares (reading and authenticating the body, committing, counting
-//! outcomes through [`crate::intake::counting`]) are `pub(crate)` here so that `/webhooks/audit` and `/webhooks/eventgrid` run exactly
-//! the same checks.
+//! outcomes through [`crate::intake::counting`]) are `pub(crate)` here so that `/webhooks/audit`
+//! and `/webhooks/eventgrid` run exactly the same checks.
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
