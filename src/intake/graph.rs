@@ -260,7 +260,7 @@ mod tests {
         let none = json!({"resource": "Groups/g-1"});
 
         assert_eq!(
-            verify(&secret, &[good.clone()]).unwrap(),
+            verify(&secret, std::slice::from_ref(&good)).unwrap(),
             vec![Item::GroupChanged("g-1".into())]
         );
         assert_eq!(

@@ -156,6 +156,7 @@ impl Resolver {
                 group_id: group_id.to_owned(),
                 principal_id: activation.principal_id,
                 ends_at: activation.end.filter(|end| *end > occurred_at),
+                grant_id: Some(activation.grant_id),
                 user: Some(users::event_attributes(&user)),
                 group: group_attributes.clone(),
             });
@@ -168,6 +169,7 @@ impl Resolver {
                 group_id: group_id.to_owned(),
                 principal_id: deactivation.principal_id,
                 ends_at: None,
+                grant_id: None,
                 user: None,
                 group: None,
             });
