@@ -16,6 +16,7 @@ mod health;
 mod helpers;
 mod intake;
 mod limit;
+mod model;
 mod postgres;
 mod quarantine;
 mod shutdown;
