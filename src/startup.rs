@@ -18,12 +18,12 @@ use std::collections::BTreeMap;
 
 use crate::auth::Authenticator;
 use crate::config::Settings;
-use crate::dispatch::provision::{Provisioner, Target};
 use crate::dispatch::Dispatcher;
 use crate::graph::GraphClient;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
+use crate::provision::{Provisioner, Target};
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::routes;

@@ -25,6 +25,10 @@ pub struct NewEvent {
     pub group_id: String,
     pub principal_id: String,
     pub ends_at: Option<OffsetDateTime>,
+    /// The grant the event starts, extends or ends: `grantId` (a PIM instance id, say) when the
+    /// sender has one. Without it an activation's grant is the event itself, and a deactivation
+    /// ends every grant of the pair from the same source that started before it.
+    pub grant_id: Option<String>,
     /// The optional `user` object, as sent (string attributes only).
     pub user: Option<Value>,
     /// The optional `group` object, as sent.
@@ -138,6 +142,7 @@ fn parse_event(object: &Map<String, Value>, prefix: &str) -> Result<NewEvent, Ev
             ));
         }
     }
+    let grant_id = optional_string(object, "grantId", prefix, MAX_ID_LEN)?;
     let user = attributes(
         object,
         "user",
@@ -158,6 +163,7 @@ fn parse_event(object: &Map<String, Value>, prefix: &str) -> Result<NewEvent, Ev
         group_id,
         principal_id,
         ends_at,
+        grant_id,
         user,
         group,
     })
