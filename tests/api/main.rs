@@ -20,6 +20,7 @@ mod helpers;
 mod intake;
 mod limit;
 mod membership;
+mod model;
 mod postgres;
 mod quarantine;
 mod scim_client;

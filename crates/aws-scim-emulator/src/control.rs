@@ -25,6 +25,11 @@ pub(crate) fn configure(cfg: &mut web::ServiceConfig) {
                 web::get().to(members_by_name),
             )
             .route("/groups/{id}/members", web::get().to(members_by_id))
+            .route("/groups/{id}/members", web::post().to(add_member))
+            .route(
+                "/groups/{id}/members/{user}",
+                web::delete().to(remove_member),
+            )
             .route("/requests", web::get().to(requests))
             .route("/requests", web::delete().to(clear_requests))
             .route("/faults", web::get().to(list_faults))
@@ -71,6 +76,40 @@ async fn members_by_id(shared: web::Data<Shared>, id: web::Path<String>) -> Http
 async fn members_by_name(shared: web::Data<Shared>, name: web::Path<String>) -> HttpResponse {
     let id = shared.group_id_by_name(&name);
     members_body(&shared, id)
+}
+
+/// Body of `POST /groups/{id}/members`: the user to add, as in a SCIM member.
+#[derive(serde::Deserialize)]
+struct NewMember {
+    value: String,
+}
+
+/// A change made by hand in AWS (the console or the Identity Store API): not through SCIM, so
+/// never faulted, never logged.
+async fn add_member(
+    shared: web::Data<Shared>,
+    id: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let member: NewMember = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return bad_request(e),
+    };
+    match shared.edit_members(&id, &member.value, true) {
+        Ok(()) => members_body(&shared, Some(id.into_inner())),
+        Err(e) => not_found(e),
+    }
+}
+
+async fn remove_member(
+    shared: web::Data<Shared>,
+    path: web::Path<(String, String)>,
+) -> HttpResponse {
+    let (id, user) = path.into_inner();
+    match shared.edit_members(&id, &user, false) {
+        Ok(()) => members_body(&shared, Some(id)),
+        Err(e) => not_found(e),
+    }
 }
 
 async fn requests(shared: web::Data<Shared>) -> HttpResponse {

@@ -148,6 +148,29 @@ impl Shared {
         found.map(|g| g.id.clone())
     }
 
+    /// Adds (or removes) a member as an administrator would by hand: no SCIM request, no fault.
+    pub(crate) fn edit_members(
+        &self,
+        group_id: &str,
+        user_id: &str,
+        add: bool,
+    ) -> Result<(), &'static str> {
+        let mut store = self.store();
+        if add && store.user(user_id).is_none() {
+            return Err("no such user");
+        }
+        let group = store.group_mut(group_id).ok_or("no such group")?;
+        let changed = if add {
+            group.members.insert(user_id.to_owned())
+        } else {
+            group.members.remove(user_id)
+        };
+        if changed {
+            group.last_modified = clock::now();
+        }
+        Ok(())
+    }
+
     fn group_members(&self, id: &str) -> Option<Vec<String>> {
         self.store()
             .group(id)
@@ -269,6 +292,18 @@ impl RunningEmulator {
     pub fn group_members_by_name(&self, display_name: &str) -> Option<Vec<String>> {
         let id = self.shared.group_id_by_name(display_name)?;
         self.shared.group_members(&id)
+    }
+
+    /// Adds a user to a group as an administrator would by hand in AWS (not through SCIM: never
+    /// faulted, never logged). Errs when the group or the user is unknown.
+    pub fn add_member(&self, group_id: &str, user_id: &str) -> Result<(), &'static str> {
+        self.shared.edit_members(group_id, user_id, true)
+    }
+
+    /// Removes a user from a group by hand (see [`Self::add_member`]); removing a non-member is a
+    /// no-op. Errs when the group is unknown.
+    pub fn remove_member(&self, group_id: &str, user_id: &str) -> Result<(), &'static str> {
+        self.shared.edit_members(group_id, user_id, false)
     }
 
     /// The SCIM request log, oldest first.

@@ -2250,6 +2250,53 @@ async fn group_members_can_be_inspected_by_id_and_by_display_name() {
 }
 
 #[tokio::test]
+async fn members_can_be_added_and_removed_by_hand_without_faults_or_log_entries() {
+    // Arrange: every SCIM request would fail; hand edits do not go through SCIM.
+    let emu = start().await;
+    let a = emu.create_user("alice").await;
+    let b = emu.create_user("bob").await;
+    let g = emu.create_group("G").await;
+    emu.emu.inject(Fault::error(500, 0));
+    emu.emu.clear_request_log();
+
+    // Act
+    let added = emu
+        .control(
+            Method::POST,
+            &format!("/groups/{g}/members"),
+            Some(json!({"value": a})),
+        )
+        .await;
+    emu.emu.add_member(&g, &b).unwrap();
+    let removed = emu
+        .control(Method::DELETE, &format!("/groups/{g}/members/{b}"), None)
+        .await;
+    let unknown_user = emu
+        .control(
+            Method::POST,
+            &format!("/groups/{g}/members"),
+            Some(json!({"value": "nobody"})),
+        )
+        .await;
+    let unknown_group = emu
+        .control(Method::DELETE, &format!("/groups/nope/members/{a}"), None)
+        .await;
+
+    // Assert
+    assert_eq!(added.status, 200);
+    assert_eq!(added.body["members"], json!([a]));
+    assert_eq!(removed.body["members"], json!([a]));
+    assert_eq!((unknown_user.status, unknown_group.status), (404, 404));
+    assert_eq!(emu.emu.group_members(&g), Some(vec![a.clone()]));
+    assert!(
+        emu.emu.remove_member(&g, &b).is_ok(),
+        "removing a non-member is a no-op"
+    );
+    assert!(emu.emu.request_log().is_empty());
+    assert_eq!(emu.emu.faults()[0].hits, 0);
+}
+
+#[tokio::test]
 async fn the_state_dump_lists_users_and_groups_with_member_ids() {
     // Arrange
     let emu = start().await;

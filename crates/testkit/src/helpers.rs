@@ -65,6 +65,10 @@ pub struct TestApp {
     settings_toml: String,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
+    /// The app's own runtime, when it may be killed ([`spawn_killable_app`]): dropping a runtime
+    /// drops every task on it at its next await, as a crash would.
+    runtime: Option<tokio::runtime::Runtime>,
+    killable: bool,
 }
 
 /// Starts an app on the shared server with the default test settings.
@@ -81,6 +85,16 @@ pub async fn spawn_app_with(settings_toml: String, database_url: &str) -> TestAp
 /// Starts an app from a TOML configuration; the test's own queries (`TestApp::db`) connect with
 /// `database_url`, without TLS.
 pub async fn spawn_app_with_assertions_via(settings_toml: String, database_url: &str) -> TestApp {
+    spawn(settings_toml, database_url, false).await
+}
+
+/// Like [`spawn_app_with`], on a runtime of its own, so that [`TestApp::kill`] can stop it
+/// abruptly.
+pub async fn spawn_killable_app(settings_toml: String, database_url: &str) -> TestApp {
+    spawn(settings_toml, database_url, true).await
+}
+
+async fn spawn(settings_toml: String, database_url: &str, killable: bool) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         pimbridge::telemetry::init(&pimbridge::config::LogSettings::default());
     }
@@ -96,6 +110,8 @@ pub async fn spawn_app_with_assertions_via(settings_toml: String, database_url: 
         settings_toml,
         shutdown: CancellationToken::new(),
         task: None,
+        runtime: None,
+        killable,
     };
     app.start().await;
     app.wait_until_ready().await;
@@ -105,10 +121,54 @@ pub async fn spawn_app_with_assertions_via(settings_toml: String, database_url: 
 impl TestApp {
     async fn start(&mut self) {
         let settings = Settings::from_toml_str(&self.settings_toml).expect("valid test settings");
+        if self.killable {
+            return self.start_on_own_runtime(settings).await;
+        }
         let application = Application::build(settings).await.expect("app builds");
         self.address = format!("http://127.0.0.1:{}", application.port());
         self.shutdown = application.shutdown_token();
         self.task = Some(tokio::spawn(application.run_until_stopped()));
+    }
+
+    /// Builds and runs the app on a new runtime: everything it spawns (dispatcher, cycles, the
+    /// HTTP server, database connections) lives there and dies with it.
+    async fn start_on_own_runtime(&mut self, settings: Settings) {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("app-under-test")
+            .enable_all()
+            .build()
+            .expect("a runtime for the app");
+        let (built, ready) = tokio::sync::oneshot::channel();
+        let task = runtime.spawn(async move {
+            let application = Application::build(settings).await.expect("app builds");
+            let _ = built.send((application.port(), application.shutdown_token()));
+            application.run_until_stopped().await
+        });
+        let (port, shutdown) = ready.await.expect("the app was built");
+        self.address = format!("http://127.0.0.1:{port}");
+        self.shutdown = shutdown;
+        self.task = Some(task);
+        self.runtime = Some(runtime);
+    }
+
+    /// Kills the app as a crash would: no graceful shutdown, work in progress (a SCIM request
+    /// sent, its outcome not recorded) is abandoned and database sessions are dropped. Only for
+    /// apps from [`spawn_killable_app`]; [`Self::start_again`] brings it back on the same
+    /// database.
+    pub async fn kill(&mut self) {
+        let runtime = self
+            .runtime
+            .take()
+            .expect("kill() needs an app from spawn_killable_app");
+        self.task = None;
+        runtime.shutdown_background();
+    }
+
+    /// Starts the app again after [`Self::kill`], with the same settings and database.
+    pub async fn start_again(&mut self) {
+        self.start().await;
+        self.wait_until_ready().await;
     }
 
     /// Stops the app gracefully and starts a new one with the same settings and database.
@@ -123,6 +183,9 @@ impl TestApp {
         self.shutdown.cancel();
         if let Some(task) = self.task.take() {
             task.await.expect("app task").expect("app exits cleanly");
+        }
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
         }
     }
 
@@ -188,6 +251,10 @@ impl TestApp {
 impl Drop for TestApp {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        // A runtime cannot be dropped (blocking) inside the test's runtime.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
     }
 }
 
