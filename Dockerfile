@@ -9,6 +9,7 @@ RUN mkdir -p src/bin benches \
  && echo 'fn main() {}' > src/bin/aws-scim-emulator.rs \
  && echo 'fn main() {}' > benches/fast_path.rs \
  && echo 'fn main() {}' > benches/sync_cycle.rs \
+ && echo 'fn main() {}' > benches/scrape_flood.rs \
  && touch src/lib.rs \
  && cargo build --release --locked --bins \
  && rm -rf src benches

@@ -59,6 +59,9 @@ pub enum ApiError {
     /// A change AWS did not take (never a database failure: those become `Store`).
     #[error(transparent)]
     Provision(ProvisionError),
+    /// A handler panicked (`routes::recover`); the panic itself is logged.
+    #[error("internal error")]
+    Internal,
 }
 
 impl From<ProvisionError> for ApiError {
@@ -88,6 +91,7 @@ impl ApiError {
             Self::BodyUnreadable => "body_unreadable",
             Self::NotReady => "not_ready",
             Self::Store(e) if e.is_transient() => "database_unavailable",
+            Self::Store(e) if is_unstorable_input(e) => "invalid_character",
             Self::Store(_) => "internal_error",
             Self::RateLimited { .. } => "rate_limited",
             Self::GraphDisabled => "graph_disabled",
@@ -100,6 +104,7 @@ impl ApiError {
             Self::Provision(e) if e.is_auth() => "aws_refused_credentials",
             Self::Provision(e) if e.is_transient() => "aws_unavailable",
             Self::Provision(_) => "provisioning_refused",
+            Self::Internal => "internal_error",
         }
     }
 }
@@ -110,6 +115,9 @@ impl ApiError {
         match self {
             Self::Store(e) if e.is_transient() => {
                 "the database is unavailable; try again shortly".to_owned()
+            }
+            Self::Store(e) if is_unstorable_input(e) => {
+                "a value holds a character that cannot be stored (such as NUL, \\u0000)".to_owned()
             }
             Self::Store(_) => "internal error".to_owned(),
             Self::Provision(e) => error_chain(e),
@@ -131,6 +139,7 @@ impl ResponseError for ApiError {
             Self::MissingWebhookOrigin => StatusCode::BAD_REQUEST,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(e) if is_unstorable_input(e) => StatusCode::BAD_REQUEST,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::GraphDisabled | Self::AdminDisabled | Self::UnknownApplication(_) => {
@@ -143,6 +152,7 @@ impl ResponseError for ApiError {
             // AWS (or the way to it) failed: a gateway error, not ours.
             Self::Provision(e) if e.is_auth() || e.is_transient() => StatusCode::BAD_GATEWAY,
             Self::Provision(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -176,6 +186,14 @@ impl ResponseError for ApiError {
             message,
         })
     }
+}
+
+/// Whether Postgres refused a value the caller sent because of a character it cannot store (NUL in
+/// `text`: 22021; `\u0000` in `jsonb`: 22P05). Parsers refuse these first, naming the field; this
+/// keeps any input they miss a client error rather than a 500 that senders would retry for ever.
+fn is_unstorable_input(error: &StoreError) -> bool {
+    matches!(error, StoreError::Query(e)
+        if e.code().is_some_and(|c| matches!(c.code(), "22021" | "22P05")))
 }
 
 /// An error and its sources, outermost first, for logs.

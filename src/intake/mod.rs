@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod event;
 pub mod eventgrid;
+pub mod validate;
 
 use std::collections::BTreeMap;
 

@@ -15,6 +15,7 @@ use crate::auth::Caller;
 use crate::domain::{EventKind, EventSource};
 use crate::error::ApiError;
 use crate::intake::event::{parse_body, NewEvent};
+use crate::intake::validate;
 use crate::intake::{EventOutcome, IntakeSummary};
 use crate::state::AppState;
 
@@ -91,10 +92,11 @@ pub(crate) async fn commit_events(
     source: EventSource,
     events: &[NewEvent],
 ) -> Result<IntakeSummary, ApiError> {
+    let events = validate::events(events, &validate::Bounds::now(state.max_clock_skew))?;
     if !state.is_bootstrapped() {
         return Err(ApiError::NotReady);
     }
-    let summary = state.intake.record(source, events).await?;
+    let summary = state.intake.record(source, &events).await?;
     count_outcomes(state, source, &summary);
     Ok(summary)
 }

@@ -31,7 +31,7 @@ struct Handshake {
 
 /// What one notification asks of us.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Item {
+pub enum Item {
     /// The membership of this group changed.
     GroupChanged(String),
     /// Graph says notifications were lost or the subscription is gone: resolve every group.
@@ -80,10 +80,7 @@ async fn post_graph(
 
 /// Checks every notification's `clientState` (constant time) and says what each asks for. One
 /// wrong or missing `clientState` refuses them all.
-pub(crate) fn verify(
-    client_state: &SecretString,
-    notifications: &[Value],
-) -> Result<Vec<Item>, ApiError> {
+pub fn verify(client_state: &SecretString, notifications: &[Value]) -> Result<Vec<Item>, ApiError> {
     let mut items = Vec::with_capacity(notifications.len());
     for (i, notification) in notifications.iter().enumerate() {
         let presented = notification.get("clientState").and_then(Value::as_str);

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod admin_guard;
 mod audit;
 mod auth;
 mod config_cli;
@@ -14,9 +15,11 @@ mod fixture;
 mod graph;
 mod health;
 mod helpers;
+mod hostile_input;
 mod intake;
 mod limit;
 mod postgres;
 mod quarantine;
+mod secrets;
 mod shutdown;
 mod tls;
