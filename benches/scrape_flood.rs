@@ -30,10 +30,10 @@ fn args() -> Args {
         scrapers: if benchmarking { 150 } else { 10 },
         events: if benchmarking { 200 } else { 10 },
     };
-    let mut it = std::env::args().skip(1);
-    while let Some(arg) = it.next() {
-        let value = it.clone().next().and_then(|v| v.parse().ok());
-        match (arg.as_str(), value) {
+    let given: Vec<String> = std::env::args().skip(1).collect();
+    for pair in given.windows(2) {
+        let value = pair[1].parse().ok();
+        match (pair[0].as_str(), value) {
             ("--scrapers", Some(v)) => args.scrapers = v,
             ("--events", Some(v)) => args.events = v,
             _ => {}

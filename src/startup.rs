@@ -96,6 +96,7 @@ impl Application {
             ),
             graph_client_state: settings.graph.as_ref().and_then(|g| g.client_state.clone()),
             provisioner: provisioner.clone(),
+            rendered_metrics: std::sync::Mutex::new(None),
         });
 
         let shutdown = CancellationToken::new();

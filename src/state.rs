@@ -19,7 +19,8 @@ use crate::secret::SecretString;
 pub struct AppState {
     /// The database pool (also inside `intake`), used by the admin API and background gauges.
     pub pool: Pool,
-    /// A small pool of its own for readiness probes, so that a busy request pool never fails them.
+    /// A small pool of its own for readiness probes and the background gauges, so that a busy
+    /// request pool never fails a probe and the gauges never take a request's connection.
     pub probe_pool: Pool,
     /// Stores events and jobs.
     pub intake: Intake,
@@ -45,6 +46,9 @@ pub struct AppState {
     pub inbound_limiter: Option<ClientLimiter>,
     /// Per-client limit of the admin API; `None` when turned off.
     pub admin_limiter: Option<ClientLimiter>,
+    /// The last `/metrics` exposition and when it was rendered (reused for a moment, so that a
+    /// flood of scrapes costs one rendering per moment, not one per scrape).
+    pub rendered_metrics: std::sync::Mutex<Option<(std::time::Instant, actix_web::web::Bytes)>>,
     /// Applies membership changes (the admin API's on-demand provisioning and connection test).
     pub provisioner: Arc<Provisioner>,
 }

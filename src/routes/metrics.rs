@@ -11,6 +11,8 @@ use crate::state::AppState;
 
 /// How long one background refresh may wait for the database.
 const REFRESH_DEADLINE: Duration = Duration::from_secs(2);
+/// How long one rendering of the exposition answers scrapes.
+const RENDER_REUSE: Duration = Duration::from_millis(100);
 /// Wait before trying again after a refresh that could not read the database.
 const RETRY_SOON: Duration = Duration::from_millis(250);
 
@@ -19,7 +21,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    match state.metrics.render() {
+    match rendered(&state) {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),
@@ -28,6 +30,22 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             HttpResponse::InternalServerError().finish()
         }
     }
+}
+
+/// The exposition, rendered at most once per [`RENDER_REUSE`].
+fn rendered(state: &AppState) -> Result<web::Bytes, prometheus::Error> {
+    let mut cache = state
+        .rendered_metrics
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, text)) = cache.as_ref() {
+        if at.elapsed() < RENDER_REUSE {
+            return Ok(text.clone());
+        }
+    }
+    let text = web::Bytes::from(state.metrics.render()?);
+    *cache = Some((std::time::Instant::now(), text.clone()));
+    Ok(text)
 }
 
 /// Refreshes the shared gauges every `interval` until `shutdown`.
@@ -62,12 +80,13 @@ pub async fn refresh_loop(
     }
 }
 
-/// Reads the gauges; false when the database could not be read.
+/// Reads the gauges (on the probes' pool, never taking a request's connection); false when the
+/// database could not be read.
 async fn refresh_shared_gauges(state: &AppState) -> bool {
     if !state.is_bootstrapped() {
         return false;
     }
-    let Ok(client) = state.pool.get().await else {
+    let Ok(client) = state.probe_pool.get().await else {
         return false;
     };
     let Ok(rows) = client

@@ -158,7 +158,7 @@ fn long_round() {
     let seed: u64 = std::env::var("FUZZ_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| rand_seed());
+        .unwrap_or_else(rand_seed);
     println!("fuzz: {seconds} s per target, seed {seed}");
     let report = fuzz(Duration::from_secs(seconds), u64::MAX, seed, true);
     let mut total = 0;
