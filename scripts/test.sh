@@ -18,6 +18,13 @@ PG_EXTRA_OPTS="-c fsync=off -c synchronous_commit=off -c full_page_writes=off" s
 trap 'stop_cluster "$PG_DIR"' EXIT
 export PIMBRIDGE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 
+echo "==> cargo deny (licences, bans, sources; deny.toml)"
+# A missing tool fails the run: it is installed, never skipped.
+if ! cargo deny --version >/dev/null 2>&1; then
+  cargo install --locked cargo-deny
+fi
+cargo deny --locked check licenses bans sources
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"

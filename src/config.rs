@@ -74,6 +74,10 @@ pub struct ServerSettings {
     /// HTTP worker threads; 0 means one per core.
     #[serde(deserialize_with = "whole")]
     pub workers: usize,
+    /// How often the gauges read from Postgres (queue depths, quarantines) are refreshed in the
+    /// background; a `/metrics` scrape only reads the last values.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub metrics_refresh_interval: Duration,
 }
 
 impl Default for ServerSettings {
@@ -82,6 +86,7 @@ impl Default for ServerSettings {
             listen: "0.0.0.0:8080".into(),
             shutdown_timeout_secs: 20,
             workers: 0,
+            metrics_refresh_interval: Duration::from_secs(5),
         }
     }
 }
@@ -136,9 +141,18 @@ pub struct IntakeSettings {
     /// Requests one client may send at once before the per-second limit applies.
     #[serde(deserialize_with = "whole")]
     pub requests_burst: u32,
-    /// Header naming the client when pimbridge sits behind a proxy (e.g. `X-Forwarded-For`; the
-    /// last address in it, the one the nearest proxy added, is used). Unset: the peer address.
+    /// Replaced by `trusted_proxies`; still read so that the refusal can say so.
     pub client_ip_header: Option<String>,
+    /// The reverse proxies (addresses or CIDRs) whose `X-Forwarded-For` / `Forwarded` headers are
+    /// believed; the client is the right-most address in them that is not one of these. Empty:
+    /// the headers are ignored and the peer address is the client (docs/security.md).
+    pub trusted_proxies: Vec<String>,
+    /// The header the trusted proxies write: `X-Forwarded-For` or `Forwarded` (RFC 7239). Only
+    /// that one is read, so a client cannot slip in the other.
+    pub proxy_header: String,
+    /// How far ahead of the server's clock an event's `occurredAt` may be.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub max_clock_skew: Duration,
 }
 
 impl Default for IntakeSettings {
@@ -152,6 +166,9 @@ impl Default for IntakeSettings {
             requests_per_second: 50,
             requests_burst: 100,
             client_ip_header: None,
+            trusted_proxies: Vec::new(),
+            proxy_header: "X-Forwarded-For".into(),
+            max_clock_skew: crate::intake::validate::DEFAULT_MAX_CLOCK_SKEW,
         }
     }
 }
@@ -251,12 +268,30 @@ impl Default for SyncSettings {
 }
 
 /// The operators' API under `/admin/`.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdminSettings {
     /// Bearer token for `/admin/`; without one the admin API is off.
     pub token: Option<SecretString>,
     pub token_file: Option<PathBuf>,
+    /// Requests per second one client may send to `/admin/` before getting 429 (against token
+    /// guessing); 0 turns the limit off.
+    #[serde(deserialize_with = "whole")]
+    pub requests_per_second: u32,
+    /// Requests one client may send to `/admin/` at once before the per-second limit applies.
+    #[serde(deserialize_with = "whole")]
+    pub requests_burst: u32,
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        Self {
+            token: None,
+            token_file: None,
+            requests_per_second: 5,
+            requests_burst: 20,
+        }
+    }
 }
 
 /// Microsoft Graph: the app registration pimbridge signs in as (client credentials) and the
@@ -554,6 +589,14 @@ impl Settings {
                 ));
             }
         }
+        if !(Duration::from_millis(10)..=Duration::from_secs(3600))
+            .contains(&self.server.metrics_refresh_interval)
+        {
+            return Err(ConfigError::invalid(
+                "server.metrics_refresh_interval",
+                "must be between 10ms and 1h",
+            ));
+        }
         if self.database.max_connections == 0 {
             return Err(ConfigError::invalid(
                 "database.max_connections",
@@ -589,13 +632,24 @@ impl Settings {
                 "must be at least 1 while intake.requests_per_second is set",
             ));
         }
-        if let Some(header) = &intake.client_ip_header {
-            if actix_web::http::header::HeaderName::from_bytes(header.as_bytes()).is_err() {
-                return Err(ConfigError::invalid(
-                    "intake.client_ip_header",
-                    format!("`{header}` is not a valid HTTP header name"),
-                ));
-            }
+        if intake.client_ip_header.is_some() {
+            return Err(ConfigError::invalid(
+                "intake.client_ip_header",
+                "was replaced by intake.trusted_proxies: list the addresses (CIDRs) of your reverse proxies and pimbridge reads X-Forwarded-For and Forwarded from them only",
+            ));
+        }
+        for proxy in &intake.trusted_proxies {
+            crate::auth::proxy::Cidr::parse(proxy).map_err(|reason| {
+                ConfigError::invalid("intake.trusted_proxies", format!("`{proxy}`: {reason}"))
+            })?;
+        }
+        crate::auth::proxy::ForwardingHeader::parse(&intake.proxy_header)
+            .map_err(|reason| ConfigError::invalid("intake.proxy_header", reason))?;
+        if intake.max_clock_skew > Duration::from_secs(24 * 3600) {
+            return Err(ConfigError::invalid(
+                "intake.max_clock_skew",
+                "must be at most 1d",
+            ));
         }
         if let Some(secret) = &intake.hmac_secret {
             if secret.expose().len() < 16 {
@@ -723,6 +777,12 @@ impl Settings {
             admin.token.take(),
             admin.token_file.as_deref(),
         )?;
+        if admin.requests_per_second > 0 && admin.requests_burst == 0 {
+            return Err(ConfigError::invalid(
+                "admin.requests_burst",
+                "must be at least 1 while admin.requests_per_second is set",
+            ));
+        }
         if admin.token.as_ref().is_some_and(|t| t.expose().len() < 16) {
             return Err(ConfigError::invalid(
                 "admin.token",

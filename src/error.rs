@@ -62,6 +62,9 @@ pub enum ApiError {
     /// A change AWS did not take, as a reconciliation reported it.
     #[error("{}", .0.reason)]
     ChangeFailed(crate::provision::Failure),
+    /// A handler panicked (`routes::recover`); the panic itself is logged.
+    #[error("internal error")]
+    Internal,
 }
 
 impl From<ProvisionError> for ApiError {
@@ -91,6 +94,7 @@ impl ApiError {
             Self::BodyUnreadable => "body_unreadable",
             Self::NotReady => "not_ready",
             Self::Store(e) if e.is_transient() => "database_unavailable",
+            Self::Store(e) if is_unstorable_input(e) => "invalid_character",
             Self::Store(_) => "internal_error",
             Self::RateLimited { .. } => "rate_limited",
             Self::GraphDisabled => "graph_disabled",
@@ -106,6 +110,7 @@ impl ApiError {
             Self::ChangeFailed(f) if f.auth => "aws_refused_credentials",
             Self::ChangeFailed(f) if f.transient => "aws_unavailable",
             Self::ChangeFailed(_) => "provisioning_refused",
+            Self::Internal => "internal_error",
         }
     }
 }
@@ -116,6 +121,9 @@ impl ApiError {
         match self {
             Self::Store(e) if e.is_transient() => {
                 "the database is unavailable; try again shortly".to_owned()
+            }
+            Self::Store(e) if is_unstorable_input(e) => {
+                "a value holds a character that cannot be stored (such as NUL, \\u0000)".to_owned()
             }
             Self::Store(_) => "internal error".to_owned(),
             Self::Provision(e) => error_chain(e),
@@ -138,6 +146,7 @@ impl ResponseError for ApiError {
             Self::MissingWebhookOrigin => StatusCode::BAD_REQUEST,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Store(e) if e.is_transient() => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Store(e) if is_unstorable_input(e) => StatusCode::BAD_REQUEST,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::GraphDisabled | Self::AdminDisabled | Self::UnknownApplication(_) => {
@@ -152,6 +161,7 @@ impl ResponseError for ApiError {
             Self::Provision(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::ChangeFailed(f) if f.auth || f.transient => StatusCode::BAD_GATEWAY,
             Self::ChangeFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -188,3 +198,11 @@ impl ResponseError for ApiError {
 }
 
 pub use crate::telemetry::error_chain;
+
+/// Whether Postgres refused a value the caller sent because of a character it cannot store (NUL in
+/// `text`: 22021; `\u0000` in `jsonb`: 22P05). Parsers refuse these first, naming the field; this
+/// keeps any input they miss a client error rather than a 500 that senders would retry for ever.
+fn is_unstorable_input(error: &StoreError) -> bool {
+    matches!(error, StoreError::Query(e)
+        if e.code().is_some_and(|c| matches!(c.code(), "22021" | "22P05")))
+}

@@ -2,10 +2,12 @@
 //!
 //! `Metrics` owns its own `Registry` (no global state, so tests can run many apps in one process)
 //! and is built once at start-up and shared. Per-instance counters and histograms live here;
-//! database-derived gauges are read at scrape time by the metrics route.
+//! database-derived gauges are refreshed in the background (`routes::metrics::refresh_loop`), so
+//! that a scrape never queries the database.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// All metrics of one process.
@@ -37,6 +39,10 @@ pub struct Metrics {
     pub drift: IntCounterVec,
     /// Sync cycle durations by application.
     pub cycle_duration: HistogramVec,
+    /// Request handlers that panicked (answered 500 by `routes::recover`).
+    pub handler_panics: IntCounter,
+    /// Completed background refreshes of the gauges read from Postgres.
+    pub shared_gauge_refreshes: IntCounter,
 }
 
 /// Buckets for receipt → AWS latency: 1 ms to 2 h. The immediate lane lives in the first decade
@@ -142,6 +148,16 @@ impl Metrics {
             .buckets(CYCLE_BUCKETS.to_vec()),
             &["application"],
         )?;
+        let handler_panics = IntCounter::new(
+            "pimbridge_handler_panics_total",
+            "Request handlers that panicked and were answered with 500.",
+        )?;
+        let shared_gauge_refreshes = IntCounter::new(
+            "pimbridge_shared_gauge_refreshes_total",
+            "Background refreshes of the gauges read from Postgres (queue depth, quarantine).",
+        )?;
+        registry.register(Box::new(handler_panics.clone()))?;
+        registry.register(Box::new(shared_gauge_refreshes.clone()))?;
         registry.register(Box::new(events_received.clone()))?;
         registry.register(Box::new(activations.clone()))?;
         registry.register(Box::new(provisioning_latency.clone()))?;
@@ -169,6 +185,8 @@ impl Metrics {
             cycles,
             drift,
             cycle_duration,
+            handler_panics,
+            shared_gauge_refreshes,
         })
     }
 

@@ -16,8 +16,11 @@ use tokio_util::sync::CancellationToken;
 
 use std::collections::BTreeMap;
 
+use crate::auth::admin_token::AdminToken;
+use crate::auth::proxy::{ForwardingHeader, TrustedProxies};
+use crate::auth::rate::ClientLimiter;
 use crate::auth::Authenticator;
-use crate::config::Settings;
+use crate::config::{DatabaseSettings, Settings};
 use crate::dispatch::Dispatcher;
 use crate::graph::GraphClient;
 use crate::intake::{Intake, Routing};
@@ -27,7 +30,6 @@ use crate::provision::{Provisioner, Target};
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::routes;
-use crate::routes::limit::InboundLimiter;
 use crate::scim::{RequestObserver, ScimClient};
 use crate::state::AppState;
 use crate::store::{self, migrate};
@@ -35,6 +37,8 @@ use crate::sync::CycleRunner;
 
 /// First wait between bootstrap attempts while the database is unreachable.
 const BOOTSTRAP_RETRY_MIN: Duration = Duration::from_millis(250);
+/// Connections of the readiness probes' own pool.
+const PROBE_CONNECTIONS: usize = 2;
 /// Longest wait between bootstrap attempts.
 const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(10);
 
@@ -55,6 +59,10 @@ impl Application {
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
         let pool = store::build_pool(&settings.database)?;
+        let probe_pool = store::build_pool(&DatabaseSettings {
+            max_connections: PROBE_CONNECTIONS,
+            ..settings.database.clone()
+        })?;
         let metrics = Metrics::new().context("cannot register metrics")?;
         let authenticator = Authenticator::new(&settings.intake)
             .map_err(|e| anyhow::anyhow!("intake authentication: {e}"))?;
@@ -78,16 +86,30 @@ impl Application {
         let provisioner = Arc::new(provisioner);
         let state = web::Data::new(AppState {
             pool: pool.clone(),
+            probe_pool,
             intake: Intake::new(pool.clone(), Routing::from_settings(&settings)),
             authenticator,
             metrics,
             max_body_bytes: settings.intake.max_body_bytes,
+            max_clock_skew: settings.intake.max_clock_skew,
             applications: applications.clone(),
             bootstrapped: bootstrapped.clone(),
-            admin_token: settings.admin.token.clone(),
-            inbound_limiter: InboundLimiter::from_settings(&settings.intake),
+            admin_token: settings.admin.token.as_ref().map(AdminToken::new),
+            trusted_proxies: TrustedProxies::new(
+                &settings.intake.trusted_proxies,
+                ForwardingHeader::parse(&settings.intake.proxy_header).unwrap_or_default(),
+            ),
+            inbound_limiter: ClientLimiter::new(
+                settings.intake.requests_per_second,
+                settings.intake.requests_burst,
+            ),
+            admin_limiter: ClientLimiter::new(
+                settings.admin.requests_per_second,
+                settings.admin.requests_burst,
+            ),
             graph_client_state: settings.graph.as_ref().and_then(|g| g.client_state.clone()),
             provisioner: provisioner.clone(),
+            rendered_metrics: std::sync::Mutex::new(None),
         });
 
         let shutdown = CancellationToken::new();
@@ -170,7 +192,15 @@ impl Application {
             }
         }
 
-        if state.inbound_limiter.is_some() {
+        background.push((
+            "metrics gauges",
+            tokio::spawn(routes::metrics::refresh_loop(
+                state.clone(),
+                settings.server.metrics_refresh_interval,
+                shutdown.clone(),
+            )),
+        ));
+        if state.inbound_limiter.is_some() || state.admin_limiter.is_some() {
             background.push((
                 "rate limiter upkeep",
                 tokio::spawn(forget_idle_clients(state.clone(), shutdown.clone())),
@@ -182,7 +212,9 @@ impl Application {
         let mut server = HttpServer::new(move || {
             App::new()
                 .app_data(app_state.clone())
-                .wrap(from_fn(routes::limit::limit_intake))
+                .wrap(from_fn(routes::limit::limit_clients))
+                // Outermost, so that a panic anywhere inside is answered.
+                .wrap(from_fn(routes::recover::catch_panics))
                 .configure(routes::configure)
         })
         .disable_signals()
@@ -269,7 +301,10 @@ async fn forget_idle_clients(state: web::Data<AppState>, shutdown: CancellationT
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(Duration::from_secs(60)) => {}
         }
-        if let Some(limiter) = &state.inbound_limiter {
+        for limiter in [&state.inbound_limiter, &state.admin_limiter]
+            .into_iter()
+            .flatten()
+        {
             limiter.forget_idle();
         }
     }

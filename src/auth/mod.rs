@@ -4,8 +4,11 @@
 //! request or says why not, as an [`AuthError`] that the HTTP layer turns into 401 (or 503 when the
 //! key server is unreachable). Error messages never contain the presented credential.
 
+pub mod admin_token;
 pub mod hmac;
 pub mod jwt;
+pub mod proxy;
+pub mod rate;
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 

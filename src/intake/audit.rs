@@ -36,6 +36,7 @@ use time::{OffsetDateTime, PrimitiveDateTime};
 
 use super::counting::{self, Outcome};
 use super::event::{EventError, NewEvent, MAX_BATCH};
+use super::validate;
 use crate::domain::{EventKind, EventSource};
 use crate::metrics::Metrics;
 
@@ -421,13 +422,15 @@ impl Claim<'_> {
         let id = required_text(self.properties, "id", &self.path, MAX_ID_LEN)?;
         let occurred_at = {
             let (field, text) = required_text_at(self.properties, "activityDateTime", &self.path)?;
-            OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
-                refuse(
-                    field,
-                    "invalid_timestamp",
-                    format!("`{}` is not an RFC 3339 timestamp", quote(text)),
-                )
-            })?
+            OffsetDateTime::parse(text, &Rfc3339)
+                .map_err(|_| {
+                    refuse(
+                        field.clone(),
+                        "invalid_timestamp",
+                        format!("`{}` is not an RFC 3339 timestamp", quote(text)),
+                    )
+                })
+                .and_then(|at| validate::in_range(&field, at))?
         };
         let (targets, targets_path) = self.targets()?;
         let (user_path, user) = target_of_type(targets, "User", &targets_path)?;
@@ -494,6 +497,9 @@ impl Claim<'_> {
             }
             let value = text(detail, "value").unwrap_or_default();
             match parse_time(value) {
+                Some(ends_at) if validate::in_range("", ends_at).is_err() => {
+                    unusable = Some((index, value, "is out of range"))
+                }
                 Some(ends_at) if ends_at >= occurred_at => return Some(ends_at),
                 Some(_) => unusable = Some((index, value, "is before activityDateTime")),
                 None => unusable = Some((index, value, "is not a timestamp")),
@@ -561,6 +567,7 @@ fn attributes(
             if value.chars().count() > MAX_ATTRIBUTE_LEN {
                 return Err(too_long(format!("{target_path}.{key}"), MAX_ATTRIBUTE_LEN));
             }
+            validate::text(&format!("{target_path}.{key}"), value)?;
             kept.insert((*to).to_owned(), Value::String(value.to_owned()));
         }
     }
@@ -633,7 +640,7 @@ fn required_text_at<'a>(
         Some(text) if text.trim().is_empty() => {
             Err(refuse(field, "empty_field", "must not be empty"))
         }
-        Some(text) => Ok((field, text)),
+        Some(text) => validate::text(&field, text).map(|()| (field, text)),
         None => Err(refuse(field, "invalid_field", "must be a string")),
     }
 }

@@ -7,6 +7,7 @@ use serde_json::{Map, Value};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use super::validate;
 use crate::domain::EventKind;
 
 /// Most events accepted in one request.
@@ -175,6 +176,7 @@ fn optional_string(
                     format!("is longer than {max_len} characters"),
                 ));
             }
+            validate::text(&format!("{prefix}{field}"), text)?;
             Ok(Some(text.clone()))
         }
         Some(_) => Err(EventError::field(
@@ -196,14 +198,17 @@ fn required_string(
     })
 }
 
+/// An RFC 3339 timestamp in the documented range, in UTC. How far ahead of now an `occurredAt`
+/// may be depends on the configuration: [`validate::events`] checks that before storing.
 fn timestamp(field: &str, prefix: &str, text: &str) -> Result<OffsetDateTime, EventError> {
-    OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
+    let at = OffsetDateTime::parse(text, &Rfc3339).map_err(|_| {
         EventError::field(
             format!("{prefix}{field}"),
             "invalid_timestamp",
             format!("`{text}` is not an RFC 3339 timestamp such as 2026-11-28T10:00:00Z"),
         )
-    })
+    })?;
+    validate::in_range(&format!("{prefix}{field}"), at)
 }
 
 /// An optional object of known string attributes; unknown attributes are dropped.

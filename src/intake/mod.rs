@@ -9,6 +9,7 @@ pub mod counting;
 pub mod event;
 pub mod eventgrid;
 pub mod graph;
+pub mod validate;
 
 use std::collections::BTreeMap;
 

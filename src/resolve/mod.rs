@@ -21,6 +21,7 @@ use crate::domain::{EventKind, EventSource};
 use crate::graph::{users, AssignmentInstance, GraphClient, GraphError};
 use crate::intake::counting::{self, Outcome};
 use crate::intake::event::NewEvent;
+use crate::intake::validate;
 use crate::state::AppState;
 use crate::store::graph_hints::{self, ClaimedHint};
 use crate::store::StoreError;
@@ -155,7 +156,10 @@ impl Resolver {
                 occurred_at,
                 group_id: group_id.to_owned(),
                 principal_id: activation.principal_id,
-                ends_at: activation.end.filter(|end| *end > occurred_at),
+                // Graph may write "never" as a far-future date: that is no end.
+                ends_at: activation
+                    .end
+                    .filter(|end| *end > occurred_at && *end < validate::LATEST),
                 grant_id: Some(activation.grant_id),
                 user: Some(users::event_attributes(&user)),
                 group: group_attributes.clone(),
@@ -173,6 +177,23 @@ impl Resolver {
                 user: None,
                 group: None,
             });
+        }
+        // Graph's values pass the same bounds as every sender's; one that fails is skipped
+        // (retrying would not change what Graph says).
+        let bounds = validate::Bounds::now(self.state.max_clock_skew);
+        let events: Vec<NewEvent> = events
+            .iter()
+            .filter_map(|event| match validate::event_in(event, "", &bounds) {
+                Ok(checked) => Some(checked),
+                Err(e) => {
+                    tracing::warn!(event.id = %event.id.escape_debug(), error.message = %e,
+                        "an event resolved from Graph is out of bounds; skipped");
+                    None
+                }
+            })
+            .collect();
+        if events.is_empty() {
+            return Ok(0);
         }
         let summary = self
             .state

@@ -74,7 +74,7 @@ fn authorize(req: &HttpRequest) -> Result<Admin, ApiError> {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or(ApiError::AdminUnauthorized)?;
-    if token.ct_eq(presented.as_bytes()) {
+    if token.matches(presented.as_bytes()) {
         Ok(Admin)
     } else {
         tracing::warn!("admin request with a wrong token refused");
@@ -349,9 +349,13 @@ async fn provisioning_log(
         .since
         .as_deref()
         .map(|s| {
-            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).map_err(|_| {
-                ApiError::InvalidRequest(format!("since: `{s}` is not an RFC 3339 timestamp"))
-            })
+            OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .map_err(|_| {
+                    ApiError::InvalidRequest(format!("since: `{s}` is not an RFC 3339 timestamp"))
+                })
+                .and_then(|at| {
+                    crate::intake::validate::in_range("since", at).map_err(ApiError::from)
+                })
         })
         .transpose()?;
     let filter = reports::LogFilter {

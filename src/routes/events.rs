@@ -16,6 +16,7 @@ use crate::domain::EventSource;
 use crate::error::ApiError;
 use crate::intake::counting::{self, Outcome};
 use crate::intake::event::{parse_body, NewEvent};
+use crate::intake::validate;
 use crate::intake::IntakeSummary;
 use crate::state::AppState;
 
@@ -92,10 +93,11 @@ pub(crate) async fn commit_events(
     source: EventSource,
     events: &[NewEvent],
 ) -> Result<IntakeSummary, ApiError> {
+    let events = validate::events(events, &validate::Bounds::now(state.max_clock_skew))?;
     if !state.is_bootstrapped() {
         return Err(ApiError::NotReady);
     }
-    let summary = state.intake.record(source, events).await?;
+    let summary = state.intake.record(source, &events).await?;
     counting::count_summary(&state.metrics, source, &summary);
     Ok(summary)
 }

@@ -2,7 +2,8 @@
 //!
 //! Live: the process answers. Ready: the database answers within a short deadline *and* the schema
 //! is at this binary's version — checked on every probe, so readiness follows the database down
-//! and back up without a restart.
+//! and back up without a restart. The check uses a small pool of its own (`AppState::probe_pool`):
+//! a burst that holds every request connection must not take a healthy pod out of service.
 
 use std::time::Duration;
 
@@ -26,7 +27,11 @@ async fn live() -> HttpResponse {
 
 async fn ready(state: web::Data<AppState>) -> HttpResponse {
     let check = async {
-        let client = state.pool.get().await.map_err(|_| "database unreachable")?;
+        let client = state
+            .probe_pool
+            .get()
+            .await
+            .map_err(|_| "database unreachable")?;
         let version = migrate::current_version(&client)
             .await
             .map_err(|_| "database unreachable")?;

@@ -1,27 +1,27 @@
-//! `GET /metrics`: Prometheus text exposition. Queue depths and quarantines are read from Postgres
-//! at scrape time (they are shared by all replicas, so no replica can count them itself).
+//! `GET /metrics`: Prometheus text exposition. Queue depths and quarantines are shared by all
+//! replicas, so they are read from Postgres, but by [`refresh_loop`] in the background: a scrape
+//! only renders what is in memory, so any number of scrapers costs no database query.
 
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
+use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
-/// How long a scrape waits for queue depths before answering without fresh ones.
-const DEPTH_DEADLINE: Duration = Duration::from_secs(2);
+/// How long one background refresh may wait for the database.
+const REFRESH_DEADLINE: Duration = Duration::from_secs(2);
+/// How long one rendering of the exposition answers scrapes.
+const RENDER_REUSE: Duration = Duration::from_millis(100);
+/// Wait before trying again after a refresh that could not read the database.
+const RETRY_SOON: Duration = Duration::from_millis(250);
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(metrics));
 }
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    if tokio::time::timeout(DEPTH_DEADLINE, refresh_shared_gauges(&state))
-        .await
-        .is_err()
-    {
-        tracing::warn!("queue depth not refreshed: database too slow");
-    }
-    match state.metrics.render() {
+    match rendered(&state) {
         Ok(text) => HttpResponse::Ok()
             .content_type("text/plain; version=0.0.4; charset=utf-8")
             .body(text),
@@ -32,12 +32,62 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-async fn refresh_shared_gauges(state: &AppState) {
-    if !state.is_bootstrapped() {
-        return;
+/// The exposition, rendered at most once per [`RENDER_REUSE`].
+fn rendered(state: &AppState) -> Result<web::Bytes, prometheus::Error> {
+    let mut cache = state
+        .rendered_metrics
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((at, text)) = cache.as_ref() {
+        if at.elapsed() < RENDER_REUSE {
+            return Ok(text.clone());
+        }
     }
-    let Ok(client) = state.pool.get().await else {
-        return;
+    let text = web::Bytes::from(state.metrics.render()?);
+    *cache = Some((std::time::Instant::now(), text.clone()));
+    Ok(text)
+}
+
+/// Refreshes the shared gauges every `interval` until `shutdown`.
+pub async fn refresh_loop(
+    state: web::Data<AppState>,
+    interval: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let refreshed =
+            match tokio::time::timeout(REFRESH_DEADLINE, refresh_shared_gauges(&state)).await {
+                Ok(true) => {
+                    state.metrics.shared_gauge_refreshes.inc();
+                    true
+                }
+                Ok(false) => false,
+                Err(_) => {
+                    tracing::warn!("queue depth not refreshed: database too slow");
+                    false
+                }
+            };
+        // Until the first success (start-up, database away) try again sooner.
+        let wait = if refreshed {
+            interval
+        } else {
+            interval.min(RETRY_SOON)
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// Reads the gauges (on the probes' pool, never taking a request's connection); false when the
+/// database could not be read.
+async fn refresh_shared_gauges(state: &AppState) -> bool {
+    if !state.is_bootstrapped() {
+        return false;
+    }
+    let Ok(client) = state.probe_pool.get().await else {
+        return false;
     };
     let Ok(rows) = client
         .query(
@@ -47,7 +97,7 @@ async fn refresh_shared_gauges(state: &AppState) {
         )
         .await
     else {
-        return;
+        return false;
     };
     let quarantined = client
         .query(
@@ -77,4 +127,5 @@ async fn refresh_shared_gauges(state: &AppState) {
                 .set(depth);
         }
     }
+    true
 }

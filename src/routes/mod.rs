@@ -8,6 +8,7 @@ pub mod graph;
 pub mod health;
 pub mod limit;
 pub mod metrics;
+pub mod recover;
 
 use actix_web::web;
 

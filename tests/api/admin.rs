@@ -15,7 +15,7 @@ const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 async fn spawn_admin(extra: &str) -> Fixture {
     let f = spawn_with_cycles(extra).await;
     let toml = format!(
-        "{}\n        [admin]\n        token = \"{ADMIN_TOKEN}\"\n",
+        "{}\n        [admin]\n        token = \"{ADMIN_TOKEN}\"\n        requests_per_second = 0\n",
         cycle_settings(&f.database_url, &f.a, &f.b, extra)
     );
     let app = spawn_app_with(toml, &f.database_url).await;

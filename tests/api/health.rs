@@ -136,3 +136,128 @@ async fn metrics_expose_event_counters_and_process_metrics() {
     );
     assert!(metrics.contains("pimbridge_queue_depth{application=\"alpha\""));
 }
+
+#[tokio::test]
+async fn readiness_stays_200_while_500_requests_hold_the_request_pool() {
+    // Arrange: a request pool of two connections, so that a burst queues for it.
+    let url = PgServer::shared().fresh_database().await;
+    let toml = test_settings(&url).replace("max_connections = 8", "max_connections = 2");
+    let app = spawn_app_with(toml, &url).await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+
+    // Act: 500 signed requests at once, and readiness probes while they are in flight.
+    let burst: Vec<_> = (0..500)
+        .map(|i| {
+            let http = http.clone();
+            let address = app.address.clone();
+            tokio::spawn(async move {
+                let body = activation(&format!("burst-{i}"), GROUP_A, &format!("u{i}"))
+                    .to_string()
+                    .into_bytes();
+                http.post(format!("{address}/v1/events"))
+                    .header("content-type", "application/json")
+                    .header(pimbridge::auth::hmac::SIGNATURE_HEADER, sign_now(&body))
+                    .body(body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+            })
+        })
+        .collect();
+    let mut probes = Vec::new();
+    while probes.len() < 200 && !burst.iter().all(|task| task.is_finished()) {
+        let started = std::time::Instant::now();
+        let status = app
+            .http
+            .get(format!("{}/health/ready", app.address))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16();
+        probes.push((status, started.elapsed()));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut answered = 0;
+    for task in burst {
+        if task.await.unwrap().is_ok() {
+            answered += 1;
+        }
+    }
+
+    // Assert: every probe during the burst said ready, and answered promptly.
+    assert!(
+        probes.len() >= 3,
+        "probes ran during the burst: {}",
+        probes.len()
+    );
+    assert!(
+        probes.iter().all(|(status, _)| *status == 200),
+        "{:?}",
+        probes.iter().filter(|(s, _)| *s != 200).collect::<Vec<_>>()
+    );
+    assert_eq!(answered, 500);
+}
+
+#[tokio::test]
+async fn a_scrape_runs_no_query_the_gauges_are_refreshed_in_the_background() {
+    let app = spawn_app().await;
+    app.post_events(&activation("gauge-1", GROUP_A, "u1")).await;
+    let metrics = app.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "pimbridge_queue_depth",
+            &[("application", "alpha"), ("lane", "immediate")]
+        ),
+        1.0,
+        "the refreshed gauge shows the waiting job"
+    );
+}
+
+#[tokio::test]
+async fn a_scrape_reads_memory_only_not_the_database() {
+    // Arrange: gauges refreshed once after start-up, then not for an hour.
+    let url = PgServer::shared().fresh_database().await;
+    let toml = test_settings(&url).replace(
+        "metrics_refresh_interval = \"50ms\"",
+        "metrics_refresh_interval = \"1h\"",
+    );
+    let app = spawn_app_with(toml, &url).await;
+    let refreshes = |text: &str| metric_value(text, "pimbridge_shared_gauge_refreshes_total", &[]);
+    let mut first = app.scrape().await;
+    for _ in 0..100 {
+        if refreshes(&first) >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        first = app.scrape().await;
+    }
+    assert_eq!(
+        refreshes(&first),
+        1.0,
+        "one refresh once the schema is in place"
+    );
+
+    // Act: a job starts waiting, then a flood of scrapes.
+    app.post_events(&activation("stale-1", GROUP_A, "u1")).await;
+    let mut last = String::new();
+    for _ in 0..100 {
+        last = app.scrape().await;
+    }
+
+    // Assert: no scrape looked at the database: the gauge still shows the last refresh.
+    let depth = |text: &str| {
+        metric_value(
+            text,
+            "pimbridge_queue_depth",
+            &[("application", "alpha"), ("lane", "immediate")],
+        )
+    };
+    assert_eq!(depth(&last), 0.0);
+    assert_eq!(refreshes(&last), 1.0);
+    assert_eq!(app.jobs().await, 1, "the job is there to be counted");
+}

@@ -68,20 +68,165 @@ async fn a_client_over_its_limit_gets_429_and_nothing_is_stored() {
     );
 }
 
-#[tokio::test]
-async fn behind_a_proxy_each_client_has_its_own_limit() {
-    let app = spawn_limited("client_ip_header = \"X-Forwarded-For\"").await;
-
-    for i in 0..3 {
-        post_as(&app, &format!("a-{i}"), Some("198.51.100.7, 192.0.2.10")).await;
+/// Posts one event with the given forwarding header lines.
+async fn post_forwarded(app: &TestApp, id: &str, lines: &[(&str, &str)]) -> u16 {
+    let body = activation(id, GROUP_A, id).to_string().into_bytes();
+    let mut request = app
+        .http
+        .post(format!("{}/v1/events", app.address))
+        .header("content-type", "application/json")
+        .header(pimbridge::auth::hmac::SIGNATURE_HEADER, sign_now(&body));
+    for (name, value) in lines {
+        request = request.header(*name, *value);
     }
-    let a = post_as(&app, "a-3", Some("198.51.100.7, 192.0.2.10")).await;
-    let b = post_as(&app, "b-0", Some("198.51.100.7, 192.0.2.11")).await;
+    request.body(body).send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn a_random_x_forwarded_for_from_an_untrusted_peer_does_not_evade_the_limit() {
+    // No proxy is trusted: the header is the client's own word and is ignored.
+    let app = spawn_limited("trusted_proxies = [\"10.0.0.0/8\"]").await;
+
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        let spoofed = format!("203.0.113.{}", 10 + i);
+        statuses.push(
+            post_forwarded(
+                &app,
+                &format!("spoof-{i}"),
+                &[("x-forwarded-for", &spoofed)],
+            )
+            .await,
+        );
+    }
+
+    assert_eq!(statuses, vec![202, 202, 202, 429, 429]);
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_a_forged_first_line_does_not_choose_the_client() {
+    // The test client is the proxy (127.0.0.1); 192.0.2.0/24 are proxies further in.
+    let app = spawn_limited("trusted_proxies = [\"127.0.0.1/32\", \"192.0.2.0/24\"]").await;
+
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        // The client forges a new first line each time; the proxies append the address they saw.
+        let forged = format!("203.0.113.{i}");
+        statuses.push(
+            post_forwarded(
+                &app,
+                &format!("fwd-a-{i}"),
+                &[
+                    ("x-forwarded-for", &forged),
+                    ("x-forwarded-for", "198.51.100.7:51515, 192.0.2.10"),
+                ],
+            )
+            .await,
+        );
+    }
+    let other = post_forwarded(
+        &app,
+        "fwd-b-0",
+        &[("x-forwarded-for", "203.0.113.0, 198.51.100.8, 192.0.2.10")],
+    )
+    .await;
 
     assert_eq!(
-        a.status(),
-        429,
-        "the last address (added by our proxy) is the client"
+        statuses,
+        vec![202, 202, 202, 429],
+        "limited per real client"
     );
-    assert_eq!(b.status(), 202);
+    assert_eq!(
+        other, 202,
+        "a client with a port-less address has its own bucket"
+    );
+}
+
+#[tokio::test]
+async fn addresses_with_ports_are_not_collapsed_into_the_proxys_bucket() {
+    let app = spawn_limited("trusted_proxies = [\"127.0.0.1/32\"]").await;
+
+    // One client uses its burst; on another port it is still the same client.
+    for i in 0..3 {
+        let status = post_forwarded(
+            &app,
+            &format!("port-1-{i}"),
+            &[("x-forwarded-for", "198.51.100.1:1111")],
+        )
+        .await;
+        assert_eq!(status, 202);
+    }
+    let again = post_forwarded(
+        &app,
+        "port-1-again",
+        &[("x-forwarded-for", "198.51.100.1:3333")],
+    )
+    .await;
+    assert_eq!(
+        again, 429,
+        "the same client on another port is the same client"
+    );
+
+    // Other clients behind the same proxy, also with ports, are not in that bucket.
+    let mut statuses = Vec::new();
+    for client in ["198.51.100.2:2222", "[2001:db8::5]:4711"] {
+        for i in 0..3 {
+            statuses.push(
+                post_forwarded(
+                    &app,
+                    &format!("port-{client}-{i}"),
+                    &[("x-forwarded-for", client)],
+                )
+                .await,
+            );
+        }
+    }
+    assert!(statuses.iter().all(|s| *s == 202), "{statuses:?}");
+}
+
+#[tokio::test]
+async fn the_forwarded_header_is_read_when_configured() {
+    let app =
+        spawn_limited("trusted_proxies = [\"127.0.0.1/32\"]\n        proxy_header = \"Forwarded\"")
+            .await;
+
+    let mut statuses = Vec::new();
+    for i in 0..4 {
+        statuses.push(
+            post_forwarded(
+                &app,
+                &format!("fwd-{i}"),
+                &[
+                    ("forwarded", r#"for="[2001:db8:cafe::17]:4711";proto=https"#),
+                    // Not the configured header: a client could have written it.
+                    ("x-forwarded-for", &format!("203.0.113.{i}")),
+                ],
+            )
+            .await,
+        );
+    }
+
+    assert_eq!(statuses, vec![202, 202, 202, 429]);
+}
+
+#[test]
+fn the_old_client_ip_header_key_is_refused_naming_its_replacement() {
+    let url = "postgres://postgres@127.0.0.1:1/x";
+    let toml = test_settings(url).replace(
+        "requests_per_second = 0",
+        "requests_per_second = 0\n        client_ip_header = \"X-Forwarded-For\"",
+    );
+    let error = pimbridge::config::Settings::from_toml_str(&toml)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("intake.client_ip_header"), "{error}");
+    assert!(error.contains("intake.trusted_proxies"), "{error}");
+    let bad = test_settings(url).replace(
+        "requests_per_second = 0",
+        "requests_per_second = 0\n        trusted_proxies = [\"10.0.0.0/40\"]",
+    );
+    let error = pimbridge::config::Settings::from_toml_str(&bad)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("intake.trusted_proxies"), "{error}");
 }

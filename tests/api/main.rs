@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod admin_guard;
 mod architecture;
 mod audit;
 mod auth;
@@ -17,6 +18,7 @@ mod graph;
 mod graph_client;
 mod health;
 mod helpers;
+mod hostile_input;
 mod intake;
 mod limit;
 mod membership;
@@ -24,5 +26,6 @@ mod model;
 mod postgres;
 mod quarantine;
 mod scim_client;
+mod secrets;
 mod shutdown;
 mod tls;

@@ -30,6 +30,7 @@ pub fn test_settings(database_url: &str) -> String {
         listen = "127.0.0.1:0"
         shutdown_timeout_secs = 5
         workers = 2
+        metrics_refresh_interval = "50ms"
         [database]
         url = "{database_url}"
         max_connections = 8
@@ -236,7 +237,27 @@ impl TestApp {
         self.count("SELECT count(*) FROM jobs").await
     }
 
+    /// The exposition once the gauges read from Postgres have been refreshed after this call
+    /// (they are refreshed in the background); after 5 s, whatever it shows.
     pub async fn metrics(&self) -> String {
+        const REFRESHES: &str = "pimbridge_shared_gauge_refreshes_total";
+        let first = self.scrape().await;
+        let start = metric_value(&first, REFRESHES, &[]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let text = self.scrape().await;
+            // Two more: one whole refresh began after this call.
+            if metric_value(&text, REFRESHES, &[]) >= start + 2.0
+                || std::time::Instant::now() > deadline
+            {
+                return text;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// One scrape of `/metrics`, as it is.
+    pub async fn scrape(&self) -> String {
         self.http
             .get(format!("{}/metrics", self.address))
             .send()
