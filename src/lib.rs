@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
@@ -17,6 +18,7 @@ pub mod graph;
 pub mod graph_emulator;
 pub mod intake;
 pub mod metrics;
+pub mod outbound;
 pub mod resolve;
 pub mod routes;
 pub mod scim;

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use std::collections::BTreeMap;
 
 use crate::auth::Authenticator;
+use crate::backoff::Backoff;
 use crate::config::Settings;
 use crate::dispatch::provision::{Provisioner, Target};
 use crate::dispatch::Dispatcher;
@@ -283,8 +284,11 @@ async fn bootstrap(
     done: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = BOOTSTRAP_RETRY_MIN;
+    let backoff = Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX);
+    let mut failures = 0;
     loop {
+        failures += 1;
+        let delay = backoff.step(failures);
         match try_bootstrap(&pool, &applications).await {
             Ok(applied) => {
                 tracing::info!(migrations_applied = applied, "database ready");
@@ -300,7 +304,6 @@ async fn bootstrap(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(BOOTSTRAP_RETRY_MAX);
     }
 }
 

@@ -19,6 +19,7 @@ use pimbridge::graph::{
 use pimbridge::graph_emulator::{
     GraphEmulatorSettings, GraphFault, NewInstance, RunningGraphEmulator,
 };
+use pimbridge::outbound::SendError;
 use pimbridge::secret::SecretString;
 use time::OffsetDateTime;
 
@@ -498,7 +499,10 @@ async fn an_unreachable_graph_is_a_transient_transport_error() {
     else {
         panic!("expected an exhausted budget, got {err:?}");
     };
-    assert!(matches!(**last, GraphError::Transport { .. }), "{last:?}");
+    assert!(
+        matches!(**last, GraphError::Unanswered(SendError::Transport { .. })),
+        "{last:?}"
+    );
     assert!(err.is_transient());
 }
 

@@ -235,13 +235,8 @@ enum Outcome {
 /// Exponential backoff for job attempts (1 s, 2 s, 4 s, … up to 5 min), never shorter than what
 /// AWS asked for.
 fn job_backoff(attempts: i32, retry_after: Option<Duration>) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(0)
-        .min(16);
-    let computed = FIRST_JOB_BACKOFF
-        .saturating_mul(2u32.saturating_pow(exponent))
-        .min(MAX_JOB_BACKOFF);
-    retry_after.map_or(computed, |wait| computed.max(wait))
+    let retry = crate::backoff::retry_number(attempts);
+    crate::backoff::Backoff::new(FIRST_JOB_BACKOFF, MAX_JOB_BACKOFF).delay(retry, retry_after, 0.0)
 }
 
 #[cfg(test)]
