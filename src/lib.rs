@@ -12,6 +12,7 @@ pub mod backoff;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
+pub mod duration;
 pub mod emulator;
 pub mod error;
 pub mod graph;
