@@ -96,7 +96,7 @@ impl Application {
             let resolver = Resolver {
                 state: state.clone(),
                 graph: client.clone(),
-                interval: Duration::from_millis(graph.resolve_interval_ms),
+                interval: graph.resolve_interval,
                 owner: owner.clone(),
             };
             background.push((
@@ -110,9 +110,9 @@ impl Application {
                     groups: settings.group_routes().into_keys().collect(),
                     notification_url: url.clone(),
                     client_state: graph.client_state.clone().unwrap_or_default(),
-                    lifetime: Duration::from_secs(graph.subscription_minutes * 60),
-                    renew_before: Duration::from_secs(graph.renew_before_minutes * 60),
-                    interval: Duration::from_millis(graph.subscription_check_interval_ms),
+                    lifetime: graph.subscription_lifetime,
+                    renew_before: graph.renew_before,
+                    interval: graph.subscription_check_interval,
                 };
                 background.push((
                     "graph subscriptions",
@@ -143,7 +143,7 @@ impl Application {
                     intervals: settings
                         .applications
                         .iter()
-                        .map(|(name, app)| (name.clone(), app.cycle_interval_secs as f64))
+                        .map(|(name, app)| (name.clone(), app.cycle_interval.as_secs_f64()))
                         .collect(),
                     owner,
                     reconcile_groups: if settings.graph.is_some() {
@@ -167,7 +167,7 @@ impl Application {
             ));
         }
 
-        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let shutdown_timeout = settings.server.shutdown_timeout;
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
@@ -176,7 +176,7 @@ impl Application {
                 .configure(routes::configure)
         })
         .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
         .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);

@@ -89,7 +89,7 @@ impl Authenticator {
     pub fn new(settings: &IntakeSettings) -> Result<Self, String> {
         Ok(Self {
             hmac_secret: settings.hmac_secret.clone(),
-            tolerance_secs: settings.signature_tolerance_secs,
+            tolerance_secs: settings.signature_tolerance.as_secs(),
             jwt: settings
                 .jwt
                 .as_ref()

@@ -57,7 +57,7 @@ impl Dispatcher {
         ));
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.settings.concurrency));
-        let poll = Duration::from_secs(this.settings.poll_interval_secs);
+        let poll = this.settings.poll_interval;
         let mut in_hand = JoinSet::new();
         loop {
             let free = permits.available_permits();
@@ -104,7 +104,7 @@ impl Dispatcher {
         jobs::claim_immediate(
             &db,
             &self.owner,
-            self.settings.lease_secs as f64,
+            self.settings.lease.as_secs_f64(),
             limit as i64,
         )
         .await
@@ -120,7 +120,7 @@ impl Dispatcher {
             let started = Instant::now();
             let apply = self.provisioner.apply(job.action, &job.subject);
             tokio::pin!(apply);
-            let renew_every = Duration::from_secs_f64(self.settings.lease_secs as f64 / 3.0);
+            let renew_every = self.settings.lease / 3;
             let result = loop {
                 tokio::select! {
                     result = &mut apply => break result,
@@ -137,7 +137,7 @@ impl Dispatcher {
 
     async fn renew_lease(&self, job: &ClaimedJob) {
         if let Ok(db) = self.pool.get().await {
-            let lease = self.settings.lease_secs as f64;
+            let lease = self.settings.lease.as_secs_f64();
             if let Err(e) = jobs::extend_lease(&db, job.id, &self.owner, lease).await {
                 tracing::warn!(error.message = %e, "cannot renew the lease");
             }

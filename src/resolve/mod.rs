@@ -1,6 +1,6 @@
 //! The Graph resolver: turns stored change-notification hints into events (DESIGN.md §2).
 //!
-//! Every replica with `[graph]` configured polls `graph_hints` every `graph.resolve_interval_ms`
+//! Every replica with `[graph]` configured polls `graph_hints` every `graph.resolve_interval`
 //! and claims due hints under a lease. For a hint's group it asks Graph which PIM assignment
 //! instances are active, compares them with the Graph-sourced events already stored
 //! ([`plan::changes`]), reads the attributes of new users and of the group, and records the
