@@ -2,20 +2,30 @@
 # pimbridge: a small, non-root runtime image. Build: docker build -t pimbridge .
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# Dependencies first, so that source edits rebuild only the crate.
+# Dependencies first, so that source edits rebuild only the workspace's crates. Every member's
+# manifest is needed to resolve the workspace; each target it declares gets a stub.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src/bin benches \
+COPY crates/aws-scim-emulator/Cargo.toml crates/aws-scim-emulator/
+COPY crates/graph-emulator/Cargo.toml crates/graph-emulator/
+COPY crates/testkit/Cargo.toml crates/testkit/
+RUN mkdir -p src benches crates/aws-scim-emulator/src crates/graph-emulator/src crates/testkit/src \
  && echo 'fn main() {}' > src/main.rs \
- && echo 'fn main() {}' > src/bin/aws-scim-emulator.rs \
+ && touch src/lib.rs \
  && echo 'fn main() {}' > benches/fast_path.rs \
  && echo 'fn main() {}' > benches/sync_cycle.rs \
- && touch src/lib.rs \
- && cargo build --release --locked --bins \
- && rm -rf src benches
+ && echo 'fn main() {}' > crates/aws-scim-emulator/src/main.rs \
+ && touch crates/aws-scim-emulator/src/lib.rs \
+ && echo 'fn main() {}' > crates/graph-emulator/src/main.rs \
+ && touch crates/graph-emulator/src/lib.rs \
+ && touch crates/testkit/src/lib.rs \
+ && cargo build --release --locked -p pimbridge -p aws-scim-emulator -p graph-emulator --bins \
+ && rm -rf src benches crates/*/src
 COPY src src
 COPY sql sql
 COPY benches benches
-RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bins
+COPY crates crates
+RUN touch src/main.rs src/lib.rs crates/*/src/*.rs \
+ && cargo build --release --locked -p pimbridge -p aws-scim-emulator -p graph-emulator --bins
 
 FROM debian:bookworm-slim AS runtime
 # ca-certificates is left unpinned on purpose: it should follow the distribution's updates.

@@ -182,8 +182,9 @@ check(
     "existingSecret: no Secret rendered, the Deployment mounts the named one",
 )
 
-# 5. The Dockerfile's dependency layer stubs every target Cargo.toml declares (docker cannot run
-#    here; a missing stub would break `docker build` at the manifest).
+# 5. The Dockerfile's dependency layer copies every workspace member's manifest and stubs every
+#    target the manifests declare (docker cannot run here; a missing manifest or stub would
+#    break `docker build` at the dependency layer), and builds and ships both emulators.
 with open(os.path.join(ROOT, "Cargo.toml")) as f:
     cargo_toml = f.read()
 with open(os.path.join(ROOT, "Dockerfile")) as f:
@@ -191,6 +192,26 @@ with open(os.path.join(ROOT, "Dockerfile")) as f:
 benches = re.findall(r'\[\[bench\]\]\s*\nname\s*=\s*"([^"]+)"', cargo_toml)
 missing = [b for b in benches if f"benches/{b}.rs" not in dockerfile]
 check(benches and not missing, f"Dockerfile stubs every declared bench ({', '.join(benches)}): missing {missing or 'none'}")
+members = sorted(
+    name
+    for name in os.listdir(os.path.join(ROOT, "crates"))
+    if os.path.isfile(os.path.join(ROOT, "crates", name, "Cargo.toml"))
+)
+unstubbed = []
+for name in members:
+    if f"COPY crates/{name}/Cargo.toml" not in dockerfile:
+        unstubbed.append(f"crates/{name}/Cargo.toml")
+    with open(os.path.join(ROOT, "crates", name, "Cargo.toml")) as f:
+        manifest = f.read()
+    paths = re.findall(r'^path\s*=\s*"([^"]+)"', manifest, re.MULTILINE) or ["src/lib.rs"]
+    unstubbed += [f"crates/{name}/{p}" for p in paths if f"crates/{name}/{p}" not in dockerfile]
+check(members and not unstubbed, f"Dockerfile copies and stubs every workspace member ({', '.join(members)}): missing {unstubbed or 'none'}")
+emulators = ["aws-scim-emulator", "graph-emulator"]
+unshipped = [
+    e for e in emulators
+    if f"-p {e}" not in dockerfile or f"/src/target/release/{e} /usr/local/bin/{e}" not in dockerfile
+]
+check(not unshipped, f"Dockerfile builds and ships both emulators: missing {unshipped or 'none'}")
 
 # 6. hadolint.
 result = subprocess.run(

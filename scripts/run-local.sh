@@ -11,7 +11,7 @@ CONFIG=${PIMBRIDGE_CONFIG:-config/example.toml}
 export PIMBRIDGE_CONFIG="$CONFIG"
 
 echo "==> building"
-cargo build --bins --quiet
+cargo build --bins --quiet -p pimbridge -p aws-scim-emulator -p graph-emulator
 BIN=target/debug
 
 if [ -z "${PIMBRIDGE_DATABASE__URL:-}" ] && [ -z "${PIMBRIDGE_DATABASE__URL_FILE:-}" ]; then

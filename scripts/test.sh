@@ -21,10 +21,10 @@ export PIMBRIDGE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postg
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> cargo test"
 RESULTS=$(mktemp)
-cargo test --locked --all-targets 2>&1 | tee "$RESULTS"
+cargo test --locked --workspace --all-targets --no-fail-fast 2>&1 | tee "$RESULTS"
 read -r PASSED FAILED < <(awk '/^test result:/ { for (i = 1; i < NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } } END { print p + 0, f + 0 }' "$RESULTS")
 rm -f "$RESULTS"
 

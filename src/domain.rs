@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::Serialize;
 use serde_json::Value;
+use time::OffsetDateTime;
 
 /// What an event asks for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -113,4 +114,23 @@ impl EventSource {
             Self::Graph => "graph",
         }
     }
+}
+
+/// A validated event, ready to store (parsed by `intake` from any source).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub id: String,
+    pub kind: EventKind,
+    pub occurred_at: OffsetDateTime,
+    pub group_id: String,
+    pub principal_id: String,
+    pub ends_at: Option<OffsetDateTime>,
+    /// The grant the event starts, extends or ends: `grantId` (a PIM instance id, say) when the
+    /// sender has one. Without it an activation's grant is the event itself, and a deactivation
+    /// ends every grant of the pair from the same source that started before it.
+    pub grant_id: Option<String>,
+    /// The optional `user` object, as sent (string attributes only).
+    pub user: Option<Value>,
+    /// The optional `group` object, as sent.
+    pub group: Option<Value>,
 }

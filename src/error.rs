@@ -11,8 +11,8 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 
 use crate::auth::AuthError;
-use crate::dispatch::provision::ProvisionError;
 use crate::intake::event::EventError;
+use crate::provision::ProvisionError;
 use crate::store::StoreError;
 
 /// Seconds a caller is told to wait after a 503.
@@ -59,6 +59,9 @@ pub enum ApiError {
     /// A change AWS did not take (never a database failure: those become `Store`).
     #[error(transparent)]
     Provision(ProvisionError),
+    /// A change AWS did not take, as a reconciliation reported it.
+    #[error("{}", .0.reason)]
+    ChangeFailed(crate::provision::Failure),
 }
 
 impl From<ProvisionError> for ApiError {
@@ -100,6 +103,9 @@ impl ApiError {
             Self::Provision(e) if e.is_auth() => "aws_refused_credentials",
             Self::Provision(e) if e.is_transient() => "aws_unavailable",
             Self::Provision(_) => "provisioning_refused",
+            Self::ChangeFailed(f) if f.auth => "aws_refused_credentials",
+            Self::ChangeFailed(f) if f.transient => "aws_unavailable",
+            Self::ChangeFailed(_) => "provisioning_refused",
         }
     }
 }
@@ -113,6 +119,7 @@ impl ApiError {
             }
             Self::Store(_) => "internal error".to_owned(),
             Self::Provision(e) => error_chain(e),
+            Self::ChangeFailed(f) => f.reason.clone(),
             other => other.to_string(),
         }
     }
@@ -143,6 +150,8 @@ impl ResponseError for ApiError {
             // AWS (or the way to it) failed: a gateway error, not ours.
             Self::Provision(e) if e.is_auth() || e.is_transient() => StatusCode::BAD_GATEWAY,
             Self::Provision(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::ChangeFailed(f) if f.auth || f.transient => StatusCode::BAD_GATEWAY,
+            Self::ChangeFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -178,14 +187,4 @@ impl ResponseError for ApiError {
     }
 }
 
-/// An error and its sources, outermost first, for logs.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+pub use crate::telemetry::error_chain;

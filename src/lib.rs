@@ -2,7 +2,7 @@
 //!
 //! Module map: `routes` (HTTP) → `auth` + `intake` (validate, authenticate, store with
 //! `admission`) → `store` (Postgres) → `dispatch` (immediate lane) and `sync` (cycles: deferred lane,
-//! deactivations, expiry) → `scim` (AWS). `emulator` stands
+//! deactivations, expiry) → `scim` (AWS). The workspace's `aws-scim-emulator` crate stands
 //! in for AWS. `config` is validated once; `metrics` and `telemetry` observe.
 #![forbid(unsafe_code)]
 
@@ -13,13 +13,12 @@ pub mod config;
 pub mod dispatch;
 pub mod domain;
 pub mod duration;
-pub mod emulator;
 pub mod error;
 pub mod graph;
-pub mod graph_emulator;
 pub mod intake;
 pub mod metrics;
 pub mod outbound;
+pub mod provision;
 pub mod resolve;
 pub mod routes;
 pub mod scim;

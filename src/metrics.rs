@@ -31,6 +31,10 @@ pub struct Metrics {
     pub application_quarantined: IntGaugeVec,
     /// Sync cycles run by this replica, by application and outcome.
     pub cycles: IntCounterVec,
+    /// Differences between AWS and the grants found by cycles' checks (and repaired), by kind:
+    /// `missing` (an owned membership with an active grant that AWS did not hold) or `lingering`
+    /// (an owned membership without an active grant that AWS still held).
+    pub drift: IntCounterVec,
     /// Sync cycle durations by application.
     pub cycle_duration: HistogramVec,
 }
@@ -123,6 +127,13 @@ impl Metrics {
             ),
             &["application", "outcome"],
         )?;
+        let drift = IntCounterVec::new(
+            Opts::new(
+                "pimbridge_drift_total",
+                "Memberships where AWS differed from the grants, found and repaired by cycles.",
+            ),
+            &["application", "kind"],
+        )?;
         let cycle_duration = HistogramVec::new(
             HistogramOpts::new(
                 "pimbridge_cycle_duration_seconds",
@@ -140,6 +151,7 @@ impl Metrics {
         registry.register(Box::new(inbound_rate_limited.clone()))?;
         registry.register(Box::new(application_quarantined.clone()))?;
         registry.register(Box::new(cycles.clone()))?;
+        registry.register(Box::new(drift.clone()))?;
         registry.register(Box::new(cycle_duration.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
@@ -155,6 +167,7 @@ impl Metrics {
             inbound_rate_limited,
             application_quarantined,
             cycles,
+            drift,
             cycle_duration,
         })
     }

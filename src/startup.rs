@@ -19,12 +19,12 @@ use std::collections::BTreeMap;
 use crate::auth::Authenticator;
 use crate::backoff::Backoff;
 use crate::config::Settings;
-use crate::dispatch::provision::{Provisioner, Target};
 use crate::dispatch::Dispatcher;
 use crate::graph::GraphClient;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
+use crate::provision::{Provisioner, Target};
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::routes;
@@ -63,7 +63,7 @@ impl Application {
         let applications: Vec<String> = settings.applications.keys().cloned().collect();
         // One SCIM client per application, shared by both lanes and the admin API, so that all
         // draw on one outbound rate limit per application.
-        let provisioner = Arc::new(build_provisioner(&settings, pool.clone(), &metrics)?);
+        let provisioner = Arc::new(build_provisioner(&settings, &metrics)?);
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             intake: Intake::new(pool.clone(), Routing::from_settings(&settings)),
@@ -237,11 +237,7 @@ impl Application {
 }
 
 /// One SCIM client per application, each reporting to the SCIM metrics.
-fn build_provisioner(
-    settings: &Settings,
-    pool: Pool,
-    metrics: &Metrics,
-) -> anyhow::Result<Provisioner> {
+fn build_provisioner(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Provisioner> {
     let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
         let observer: Arc<dyn RequestObserver> = Arc::new(ScimObserver::new(metrics.clone(), name));
@@ -253,7 +249,7 @@ fn build_provisioner(
         };
         targets.insert(name.clone(), target);
     }
-    Ok(Provisioner::new(pool, targets))
+    Ok(Provisioner::new(targets))
 }
 
 /// Every minute, forgets the rate-limit buckets of clients that have gone quiet.

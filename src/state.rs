@@ -6,9 +6,9 @@ use std::sync::Arc;
 use deadpool_postgres::Pool;
 
 use crate::auth::Authenticator;
-use crate::dispatch::provision::Provisioner;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
+use crate::provision::Provisioner;
 use crate::routes::limit::InboundLimiter;
 use crate::secret::SecretString;
 

@@ -24,3 +24,15 @@ pub fn init(settings: &LogSettings) {
         LogFormat::Pretty => builder.try_init(),
     };
 }
+
+/// An error and its sources, outermost first, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

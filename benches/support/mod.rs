@@ -6,17 +6,13 @@
 
 use std::time::Duration;
 
-use pimbridge::auth::hmac;
+use aws_scim_emulator::{EmulatorSettings, RunningEmulator, DEFAULT_TOKEN};
 use pimbridge::config::Settings;
-use pimbridge::emulator::{EmulatorSettings, RunningEmulator, DEFAULT_TOKEN};
-use pimbridge::secret::SecretString;
 use pimbridge::startup::Application;
+use testkit::postgres;
+use testkit::signing::{sign_now_with, SIGNATURE_HEADER};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-
-#[allow(dead_code)]
-#[path = "../../tests/api/postgres.rs"]
-mod postgres;
 
 pub const SECRET: &str = "bench-hmac-secret-0123456789";
 pub const GROUP: &str = "bench-group-0000-0000-000000000001";
@@ -100,15 +96,11 @@ impl Bench {
 
     /// A signed `POST /v1/events` of `body`, ready to send.
     pub fn signed_post(&self, body: String) -> reqwest::RequestBuilder {
-        let signature = hmac::sign(
-            &SecretString::new(SECRET),
-            time::OffsetDateTime::now_utc().unix_timestamp(),
-            body.as_bytes(),
-        );
+        let signature = sign_now_with(SECRET, body.as_bytes());
         self.http
             .post(format!("{}/v1/events", self.base))
             .header("content-type", "application/json")
-            .header(hmac::SIGNATURE_HEADER, signature)
+            .header(SIGNATURE_HEADER, signature)
             .body(body)
     }
 

@@ -410,6 +410,15 @@ pub struct ApplicationSettings {
     /// `user.userName`, Entra's default) or `mail` (the event's `user.email`).
     #[serde(default)]
     pub user_name_attribute: UserNameAttribute,
+    /// The longest a grant lasts: an activation without an end ends after it, and a later end is
+    /// shortened to it (noted on the grant). PIM allows at most 24 hours.
+    #[serde(default = "default_max_grant_duration")]
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub max_grant_duration: std::time::Duration,
+}
+
+fn default_max_grant_duration() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
 }
 
 /// The Entra attribute mapped to the AWS `userName`.

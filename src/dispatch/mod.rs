@@ -1,14 +1,14 @@
-//! The immediate-lane dispatcher (DESIGN.md §4).
+//! The immediate-lane dispatcher (docs/architecture.md).
 //!
 //! Woken by LISTEN/NOTIFY (with a polling fallback), it claims due immediate jobs under a lease
-//! (`store::jobs`), applies each through [`provision::Provisioner`] with bounded concurrency,
-//! and records the outcome: done (observing receipt → AWS latency), retry later with backoff that
-//! honours `Retry-After`, or failed for good with its reason. Leases are renewed while a job is in
-//! hand and expire when a replica dies, so another replica takes the job over; at worst an add is
-//! repeated, which AWS treats as a no-op.
+//! (`store::jobs`), reconciles each job's pair through [`Provisioner::reconcile`] with bounded
+//! concurrency, and settles the job: done (observing receipt → AWS latency), superseded when the
+//! pair has no active grant any more, retry later with backoff that honours `Retry-After`, or
+//! failed for good with its reason. Leases are renewed while a job is in hand and expire when a
+//! replica dies, so another replica takes the job over; at worst an add is repeated, which AWS
+//! treats as a no-op.
 
 pub mod listener;
-pub mod provision;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,13 +19,11 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchSettings;
-use crate::domain::Action;
 use crate::metrics::Metrics;
+use crate::provision::{Failure, Options, Origin, Outcome, PairRequest, Provisioner};
 use crate::secret::SecretString;
 use crate::store::jobs::{self, ClaimedJob};
-use crate::store::provisioning_log::{self, Status};
-use crate::store::{memberships, quarantine, StoreError};
-use provision::{ProvisionError, Provisioner};
+use crate::store::{quarantine, StoreError};
 
 /// Longest wait between two attempts of a failing job.
 const MAX_JOB_BACKOFF: Duration = Duration::from_secs(300);
@@ -114,25 +112,54 @@ impl Dispatcher {
         event.id = %job.source_event_id, application = %job.subject.application,
         action = job.action.as_str(), attempt = job.attempts))]
     async fn handle(&self, job: ClaimedJob) {
-        let outcome = if let Some(reason) = &job.superseded_by {
-            Outcome::Superseded(reason.clone())
-        } else {
-            let started = Instant::now();
-            let apply = self.provisioner.apply(job.action, &job.subject);
-            tokio::pin!(apply);
-            let renew_every = self.settings.lease / 3;
-            let result = loop {
-                tokio::select! {
-                    result = &mut apply => break result,
-                    () = tokio::time::sleep(renew_every) => self.renew_lease(&job).await,
-                }
-            };
-            Outcome::Applied(result, started.elapsed())
+        let started = Instant::now();
+        let reconcile = self.reconcile(&job);
+        tokio::pin!(reconcile);
+        let renew_every = self.settings.lease / 3;
+        let result = loop {
+            tokio::select! {
+                result = &mut reconcile => break result,
+                () = tokio::time::sleep(renew_every) => self.renew_lease(&job).await,
+            }
         };
-        if let Err(e) = self.record(&job, outcome).await {
+        let recorded = match result {
+            Ok(outcome) => self.settle(&job, outcome, started.elapsed()).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = recorded {
             // The lease runs out and another attempt follows; nothing is lost.
             tracing::warn!(error.message = %e, "cannot record the job's outcome; it will be retried");
         }
+    }
+
+    /// Reconciles the job's pair: adds the member if a grant is active, else nothing.
+    async fn reconcile(&self, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+        let mut db = self.pool.get().await?;
+        let request = PairRequest {
+            subject: job.subject.clone(),
+            event_id: Some(job.event_id),
+            job_id: Some(job.id),
+        };
+        let options = Options {
+            retry_transient: job.attempts < self.settings.max_attempts,
+            ..Options::default()
+        };
+        let origin = Origin::Job { job_id: job.id };
+        let report = self
+            .provisioner
+            .reconcile(
+                &mut db,
+                &job.subject.application,
+                origin,
+                &[request],
+                &options,
+            )
+            .await?;
+        Ok(report
+            .outcomes
+            .into_iter()
+            .next()
+            .unwrap_or(Outcome::NotWanted))
     }
 
     async fn renew_lease(&self, job: &ClaimedJob) {
@@ -144,71 +171,37 @@ impl Dispatcher {
         }
     }
 
-    /// Records a job's outcome, the membership AWS now has and a provisioning-log entry in one
-    /// transaction; metrics follow the commit.
-    async fn record(&self, job: &ClaimedJob, outcome: Outcome) -> Result<(), StoreError> {
+    /// Settles the job after its pair was reconciled (the record of AWS and the provisioning log
+    /// are already written); metrics follow the commit.
+    async fn settle(
+        &self,
+        job: &ClaimedJob,
+        outcome: Outcome,
+        elapsed: Duration,
+    ) -> Result<(), StoreError> {
         let mut db = self.pool.get().await?;
         let tx = db.transaction().await?;
         let owner = self.owner.as_str();
-        let (result, elapsed) = match outcome {
-            Outcome::Superseded(reason) => {
-                tracing::info!(reason = %reason, "not sent: superseded");
-                jobs::supersede(&tx, job.id, owner, &reason).await?;
-                return Ok(tx.commit().await?);
-            }
-            Outcome::Applied(result, elapsed) => (result, elapsed),
-        };
-        let mut entry = provisioning_log::Entry {
-            cycle_id: None,
-            job_id: Some(job.id),
-            action: job.action,
-            subject: &job.subject,
-            status: Status::Succeeded,
-            error_code: None,
-            reason: None,
-            elapsed_secs: elapsed.as_secs_f64(),
-        };
         let mut latency = None;
-        let reason;
-        let code;
-        match &result {
-            Ok(()) => {
+        match &outcome {
+            Outcome::Added | Outcome::Unchanged(_) => {
                 latency = jobs::complete(&tx, job.id, owner).await?;
                 if latency.is_none() {
                     tracing::warn!("lease lost before completion; another replica owns the job");
-                    return Ok(());
-                }
-                let present = job.action == Action::Add;
-                memberships::confirm(&tx, &job.subject.application, job.event_id, present).await?;
-            }
-            Err(e) => {
-                reason = crate::error::error_chain(e);
-                code = e.code();
-                entry.error_code = Some(&code);
-                entry.reason = Some(&reason);
-                if e.is_auth() {
-                    // AWS refuses our credentials: quarantine the application and leave the
-                    // change to its cycles, which back off until the credentials work again.
-                    tracing::error!(error.message = %reason,
-                        "AWS refused the credentials; application quarantined, job deferred");
-                    let app = &job.subject.application;
-                    quarantine::enter_once(&tx, app, &reason).await?;
-                    jobs::defer(&tx, job.id, owner, &reason).await?;
-                    entry.status = Status::Retrying;
-                } else if e.is_transient() && job.attempts < self.settings.max_attempts {
-                    let delay = job_backoff(job.attempts, e.retry_after());
-                    tracing::warn!(error.message = %reason, retry_in_s = delay.as_secs_f64(),
-                        "transient failure; will retry");
-                    jobs::retry_later(&tx, job.id, owner, delay.as_secs_f64(), &reason).await?;
-                    entry.status = Status::Retrying;
-                } else {
-                    tracing::error!(error.message = %reason, "job failed");
-                    jobs::fail(&tx, job.id, owner, &reason).await?;
-                    entry.status = Status::Failed;
                 }
             }
+            Outcome::NotWanted | Outcome::Removed | Outcome::Held(_) => {
+                tracing::info!("not sent: the pair has no active grant any more");
+                jobs::supersede(
+                    &tx,
+                    job.id,
+                    owner,
+                    "no active grant any more (deactivated or ended)",
+                )
+                .await?;
+            }
+            Outcome::Failed(failure) => self.settle_failure(&tx, job, failure).await?,
         }
-        provisioning_log::append(&tx, &entry).await?;
         tx.commit().await?;
         if let Some(latency) = latency {
             self.metrics
@@ -217,19 +210,39 @@ impl Dispatcher {
                 .observe(latency);
             tracing::info!(
                 latency_ms = latency * 1000.0,
+                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
                 "membership change confirmed by AWS"
             );
         }
         Ok(())
     }
-}
 
-/// What happened to a claimed job.
-enum Outcome {
-    /// Not sent: a newer event or the activation's end made it pointless.
-    Superseded(String),
-    /// Sent to AWS, with the result and how long it took.
-    Applied(Result<(), ProvisionError>, Duration),
+    async fn settle_failure(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        job: &ClaimedJob,
+        failure: &Failure,
+    ) -> Result<(), StoreError> {
+        let owner = self.owner.as_str();
+        let reason = &failure.reason;
+        if failure.auth {
+            // AWS refuses our credentials: quarantine the application and leave the change to
+            // its cycles, which back off until the credentials work again.
+            tracing::error!(error.message = %reason,
+                "AWS refused the credentials; application quarantined, job deferred");
+            quarantine::enter_once(tx, &job.subject.application, reason).await?;
+            jobs::defer(tx, job.id, owner, reason).await?;
+        } else if failure.transient && job.attempts < self.settings.max_attempts {
+            let delay = job_backoff(job.attempts, failure.retry_after);
+            tracing::warn!(error.message = %reason, retry_in_s = delay.as_secs_f64(),
+                "transient failure; will retry");
+            jobs::retry_later(tx, job.id, owner, delay.as_secs_f64(), reason).await?;
+        } else {
+            tracing::error!(error.message = %reason, "job failed");
+            jobs::fail(tx, job.id, owner, reason).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Exponential backoff for job attempts (1 s, 2 s, 4 s, … up to 5 min), never shorter than what

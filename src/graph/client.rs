@@ -29,11 +29,9 @@ use super::types::{
     ODataPage, Subscription,
 };
 use crate::outbound::error::{excerpt, non_empty_id};
-// The Graph emulator builds its next links with the same encoding.
-pub(crate) use crate::outbound::encode_query_value;
 use crate::outbound::{
-    exchange, http_client, millis, parse_base_url, Budget, Exchange, RetryPolicy,
-    DEFAULT_CONNECT_TIMEOUT,
+    encode_query_value, exchange, http_client, millis, parse_base_url, Budget, Exchange,
+    RetryPolicy, DEFAULT_CONNECT_TIMEOUT,
 };
 use crate::secret::SecretString;
 

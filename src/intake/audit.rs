@@ -296,6 +296,7 @@ impl Claim<'_> {
             group_id: required_text(group, "id", &group_path, MAX_ID_LEN)?,
             principal_id: required_text(user, "id", &user_path, MAX_ID_LEN)?,
             ends_at,
+            grant_id: None,
             user: attributes(
                 user,
                 &user_path,

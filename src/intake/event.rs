@@ -16,20 +16,7 @@ const MAX_ID_LEN: usize = 256;
 /// Longest accepted attribute value in `user` / `group`.
 const MAX_ATTRIBUTE_LEN: usize = 1024;
 
-/// A validated event, ready to store.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewEvent {
-    pub id: String,
-    pub kind: EventKind,
-    pub occurred_at: OffsetDateTime,
-    pub group_id: String,
-    pub principal_id: String,
-    pub ends_at: Option<OffsetDateTime>,
-    /// The optional `user` object, as sent (string attributes only).
-    pub user: Option<Value>,
-    /// The optional `group` object, as sent.
-    pub group: Option<Value>,
-}
+pub use crate::domain::NewEvent;
 
 /// Why a body is not a valid event or batch.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -138,6 +125,7 @@ fn parse_event(object: &Map<String, Value>, prefix: &str) -> Result<NewEvent, Ev
             ));
         }
     }
+    let grant_id = optional_string(object, "grantId", prefix, MAX_ID_LEN)?;
     let user = attributes(
         object,
         "user",
@@ -158,6 +146,7 @@ fn parse_event(object: &Map<String, Value>, prefix: &str) -> Result<NewEvent, Ev
         group_id,
         principal_id,
         ends_at,
+        grant_id,
         user,
         group,
     })

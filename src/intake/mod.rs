@@ -14,7 +14,7 @@ use deadpool_postgres::Pool;
 
 use crate::admission::{self, AdmissionRule};
 use crate::domain::{EventKind, EventSource, Lane};
-use crate::store::{events as store, StoreError};
+use crate::store::{events as store, grants, StoreError};
 use event::NewEvent;
 
 /// Times a transaction that hit a deadlock or serialisation failure is tried again.
@@ -27,6 +27,8 @@ pub struct Routing {
     pub routes: BTreeMap<String, Vec<String>>,
     /// Application name → admission rule.
     pub rules: BTreeMap<String, AdmissionRule>,
+    /// Application name → the longest a grant lasts.
+    pub max_grant: BTreeMap<String, std::time::Duration>,
 }
 
 impl Routing {
@@ -46,6 +48,11 @@ impl Routing {
                         },
                     )
                 })
+                .collect(),
+            max_grant: settings
+                .applications
+                .iter()
+                .map(|(name, app)| (name.clone(), app.max_grant_duration))
                 .collect(),
         }
     }
@@ -110,6 +117,14 @@ impl Intake {
         !self.routing.applications_for(group_id).is_empty()
     }
 
+    /// Whether `group_id` is assigned to `application`.
+    pub fn routes_to(&self, group_id: &str, application: &str) -> bool {
+        self.routing
+            .applications_for(group_id)
+            .iter()
+            .any(|a| a == application)
+    }
+
     /// Every Entra group assigned to an application.
     pub fn routed_groups(&self) -> impl Iterator<Item = &str> {
         self.routing.routes.keys().map(String::as_str)
@@ -145,14 +160,15 @@ impl Intake {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
 
-        let admitting: Vec<&str> = events
+        // Admission and grants are serialised per application: an activation and a deactivation
+        // of one pair never race, and N replicas admit as one would.
+        let routed: Vec<&str> = events
             .iter()
-            .filter(|e| e.kind == EventKind::Activation)
             .flat_map(|e| self.routing.applications_for(&e.group_id))
             .map(String::as_str)
             .collect();
-        if !admitting.is_empty() {
-            store::lock_applications(&tx, &admitting).await?;
+        if !routed.is_empty() {
+            store::lock_applications(&tx, &routed).await?;
         }
 
         let mut outcomes = vec![None; events.len()];
@@ -186,6 +202,8 @@ impl Intake {
                             decision.admitted_at,
                         )
                         .await?;
+                        self.record_grant(&tx, source, event, event_row, application)
+                            .await?;
                         any_immediate |= decision.lane == Lane::Immediate;
                         jobs.push((application.clone(), decision.lane));
                     }
@@ -201,5 +219,83 @@ impl Intake {
         Ok(IntakeSummary {
             outcomes: outcomes.into_iter().flatten().collect(),
         })
+    }
+
+    /// Starts, extends or ends the grants an event names in one application.
+    async fn record_grant(
+        &self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        source: EventSource,
+        event: &NewEvent,
+        event_row: i64,
+        application: &str,
+    ) -> Result<(), StoreError> {
+        let family = grants::source_family(source.as_str());
+        match event.kind {
+            EventKind::Activation => {
+                let max = self
+                    .routing
+                    .max_grant
+                    .get(application)
+                    .copied()
+                    .unwrap_or(DEFAULT_MAX_GRANT);
+                let (ends_at, note) = grant_end(event, max, time::OffsetDateTime::now_utc());
+                grants::record_activation(
+                    tx,
+                    &grants::Activation {
+                        application,
+                        source: family,
+                        grant_key: event.grant_id.as_deref().unwrap_or(&event.id),
+                        principal_id: &event.principal_id,
+                        group_id: &event.group_id,
+                        occurred_at: event.occurred_at,
+                        ends_at,
+                        event_id: event_row,
+                        note,
+                    },
+                )
+                .await?;
+            }
+            EventKind::Deactivation => {
+                grants::record_deactivation(
+                    tx,
+                    &grants::Deactivation {
+                        application,
+                        source: family,
+                        grant_key: event.grant_id.as_deref(),
+                        principal_id: &event.principal_id,
+                        group_id: &event.group_id,
+                        occurred_at: event.occurred_at,
+                        event_id: event_row,
+                    },
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The longest grant when an application sets no bound: PIM's longest activation.
+const DEFAULT_MAX_GRANT: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
+/// Why a grant ends earlier than its event asked.
+const CLAMPED_NOTE: &str = "endsAt was beyond max_grant_duration from now; the grant ends then";
+/// Why a grant without `endsAt` ends at all.
+const NO_END_NOTE: &str = "no endsAt: the grant ends max_grant_duration after it started";
+
+/// When an activation's grant ends: its `endsAt`, or `max` after it started, and never more than
+/// `max` from `now` (so a grant dated far ahead cannot outlive the bound). With a note when the
+/// end is not the one the event asked for.
+pub fn grant_end(
+    event: &NewEvent,
+    max: std::time::Duration,
+    now: time::OffsetDateTime,
+) -> (time::OffsetDateTime, Option<&'static str>) {
+    let bound = now + max;
+    match event.ends_at {
+        Some(ends) if ends > bound => (bound, Some(CLAMPED_NOTE)),
+        Some(ends) => (ends, None),
+        None => ((event.occurred_at + max).min(bound), Some(NO_END_NOTE)),
     }
 }

@@ -149,6 +149,7 @@ impl Resolver {
                 group_id: group_id.to_owned(),
                 principal_id: activation.principal_id,
                 ends_at: activation.end.filter(|end| *end > occurred_at),
+                grant_id: Some(activation.grant_id),
                 user: Some(user_attributes(&user)),
                 group: group_attributes.clone(),
             });
@@ -161,6 +162,7 @@ impl Resolver {
                 group_id: group_id.to_owned(),
                 principal_id: deactivation.principal_id,
                 ends_at: None,
+                grant_id: None,
                 user: None,
                 group: None,
             });

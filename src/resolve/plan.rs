@@ -22,6 +22,8 @@ pub struct Known {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Activation {
     pub id: String,
+    /// The grant: the PIM instance, whatever its end (a new end is an extension of it).
+    pub grant_id: String,
     pub principal_id: String,
     pub start: Option<OffsetDateTime>,
     pub end: Option<OffsetDateTime>,
@@ -77,6 +79,7 @@ pub fn changes(
         .iter()
         .map(|i| Activation {
             id: activation_id(i),
+            grant_id: format!("instance:{}", i.id),
             principal_id: i.principal_id.clone(),
             start: i.start,
             end: i.end,

@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 
 use crate::domain::{Action, Subject};
 use crate::error::ApiError;
+use crate::provision::{Options, Origin, Outcome, PairRequest};
 use crate::state::AppState;
-use crate::store::provisioning_log::{self, Status};
-use crate::store::{cycles, jobs, quarantine, reports, StoreError};
+use crate::store::{cycles, grants, jobs, quarantine, reports, StoreError};
 
 /// Rows a listing returns unless `limit` says otherwise.
 const DEFAULT_LIMIT: i64 = 100;
@@ -163,7 +163,7 @@ async fn test_connection(
         .client
         .test_connection()
         .await
-        .map_err(crate::dispatch::provision::ProvisionError::from)?;
+        .map_err(crate::provision::ProvisionError::from)?;
     Ok(HttpResponse::Ok().json(json!({
         "application": name,
         "ok": true,
@@ -171,13 +171,18 @@ async fn test_connection(
     })))
 }
 
-/// An on-demand change, as Entra's "provision on demand".
+/// An on-demand change, as Entra's "provision on demand", through the same grants as PIM: `add`
+/// records an operator's grant (until `endsAt`, or until removed) and reconciles the pair; `remove`
+/// ends that grant and reconciles (a user whose PIM grant still runs stays a member). `add`
+/// without `principalId` provisions the group alone, so permission sets can be assigned to it
+/// before anyone activates.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct ProvisionRequest {
     action: String,
-    principal_id: String,
+    principal_id: Option<String>,
     group_id: String,
+    ends_at: Option<String>,
     user: Option<Value>,
     group: Option<Value>,
 }
@@ -189,7 +194,7 @@ async fn provision(
     body: web::Json<ProvisionRequest>,
 ) -> Result<HttpResponse, ApiError> {
     let name = application(&state, &name)?;
-    let db = connection(&state).await?;
+    let mut db = connection(&state).await?;
     let body = body.into_inner();
     let action = match body.action.as_str() {
         "add" => Action::Add,
@@ -200,55 +205,97 @@ async fn provision(
             )))
         }
     };
-    for (field, value) in [
-        ("principalId", &body.principal_id),
-        ("groupId", &body.group_id),
-    ] {
-        if value.trim().is_empty() {
-            return Err(ApiError::InvalidRequest(format!(
-                "{field}: must not be empty"
-            )));
-        }
+    if body.group_id.trim().is_empty() {
+        return Err(ApiError::InvalidRequest(
+            "groupId: must not be empty".into(),
+        ));
     }
+    if !state.intake.routes_to(&body.group_id, name) {
+        return Err(ApiError::InvalidRequest(format!(
+            "groupId: the group is not assigned to application `{name}`"
+        )));
+    }
+    let ends_at = match body.ends_at.as_deref() {
+        Some(text) => Some(
+            OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).map_err(
+                |_| ApiError::InvalidRequest("endsAt: not an RFC 3339 timestamp".into()),
+            )?,
+        ),
+        None => None,
+    };
+    let Some(principal_id) = body.principal_id.filter(|p| !p.trim().is_empty()) else {
+        if action == Action::Remove {
+            return Err(ApiError::InvalidRequest(
+                "principalId: must not be empty".into(),
+            ));
+        }
+        let subject = Subject {
+            application: name.to_owned(),
+            principal_id: String::new(),
+            group_id: body.group_id,
+            user_attributes: None,
+            group_attributes: body.group,
+        };
+        let group = state.provisioner.provision_group(&db, &subject).await?;
+        tracing::info!(application = %name, "group provisioned on demand");
+        return Ok(HttpResponse::Ok().json(json!({
+            "application": name, "action": "create_group", "status": "succeeded", "awsGroupId": group,
+        })));
+    };
     let subject = Subject {
         application: name.to_owned(),
-        principal_id: body.principal_id,
+        principal_id,
         group_id: body.group_id,
         user_attributes: body.user,
         group_attributes: body.group,
     };
+    match action {
+        Action::Add => {
+            grants::record_operator_grant(
+                &db,
+                name,
+                &subject.principal_id,
+                &subject.group_id,
+                ends_at,
+            )
+            .await?;
+        }
+        Action::Remove => {
+            grants::end_operator_grant(&db, name, &subject.principal_id, &subject.group_id).await?;
+        }
+    }
     let started = Instant::now();
-    let result = state.provisioner.apply(action, &subject).await;
-    let failure = result
-        .as_ref()
-        .err()
-        .map(|e| (e.code(), crate::error::error_chain(e)));
-    let entry = provisioning_log::Entry {
-        cycle_id: None,
+    let request = PairRequest {
+        subject,
+        event_id: None,
         job_id: None,
-        action,
-        subject: &subject,
-        status: if failure.is_some() {
-            Status::Failed
-        } else {
-            Status::Succeeded
-        },
-        error_code: failure.as_ref().map(|f| f.0.as_str()),
-        reason: Some(
-            failure
-                .as_ref()
-                .map_or("provisioned on demand by an operator", |f| f.1.as_str()),
-        ),
-        elapsed_secs: started.elapsed().as_secs_f64(),
     };
-    provisioning_log::append(&db, &entry).await?;
-    result?;
-    tracing::info!(application = %name, action = action.as_str(), "provisioned on demand");
+    let report = state
+        .provisioner
+        .reconcile(
+            &mut db,
+            name,
+            Origin::Operator,
+            &[request],
+            &Options::default(),
+        )
+        .await?;
+    let (status, reason) = match report.outcomes.first() {
+        Some(Outcome::Added) => ("added", None),
+        Some(Outcome::Removed) => ("removed", None),
+        Some(Outcome::Unchanged(reason)) => ("unchanged", Some((*reason).to_owned())),
+        Some(Outcome::Failed(failure)) => return Err(ApiError::ChangeFailed(failure.clone())),
+        Some(other) => ("unchanged", Some(format!("{other:?}"))),
+        None => ("unchanged", None),
+    };
+    tracing::info!(application = %name, action = action.as_str(), status, "provisioned on demand");
     Ok(HttpResponse::Ok().json(json!({
         "application": name,
         "action": action.as_str(),
-        "status": "succeeded",
-        "elapsedMs": entry.elapsed_secs * 1000.0,
+        "status": status,
+        "reason": reason,
+        "member": report.desired.first().copied().unwrap_or(false),
+        "elapsedMs": started.elapsed().as_secs_f64() * 1000.0,
     })))
 }
 

@@ -9,7 +9,7 @@ use serde_json::Value;
 use time::OffsetDateTime;
 
 use super::StoreError;
-use crate::domain::{EventKind, Subject};
+use crate::domain::Subject;
 
 /// First half of the advisory lock key of cycles ("pimb"); the second is the application's hash.
 const CYCLE_LOCK_CLASS: i32 = 0x7069_6d62;
@@ -125,92 +125,74 @@ pub async fn start(
     })
 }
 
-/// One user in one group that a cycle must bring up to date, with its newest event.
+/// One user in one group a cycle looks at, with the deferred jobs it settles.
 #[derive(Debug, Clone)]
-pub struct PendingPair {
-    /// The newest event's user and group, with the newest attributes any of their events carried.
+pub struct WorkPair {
+    /// The user and group, with the newest attributes any of their events carried.
     pub subject: Subject,
-    /// The newest event (by `occurredAt`, then arrival) routed to this application.
-    pub latest_event_id: i64,
-    pub latest_kind: EventKind,
-    pub latest_ends_at: Option<OffsetDateTime>,
-    /// What pimbridge last confirmed in AWS: member or not; `None` if never confirmed.
-    pub confirmed_present: Option<bool>,
-    /// The pending deferred jobs this cycle settles (none for a pure expiry).
+    /// The newest pending deferred job and its event (for the log), if any.
+    pub job_id: Option<i64>,
+    pub event_id: Option<i64>,
+    /// The pending deferred jobs this cycle settles (none for expiry or a drift check).
     pub job_ids: Vec<i64>,
 }
 
-/// Every pair with pending deferred jobs received up to the cutoff, and every membership whose
-/// activation ended by then; each with its newest event. One statement, so one snapshot: a job
-/// committed meanwhile is neither counted nor settled.
-pub async fn pending_pairs(
+/// The pairs a cycle looks at: those with pending deferred jobs received up to the cutoff, those
+/// with an active grant (checked in AWS), and those pimbridge owns that AWS may still hold (their
+/// grants may have ended). Found through indexed per-application look-ups, so planning costs what
+/// the pending work and the live grants cost, not what history does. One statement, one snapshot.
+pub async fn work(
     client: &impl GenericClient,
     application: &str,
     cutoff: OffsetDateTime,
-) -> Result<Vec<PendingPair>, StoreError> {
+) -> Result<Vec<WorkPair>, StoreError> {
     let rows = client
         .query(
             "WITH pending AS (
-                 SELECT e.principal_id, e.group_id, array_agg(j.id ORDER BY j.id) AS job_ids
+                 SELECT e.principal_id, e.group_id, array_agg(j.id ORDER BY j.id) AS job_ids,
+                        max(j.id) AS job_id, max(e.id) AS event_id
                  FROM jobs j JOIN events e ON e.id = j.event_id
                  WHERE j.application = $1 AND j.lane = 'deferred' AND j.state = 'pending'
                    AND j.created_at <= $2
                  GROUP BY e.principal_id, e.group_id
-             ), expired AS (
-                 SELECT principal_id, group_id FROM memberships
-                 WHERE application = $1 AND present AND ends_at <= $2
+             ), live AS (
+                 SELECT principal_id, group_id FROM aws_memberships
+                 WHERE application = $1 AND aws_state <> 'absent' AND provenance = 'owned'
+                 UNION
+                 SELECT principal_id, group_id FROM grants
+                 WHERE application = $1 AND effective_end > $2
              ), work AS (
-                 SELECT coalesce(p.principal_id, x.principal_id) AS principal_id,
-                        coalesce(p.group_id, x.group_id) AS group_id,
-                        coalesce(p.job_ids, '{}') AS job_ids
-                 FROM pending p FULL JOIN expired x
-                   ON x.principal_id = p.principal_id AND x.group_id = p.group_id
-             ), routed AS (
-                 SELECT e.* FROM events e
-                 WHERE e.received_at <= $2
-                   AND EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id AND j.application = $1)
+                 SELECT principal_id, group_id, coalesce(p.job_ids, '{}') AS job_ids,
+                        p.job_id, p.event_id
+                 FROM pending p FULL JOIN live l USING (principal_id, group_id)
              )
-             SELECT w.principal_id, w.group_id, w.job_ids, l.id, l.kind, l.ends_at,
-                    (SELECT r.user_attributes FROM routed r
-                     WHERE r.principal_id = w.principal_id AND r.group_id = w.group_id
-                       AND r.user_attributes IS NOT NULL
-                     ORDER BY r.occurred_at DESC, r.id DESC LIMIT 1),
-                    (SELECT r.group_attributes FROM routed r
-                     WHERE r.principal_id = w.principal_id AND r.group_id = w.group_id
-                       AND r.group_attributes IS NOT NULL
-                     ORDER BY r.occurred_at DESC, r.id DESC LIMIT 1),
-                    m.present
+             SELECT w.principal_id, w.group_id, w.job_ids, w.job_id, w.event_id,
+                    (SELECT e.user_attributes FROM events e
+                     WHERE e.principal_id = w.principal_id AND e.group_id = w.group_id
+                       AND e.user_attributes IS NOT NULL
+                     ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1),
+                    (SELECT e.group_attributes FROM events e
+                     WHERE e.principal_id = w.principal_id AND e.group_id = w.group_id
+                       AND e.group_attributes IS NOT NULL
+                     ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1)
              FROM work w
-             CROSS JOIN LATERAL (
-                 SELECT r.id, r.kind, r.ends_at FROM routed r
-                 WHERE r.principal_id = w.principal_id AND r.group_id = w.group_id
-                 ORDER BY r.occurred_at DESC, r.id DESC LIMIT 1
-             ) l
-             LEFT JOIN memberships m ON m.application = $1
-                  AND m.principal_id = w.principal_id AND m.group_id = w.group_id
              ORDER BY w.group_id, w.principal_id",
             &[&application, &cutoff],
         )
         .await?;
     Ok(rows
         .iter()
-        .map(|r| PendingPair {
+        .map(|r| WorkPair {
             subject: Subject {
                 application: application.to_owned(),
                 principal_id: r.get(0),
                 group_id: r.get(1),
-                user_attributes: r.get::<_, Option<Value>>(6),
-                group_attributes: r.get::<_, Option<Value>>(7),
+                user_attributes: r.get::<_, Option<Value>>(5),
+                group_attributes: r.get::<_, Option<Value>>(6),
             },
             job_ids: r.get(2),
-            latest_event_id: r.get(3),
-            latest_kind: if r.get::<_, &str>(4) == "deactivation" {
-                EventKind::Deactivation
-            } else {
-                EventKind::Activation
-            },
-            latest_ends_at: r.get(5),
-            confirmed_present: r.get(8),
+            job_id: r.get(3),
+            event_id: r.get(4),
         })
         .collect())
 }
@@ -222,24 +204,26 @@ pub struct CompletedJob {
     pub latency_secs: f64,
 }
 
-/// Ends a pair's jobs after AWS reflects the newest event: the job of that event is done, older
-/// ones are superseded. Returns the done jobs with their latency.
+/// Ends a pair's jobs after AWS reflects its grants: jobs that asked for that state are done,
+/// the others superseded. Returns the done jobs with their latency.
 pub async fn settle_applied(
     client: &impl GenericClient,
     cycle_id: i64,
-    pair: &PendingPair,
+    job_ids: &[i64],
+    member: bool,
 ) -> Result<Vec<CompletedJob>, StoreError> {
     let rows = client
         .query(
             "UPDATE jobs j
-             SET state = CASE WHEN j.event_id = $3 THEN 'done' ELSE 'superseded' END,
-                 note = CASE WHEN j.event_id = $3 THEN NULL ELSE 'superseded by a newer event' END,
+             SET state = CASE WHEN (j.action = 'add') = $3 THEN 'done' ELSE 'superseded' END,
+                 note = CASE WHEN (j.action = 'add') = $3 THEN NULL
+                             ELSE 'superseded: the grants decided otherwise' END,
                  completed_at = clock_timestamp(), last_error = NULL, cycle_id = $1
              FROM events e
              WHERE j.id = ANY($2) AND j.state = 'pending' AND e.id = j.event_id
              RETURNING j.state, j.action,
                        extract(epoch FROM (j.completed_at - e.received_at))::float8",
-            &[&cycle_id, &pair.job_ids, &pair.latest_event_id],
+            &[&cycle_id, &job_ids, &member],
         )
         .await?;
     Ok(rows
@@ -258,7 +242,7 @@ pub async fn settle_applied(
 pub async fn settle_failed(
     client: &impl GenericClient,
     cycle_id: i64,
-    pair: &PendingPair,
+    job_ids: &[i64],
     reason: &str,
     transient: bool,
     attempted: bool,
@@ -276,7 +260,7 @@ pub async fn settle_failed(
              RETURNING state",
             &[
                 &cycle_id,
-                &pair.job_ids,
+                &job_ids,
                 &reason,
                 &transient,
                 &max_attempts,

@@ -4,8 +4,7 @@ use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
 use super::StoreError;
-use crate::domain::{Action, EventSource, Lane};
-use crate::intake::event::NewEvent;
+use crate::domain::{Action, EventSource, Lane, NewEvent};
 
 /// Inserts `event` unless `(source, id)` is already stored. Returns the new row id, or `None` for a
 /// redelivery.

@@ -20,8 +20,6 @@ pub struct ClaimedJob {
     /// The sender's event id (for logs).
     pub source_event_id: String,
     pub subject: Subject,
-    /// Why the change is no longer wanted, when a newer event or the activation's end says so.
-    pub superseded_by: Option<String>,
 }
 
 /// Claims up to `limit` due immediate jobs (pending and due, or running with an expired lease).
@@ -48,17 +46,17 @@ pub async fn claim_immediate(
                      attempts = j.attempts + 1
                  FROM due WHERE j.id = due.id
                  RETURNING j.id, j.application, j.action, j.attempts, j.event_id
+             ), in_flight AS (
+                 -- Written ahead with the claim: a request may go out from now on, so the record
+                 -- of AWS for the pair is `unknown` until its outcome is recorded.
+                 INSERT INTO aws_memberships (application, principal_id, group_id, aws_state)
+                 SELECT DISTINCT c.application, e.principal_id, e.group_id, 'unknown'
+                 FROM claimed c JOIN events e ON e.id = c.event_id
+                 ON CONFLICT (application, principal_id, group_id) DO UPDATE
+                 SET aws_state = 'unknown', updated_at = clock_timestamp()
              )
              SELECT c.id, c.application, c.action, c.attempts, e.id, e.source_event_id, e.group_id,
-                    e.principal_id, e.user_attributes, e.group_attributes,
-                    CASE
-                      WHEN e.ends_at <= clock_timestamp() THEN 'the activation has already ended'
-                      WHEN (SELECT l.kind FROM events l JOIN jobs lj
-                              ON lj.event_id = l.id AND lj.application = c.application
-                            WHERE l.principal_id = e.principal_id AND l.group_id = e.group_id
-                            ORDER BY l.occurred_at DESC, l.id DESC LIMIT 1) = 'deactivation'
-                        THEN 'a newer deactivation'
-                    END
+                    e.principal_id, e.user_attributes, e.group_attributes
              FROM claimed c JOIN events e ON e.id = c.event_id
              ORDER BY c.id",
             &[&owner, &lease_secs, &limit],
@@ -83,7 +81,6 @@ pub async fn claim_immediate(
                 user_attributes: r.get(8),
                 group_attributes: r.get(9),
             },
-            superseded_by: r.get(10),
         })
         .collect())
 }

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "graph_subscriptions",
         include_str!("../../sql/0005_graph_subscriptions.sql"),
     ),
+    (
+        6,
+        "grants_and_aws_state",
+        include_str!("../../sql/0006_grants_and_aws_state.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).

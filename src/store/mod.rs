@@ -3,12 +3,13 @@
 //! Query functions take `&impl GenericClient`, so they run on a pooled connection or inside the
 //! caller's transaction; the use case owns the transaction.
 
+pub mod aws_memberships;
 pub mod cycles;
 pub mod events;
+pub mod grants;
 pub mod graph_hints;
 pub mod graph_subscriptions;
 pub mod jobs;
-pub mod memberships;
 pub mod migrate;
 pub mod provisioning_log;
 pub mod quarantine;

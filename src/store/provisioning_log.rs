@@ -14,6 +14,10 @@ pub enum Status {
     /// Failed transiently; it will be tried again.
     Retrying,
     Failed,
+    /// Not sent: a newer deactivation or the grant's end made it pointless.
+    Superseded,
+    /// A removal held back (a cycle over its removal threshold).
+    Held,
 }
 
 impl Status {
@@ -23,6 +27,35 @@ impl Status {
             Self::Skipped => "skipped",
             Self::Retrying => "retrying",
             Self::Failed => "failed",
+            Self::Superseded => "superseded",
+            Self::Held => "held",
+        }
+    }
+}
+
+/// The step an entry records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogAction {
+    Add,
+    Remove,
+    CreateGroup,
+}
+
+impl LogAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Add => "add",
+            Self::Remove => "remove",
+            Self::CreateGroup => "create_group",
+        }
+    }
+}
+
+impl From<Action> for LogAction {
+    fn from(action: Action) -> Self {
+        match action {
+            Action::Add => Self::Add,
+            Action::Remove => Self::Remove,
         }
     }
 }
@@ -32,7 +65,10 @@ impl Status {
 pub struct Entry<'a> {
     pub cycle_id: Option<i64>,
     pub job_id: Option<i64>,
-    pub action: Action,
+    /// The event behind the change, and the grant that decided it.
+    pub event_id: Option<i64>,
+    pub grant_id: Option<i64>,
+    pub action: LogAction,
     pub subject: &'a Subject,
     pub status: Status,
     pub error_code: Option<&'a str>,
@@ -46,9 +82,9 @@ pub async fn append(client: &impl GenericClient, entry: &Entry<'_>) -> Result<()
     client
         .execute(
             "INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
-                 group_id, status, error_code, reason, started_at)
+                 group_id, status, error_code, reason, started_at, event_id, grant_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                     clock_timestamp() - make_interval(secs => $10))",
+                     clock_timestamp() - make_interval(secs => $10), $11, $12)",
             &[
                 &entry.subject.application,
                 &entry.cycle_id,
@@ -60,6 +96,8 @@ pub async fn append(client: &impl GenericClient, entry: &Entry<'_>) -> Result<()
                 &entry.error_code,
                 &entry.reason,
                 &entry.elapsed_secs,
+                &entry.event_id,
+                &entry.grant_id,
             ],
         )
         .await?;

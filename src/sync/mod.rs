@@ -1,11 +1,10 @@
-//! Sync cycles (DESIGN.md §5): the deferred lane, deactivations and ended activations.
+//! Sync cycles (docs/correctness.md): the deferred lane, deactivations, ended grants and drift.
 //!
 //! Every replica checks each application every `sync.check_interval`; the one that takes the
 //! application's advisory lock and finds its cycle due runs it. An application's first cycle is
 //! due at once; each later one `cycle_interval` after the previous one started.
 
 pub mod cycle;
-pub mod plan;
 pub mod quarantine;
 
 use std::collections::BTreeMap;
@@ -15,11 +14,11 @@ use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SyncSettings;
-use crate::dispatch::provision::Provisioner;
 use crate::metrics::Metrics;
+use crate::provision::Provisioner;
 use crate::store::quarantine as store_quarantine;
 use crate::store::{cycles, StoreError};
-pub use cycle::CycleReport;
+pub use cycle::{CycleOutcome, CycleReport};
 use quarantine::Verdict;
 
 /// Runs the sync cycles of every configured application from this replica.
@@ -92,7 +91,7 @@ impl CycleRunner {
         if let Ok(Some(report)) = &result {
             self.metrics
                 .cycles
-                .with_label_values(&[application, report.outcome])
+                .with_label_values(&[application, report.outcome.as_str()])
                 .inc();
             self.metrics
                 .cycle_duration
@@ -122,7 +121,7 @@ impl CycleRunner {
             };
         }
         // An interrupted cycle leaves its work to the next one, which is due at once.
-        let next_in = if report.outcome == "interrupted" {
+        let next_in = if report.outcome == CycleOutcome::Interrupted {
             0.0
         } else {
             interval
@@ -131,7 +130,7 @@ impl CycleRunner {
         report.duration_secs = cycles::finish(
             &tx,
             report.id,
-            report.outcome,
+            report.outcome.as_str(),
             report.auth_failure.as_deref(),
             &report.counts,
             next_in,
@@ -153,7 +152,7 @@ impl CycleRunner {
         }
         tx.commit().await?;
         let c = &report.counts;
-        tracing::info!(cycle.id = report.id, application = %application, outcome = report.outcome,
+        tracing::info!(cycle.id = report.id, application = %application, outcome = report.outcome.as_str(),
             applied = c.applied, skipped = c.skipped, failed = c.failed, retrying = c.retrying,
             duration_s = report.duration_secs, "cycle finished");
         Ok(Some(report))
@@ -187,7 +186,7 @@ impl CycleRunner {
             Ok(_) => Ok(()),
             Err(e) => Err(format!(
                 "the connection test failed: {}",
-                crate::error::error_chain(&e)
+                crate::telemetry::error_chain(&e)
             )),
         }
     }

@@ -26,7 +26,7 @@ pub enum Verdict {
 
 /// Judges a finished cycle of an application that was (or was not) quarantined when it started.
 pub fn verdict(report: &CycleReport, quarantined: bool) -> Verdict {
-    if report.outcome == "interrupted" {
+    if report.outcome == super::CycleOutcome::Interrupted {
         return Verdict::Keep;
     }
     if let Some(reason) = &report.auth_failure {
@@ -59,7 +59,7 @@ mod tests {
     fn report(applied: i32, failed: i32, retrying: i32, auth: bool) -> CycleReport {
         CycleReport {
             id: 7,
-            outcome: "partial",
+            outcome: crate::sync::CycleOutcome::Partial,
             counts: CycleCounts {
                 planned: applied + failed + retrying,
                 applied,

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use pimbridge::emulator::Fault;
+use aws_scim_emulator::Fault;
 use reqwest::Method;
 use serde_json::{json, Value};
 

@@ -2,9 +2,9 @@
 
 use std::time::{Duration, Instant};
 
+use aws_scim_emulator::{Fault, RunningEmulator, DEFAULT_TOKEN};
 use pimbridge::admission::{self, AdmissionRule};
 use pimbridge::domain::Lane;
-use pimbridge::emulator::{Fault, RunningEmulator, DEFAULT_TOKEN};
 use serde_json::{json, Value};
 
 use crate::fixture::*;

@@ -168,8 +168,10 @@ mod resolution {
 
     use std::time::{Duration, Instant};
 
-    use pimbridge::graph::{GraphClient, GraphGroup, GraphUser, NewSubscription};
-    use pimbridge::graph_emulator::{GraphEmulatorSettings, GraphFault, RunningGraphEmulator};
+    use graph_emulator::{
+        GraphEmulatorSettings, GraphFault, GraphGroup, GraphUser, RunningGraphEmulator,
+    };
+    use pimbridge::graph::{GraphClient, NewSubscription};
     use pimbridge::secret::SecretString;
     use serde_json::json;
 

@@ -1,9 +1,11 @@
-//! Integration tests: the real application over HTTP against a real Postgres.
-//! One binary for all of them, to link once.
+//! Integration tests of the pimbridge crate: the real application over HTTP against a real
+//! Postgres, and its SCIM and Graph clients against the project's emulators. One binary for
+//! all of them, to link once.
 // Test support code may panic: a failed set-up is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod architecture;
 mod audit;
 mod auth;
 mod config_cli;
@@ -12,11 +14,14 @@ mod dispatch;
 mod eventgrid;
 mod fixture;
 mod graph;
+mod graph_client;
 mod health;
 mod helpers;
 mod intake;
 mod limit;
+mod membership;
 mod postgres;
 mod quarantine;
+mod scim_client;
 mod shutdown;
 mod tls;

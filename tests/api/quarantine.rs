@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use pimbridge::emulator::Fault;
+use aws_scim_emulator::Fault;
 
 use crate::fixture::*;
 use crate::helpers::*;

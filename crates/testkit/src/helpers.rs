@@ -1,0 +1,246 @@
+//! `TestApp`: the real application on port 0 against a fresh database, with typed helpers.
+
+use std::time::Duration;
+
+use pimbridge::auth::hmac;
+use pimbridge::config::Settings;
+use pimbridge::startup::Application;
+use serde_json::{json, Value};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::postgres::PgServer;
+
+/// The HMAC secret test apps accept.
+pub const HMAC_SECRET: &str = "test-hmac-secret-0123456789";
+/// Group assigned to application `alpha`.
+pub const GROUP_A: &str = "11111111-aaaa-4aaa-8aaa-000000000001";
+/// Group assigned to application `beta`.
+pub const GROUP_B: &str = "22222222-bbbb-4bbb-8bbb-000000000002";
+/// Group assigned to both applications.
+pub const GROUP_AB: &str = "33333333-cccc-4ccc-8ccc-000000000003";
+/// Group assigned to no application.
+pub const GROUP_UNKNOWN: &str = "99999999-dddd-4ddd-8ddd-000000000009";
+
+/// The configuration of a test app; tests adjust it before spawning.
+pub fn test_settings(database_url: &str) -> String {
+    format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        shutdown_timeout = "5s"
+        workers = 2
+        [database]
+        url = "{database_url}"
+        max_connections = 8
+        connect_timeout = "2s"
+        [intake]
+        hmac_secret = "{HMAC_SECRET}"
+        # Off: tests post from one address far faster than any sender (tests/api/limit.rs checks it).
+        requests_per_second = 0
+        [dispatch]
+        enabled = false
+        [sync]
+        enabled = false
+        [log]
+        format = "pretty"
+        level = "warn"
+        [applications.alpha]
+        scim_url = "http://127.0.0.1:9/scim/v2"
+        scim_token = "alpha-token"
+        groups = ["{GROUP_A}", "{GROUP_AB}"]
+        [applications.beta]
+        scim_url = "http://127.0.0.1:9/scim/v2"
+        scim_token = "beta-token"
+        groups = ["{GROUP_B}", "{GROUP_AB}"]
+        "#
+    )
+}
+
+pub struct TestApp {
+    pub address: String,
+    pub database_url: String,
+    pub db: tokio_postgres::Client,
+    pub http: reqwest::Client,
+    settings_toml: String,
+    shutdown: CancellationToken,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Starts an app on the shared server with the default test settings.
+pub async fn spawn_app() -> TestApp {
+    let url = PgServer::shared().fresh_database().await;
+    spawn_app_with(test_settings(&url), &url).await
+}
+
+/// Starts an app from a TOML configuration whose database is `database_url`.
+pub async fn spawn_app_with(settings_toml: String, database_url: &str) -> TestApp {
+    spawn_app_with_assertions_via(settings_toml, database_url).await
+}
+
+/// Starts an app from a TOML configuration; the test's own queries (`TestApp::db`) connect with
+/// `database_url`, without TLS.
+pub async fn spawn_app_with_assertions_via(settings_toml: String, database_url: &str) -> TestApp {
+    if std::env::var("TEST_LOG").is_ok() {
+        pimbridge::telemetry::init(&pimbridge::config::LogSettings::default());
+    }
+    let (db, connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect to the test database");
+    tokio::spawn(connection);
+    let mut app = TestApp {
+        address: String::new(),
+        database_url: database_url.to_owned(),
+        db,
+        http: reqwest::Client::new(),
+        settings_toml,
+        shutdown: CancellationToken::new(),
+        task: None,
+    };
+    app.start().await;
+    app.wait_until_ready().await;
+    app
+}
+
+impl TestApp {
+    async fn start(&mut self) {
+        let settings = Settings::from_toml_str(&self.settings_toml).expect("valid test settings");
+        let application = Application::build(settings).await.expect("app builds");
+        self.address = format!("http://127.0.0.1:{}", application.port());
+        self.shutdown = application.shutdown_token();
+        self.task = Some(tokio::spawn(application.run_until_stopped()));
+    }
+
+    /// Stops the app gracefully and starts a new one with the same settings and database.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start().await;
+        self.wait_until_ready().await;
+    }
+
+    /// Stops the app and waits until it has exited.
+    pub async fn stop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("app task").expect("app exits cleanly");
+        }
+    }
+
+    pub async fn wait_until_ready(&self) {
+        for _ in 0..200 {
+            if let Ok(r) = self
+                .http
+                .get(format!("{}/health/ready", self.address))
+                .send()
+                .await
+            {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the app did not become ready");
+    }
+
+    /// Posts `body` to /v1/events signed with the test secret.
+    pub async fn post_events(&self, body: &Value) -> reqwest::Response {
+        self.post_events_raw(body.to_string().into_bytes(), "application/json")
+            .await
+    }
+
+    pub async fn post_events_raw(&self, body: Vec<u8>, content_type: &str) -> reqwest::Response {
+        let signature = sign_now(&body);
+        self.http
+            .post(format!("{}/v1/events", self.address))
+            .header("content-type", content_type)
+            .header(hmac::SIGNATURE_HEADER, signature)
+            .body(body)
+            .send()
+            .await
+            .expect("request sent")
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.db.query_one(sql, &[]).await.unwrap().get(0)
+    }
+
+    pub async fn events(&self) -> i64 {
+        self.count("SELECT count(*) FROM events").await
+    }
+
+    pub async fn jobs(&self) -> i64 {
+        self.count("SELECT count(*) FROM jobs").await
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.address))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// An `X-Pimbridge-Signature` value for `body`, signed now with the test secret.
+pub fn sign_now(body: &[u8]) -> String {
+    crate::signing::sign_now_with(HMAC_SECRET, body)
+}
+
+/// An RFC 3339 timestamp `offset_secs` from now.
+pub fn at(offset_secs: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::seconds(offset_secs))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+/// A valid activation event: it happened a minute ago and runs for eight hours.
+pub fn activation(id: &str, group: &str, principal: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "activation",
+        "occurredAt": at(-60),
+        "groupId": group,
+        "principalId": principal,
+        "endsAt": at(8 * 3600),
+        "user": {"userName": format!("{principal}@contoso.com"), "givenName": "Alice",
+                 "familyName": "Liddell", "displayName": "Alice Liddell",
+                 "email": format!("{principal}@contoso.com")},
+        "group": {"displayName": "AWS-Admins"}
+    })
+}
+
+/// A valid deactivation event: it happened now, after any `activation` made before it.
+pub fn deactivation(id: &str, group: &str, principal: &str) -> Value {
+    json!({
+        "id": id,
+        "type": "deactivation",
+        "occurredAt": at(0),
+        "groupId": group,
+        "principalId": principal
+    })
+}
+
+/// Reads a metric sample's value from an exposition, by name and label set.
+pub fn metric_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}

@@ -1,0 +1,115 @@
+//! The one way into AWS: make AWS reflect the grants of some (user, group) pairs, and record what
+//! happened (docs/architecture.md, docs/correctness.md).
+//!
+//! The dispatcher (immediate lane), sync cycles and the admin API all call [`Provisioner::reconcile`];
+//! nothing else calls the SCIM client for writes. A reconciliation holds each pair's lock while it
+//! reads the pair's desired state and record, sends what differs, and records the outcome, so no two
+//! requests for one pair are ever in flight together and a policy fix is made in one place.
+
+mod decide;
+mod reconcile;
+mod resolve;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::config::UserNameAttribute;
+use crate::scim::{ScimClient, ScimError};
+use crate::store::StoreError;
+
+pub use decide::{decide, Step};
+pub use reconcile::{Failure, Options, Origin, Outcome, PairRequest, Reconciled};
+
+/// Why a change could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionError {
+    /// AWS (or the way to it) failed; `is_transient` tells whether to retry.
+    #[error(transparent)]
+    Scim(#[from] ScimError),
+    /// The event carries too little to create the user or group, and AWS does not know it yet.
+    #[error("missing attributes: {0}")]
+    MissingAttributes(String),
+    /// The id cache could not be read or written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The job names an application that is no longer configured.
+    #[error("application `{0}` is not configured")]
+    UnknownApplication(String),
+}
+
+impl ProvisionError {
+    /// True when trying again later may succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Scim(e) => e.is_transient(),
+            Self::Store(e) => e.is_transient(),
+            Self::MissingAttributes(_) | Self::UnknownApplication(_) => false,
+        }
+    }
+
+    /// A short code for the provisioning log: `scim_<status>`, `scim_transport`, `invalid_user`,
+    /// `missing_attributes`, `database` or `unknown_application`.
+    pub fn code(&self) -> String {
+        match self {
+            Self::Scim(e) => scim_code(e),
+            Self::MissingAttributes(_) => "missing_attributes".into(),
+            Self::Store(_) => "database".into(),
+            Self::UnknownApplication(_) => "unknown_application".into(),
+        }
+    }
+
+    /// True when AWS refused our credentials (401/403): the application needs an operator.
+    pub fn is_auth(&self) -> bool {
+        match self {
+            Self::Scim(ScimError::RetryBudgetExhausted { last, .. }) => last.is_auth(),
+            Self::Scim(e) => e.is_auth(),
+            _ => false,
+        }
+    }
+
+    /// How long AWS asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Scim(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+/// One application as the provisioner sees it: its SCIM client and its attribute mapping.
+pub struct Target {
+    pub client: ScimClient,
+    pub user_name_attribute: UserNameAttribute,
+}
+
+/// Applies membership changes through each application's SCIM client.
+///
+/// Every database step runs on the connection the caller holds (with the pairs' locks), so a
+/// reconciliation never waits for a second connection from the pool.
+pub struct Provisioner {
+    targets: BTreeMap<String, Target>,
+}
+
+impl Provisioner {
+    pub fn new(targets: BTreeMap<String, Target>) -> Self {
+        Self { targets }
+    }
+
+    /// The SCIM target of an application.
+    pub fn target(&self, application: &str) -> Result<&Target, ProvisionError> {
+        self.targets
+            .get(application)
+            .ok_or_else(|| ProvisionError::UnknownApplication(application.to_owned()))
+    }
+}
+
+fn scim_code(error: &ScimError) -> String {
+    match error {
+        ScimError::Validation(_) => "invalid_user".into(),
+        ScimError::RetryBudgetExhausted { last, .. } => scim_code(last),
+        ScimError::Unanswered(crate::outbound::SendError::Timeout { .. }) => "scim_timeout".into(),
+        other => other
+            .status()
+            .map_or_else(|| "scim_transport".into(), |s| format!("scim_{s}")),
+    }
+}

@@ -1,0 +1,641 @@
+//! One reconciliation of some pairs of one application: lock the pairs, read what they should be
+//! and what pimbridge knows of AWS, optionally look in AWS, decide, write ahead, send, record,
+//! unlock. Changes go out grouped per AWS group, at most 100 members per PATCH (the client chunks).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Object;
+
+use super::decide::{self, decide, Step};
+use super::{ProvisionError, Provisioner, Target};
+use crate::domain::{Action, Subject};
+use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance};
+use crate::store::provisioning_log::{self, Status};
+use crate::store::StoreError;
+use crate::telemetry::error_chain;
+
+/// Who asked, for the provisioning log and for what the record must say before a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// An immediate-lane job: its claim already marked the pair `unknown`; it only ever adds.
+    Job { job_id: i64 },
+    /// A sync cycle.
+    Cycle { cycle_id: i64 },
+    /// An operator, through the admin API.
+    Operator,
+}
+
+/// One pair to reconcile, with the user and group attributes known for it.
+#[derive(Debug, Clone)]
+pub struct PairRequest {
+    pub subject: Subject,
+    /// The event that asked for it, for the log.
+    pub event_id: Option<i64>,
+    pub job_id: Option<i64>,
+}
+
+/// How a reconciliation behaves.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Look in AWS first for the pairs pimbridge owns (drift check), rather than trusting the record.
+    pub verify: bool,
+    /// Hold every removal, with this reason (a cycle over its removal threshold).
+    pub hold_removals: Option<String>,
+    /// Whether a transient failure will be tried again (the log says `retrying`, else `failed`).
+    pub retry_transient: bool,
+}
+
+/// Why a change did not happen, shareable by all changes of a failed PATCH.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// False when nothing was sent (the request could not be built, e.g. missing attributes).
+    pub attempted: bool,
+    pub transient: bool,
+    pub auth: bool,
+    pub code: String,
+    pub reason: String,
+    pub retry_after: Option<Duration>,
+}
+
+impl From<&ProvisionError> for Failure {
+    fn from(e: &ProvisionError) -> Self {
+        Self {
+            attempted: matches!(e, ProvisionError::Scim(_)),
+            transient: e.is_transient(),
+            auth: e.is_auth(),
+            code: e.code(),
+            reason: error_chain(e),
+            retry_after: e.retry_after(),
+        }
+    }
+}
+
+/// How one pair ended.
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Added,
+    Removed,
+    /// Nothing was sent, for this reason (AWS already matches, or pimbridge does not own it).
+    Unchanged(&'static str),
+    /// An immediate add whose pair no longer has an active grant (a deactivation or its end came
+    /// first): not sent.
+    NotWanted,
+    /// A removal held back, with the reason.
+    Held(String),
+    Failed(Failure),
+}
+
+/// The outcome of each request, in order, and the drift found in AWS.
+#[derive(Debug, Clone, Default)]
+pub struct Reconciled {
+    pub outcomes: Vec<Outcome>,
+    /// Whether each pair should be a member (an active grant), as decided under its lock.
+    pub desired: Vec<bool>,
+    /// Owned pairs with an active grant that AWS did not hold.
+    pub drift_missing: u32,
+    /// Owned pairs without an active grant that AWS still held.
+    pub drift_lingering: u32,
+}
+
+/// Why nothing is sent when AWS does not know the user or the group.
+const UNKNOWN_TO_AWS: &str = "AWS does not know the user or the group: there is no membership";
+/// Why a first add is not sent: the member was already there.
+const FOUND_STANDING: &str =
+    "AWS already held the membership before pimbridge's first add: recorded as standing";
+
+/// A pair on its way: what to send and the AWS ids.
+struct Planned {
+    index: usize,
+    group: String,
+    user: String,
+}
+
+impl Provisioner {
+    /// Makes AWS reflect the grants of `requests` (pairs of `application`), recording each
+    /// outcome, the new record of AWS and a provisioning-log entry. Holds the pairs' locks on `db`
+    /// throughout. Store errors end it early; the record then stays `unknown` where a request may
+    /// have gone out.
+    pub async fn reconcile(
+        &self,
+        db: &mut Object,
+        application: &str,
+        origin: Origin,
+        requests: &[PairRequest],
+        options: &Options,
+    ) -> Result<Reconciled, StoreError> {
+        let pairs: Vec<Pair> = requests
+            .iter()
+            .map(|r| Pair {
+                principal_id: r.subject.principal_id.clone(),
+                group_id: r.subject.group_id.clone(),
+            })
+            .collect();
+        aws_memberships::lock(&*db, application, &pairs).await?;
+        let result = self
+            .reconcile_locked(db, application, origin, requests, &pairs, options)
+            .await;
+        if let Err(e) = aws_memberships::unlock(&*db, application, &pairs).await {
+            tracing::warn!(error.message = %e, "cannot release pair locks");
+        }
+        result
+    }
+
+    async fn reconcile_locked(
+        &self,
+        db: &mut Object,
+        application: &str,
+        origin: Origin,
+        requests: &[PairRequest],
+        pairs: &[Pair],
+        options: &Options,
+    ) -> Result<Reconciled, StoreError> {
+        let started = Instant::now();
+        let mut views = aws_memberships::view(&*db, application, pairs).await?;
+        let mut report = Reconciled::default();
+        let target = match self.target(application) {
+            Ok(target) => target,
+            Err(e) => {
+                let failure = Failure::from(&e);
+                report.outcomes = vec![Outcome::Failed(failure); requests.len()];
+                report.desired = views.iter().map(|v| v.desired).collect();
+                return Ok(report);
+            }
+        };
+        let mut verified = vec![false; requests.len()];
+        if options.verify {
+            self.verify(db, target, requests, &mut views, &mut verified, &mut report)
+                .await;
+        }
+
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
+        let mut adds = Vec::new();
+        let mut removals = Vec::new();
+        for (i, view) in views.iter().enumerate() {
+            match decide(view) {
+                Step::Skip(_) | Step::Remove
+                    if !view.desired && matches!(origin, Origin::Job { .. }) =>
+                {
+                    outcomes[i] = Some(Outcome::NotWanted);
+                }
+                Step::Skip(reason) => outcomes[i] = Some(Outcome::Unchanged(reason)),
+                Step::Add { first } => adds.push((i, first)),
+                Step::Remove => match &options.hold_removals {
+                    Some(reason) => outcomes[i] = Some(Outcome::Held(reason.clone())),
+                    None => removals.push(i),
+                },
+            }
+        }
+
+        // Resolve the AWS ids; a first add asks AWS whether the member is already there.
+        let mut owned_new = vec![false; requests.len()];
+        let mut to_add = Vec::new();
+        let mut first_adds = Vec::new();
+        let mut groups: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for (i, first) in adds {
+            let subject = &requests[i].subject;
+            match self.ids(db, target, subject, true, &mut groups).await {
+                Ok(Some((group, user))) => {
+                    let planned = Planned {
+                        index: i,
+                        group,
+                        user,
+                    };
+                    if first {
+                        first_adds.push(planned);
+                    } else {
+                        to_add.push(planned);
+                    }
+                }
+                Ok(None) => outcomes[i] = Some(Outcome::Unchanged(UNKNOWN_TO_AWS)),
+                Err(e) => outcomes[i] = Some(failed(&e)),
+            }
+        }
+        for (planned, standing) in self.members_already(target, first_adds).await {
+            let i = planned.index;
+            match standing {
+                Ok(true) => {
+                    views[i].provenance = Some(Provenance::Standing);
+                    views[i].aws = AwsState::Present;
+                    verified[i] = true;
+                    outcomes[i] = Some(Outcome::Unchanged(FOUND_STANDING));
+                }
+                Ok(false) => {
+                    owned_new[i] = true;
+                    to_add.push(planned);
+                }
+                Err(failure) => outcomes[i] = Some(Outcome::Failed(failure)),
+            }
+        }
+        let mut to_remove = Vec::new();
+        for i in removals {
+            match self
+                .ids(db, target, &requests[i].subject, false, &mut groups)
+                .await
+            {
+                Ok(Some((group, user))) => to_remove.push(Planned {
+                    index: i,
+                    group,
+                    user,
+                }),
+                Ok(None) => {
+                    views[i].aws = AwsState::Absent;
+                    verified[i] = true;
+                    outcomes[i] = Some(Outcome::Unchanged(UNKNOWN_TO_AWS));
+                }
+                Err(e) => outcomes[i] = Some(failed(&e)),
+            }
+        }
+
+        // Write ahead: the record says `unknown` (and who owns a first add) before anything is
+        // sent. A job's claim has already written `unknown`; only a first add needs more.
+        let sending: Vec<usize> = to_add.iter().chain(&to_remove).map(|p| p.index).collect();
+        let needs_write_ahead = match origin {
+            Origin::Job { .. } => sending.iter().any(|&i| owned_new[i]),
+            _ => !sending.is_empty(),
+        };
+        if needs_write_ahead {
+            let in_flight: Vec<Pair> = sending.iter().map(|&i| pairs[i].clone()).collect();
+            let owned: Vec<bool> = sending.iter().map(|&i| owned_new[i]).collect();
+            aws_memberships::mark_in_flight(&*db, application, &in_flight, &owned).await?;
+        }
+
+        // Removals first, so that access is revoked before more is granted.
+        for (i, result) in self
+            .send(db, target, Action::Remove, &to_remove, requests)
+            .await
+        {
+            outcomes[i] = Some(match result {
+                Ok(()) => Outcome::Removed,
+                Err(failure) => Outcome::Failed(failure),
+            });
+        }
+        for (i, result) in self.send(db, target, Action::Add, &to_add, requests).await {
+            outcomes[i] = Some(match result {
+                Ok(()) => Outcome::Added,
+                Err(failure) => Outcome::Failed(failure),
+            });
+        }
+
+        report.outcomes = outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or(Outcome::Unchanged(decide::ALREADY_PRESENT)))
+            .collect();
+        report.desired = views.iter().map(|v| v.desired).collect();
+        let elapsed = started.elapsed().as_secs_f64() / requests.len().max(1) as f64;
+        self.record(
+            db,
+            application,
+            origin,
+            requests,
+            &views,
+            &verified,
+            &owned_new,
+            &report,
+            options,
+            elapsed,
+        )
+        .await?;
+        Ok(report)
+    }
+
+    /// Looks in AWS for each owned pair and counts where AWS differs from the grants.
+    async fn verify(
+        &self,
+        db: &Object,
+        target: &Target,
+        requests: &[PairRequest],
+        views: &mut [PairView],
+        verified: &mut [bool],
+        report: &mut Reconciled,
+    ) {
+        let mut groups = BTreeMap::new();
+        for (i, view) in views.iter_mut().enumerate() {
+            if view.provenance != Some(Provenance::Owned) {
+                continue;
+            }
+            let subject = &requests[i].subject;
+            let actual = match self.ids(db, target, subject, false, &mut groups).await {
+                Ok(Some((group, user))) => target.client.is_member(&group, &user).await,
+                Ok(None) => Ok(false),
+                Err(ProvisionError::Scim(e)) => Err(e),
+                Err(_) => continue,
+            };
+            match actual {
+                Ok(present) => {
+                    if present != view.desired {
+                        if view.desired {
+                            report.drift_missing += 1;
+                        } else {
+                            report.drift_lingering += 1;
+                        }
+                        tracing::warn!(application = %subject.application,
+                            principal_id = %subject.principal_id, group_id = %subject.group_id,
+                            in_aws = present, "drift: AWS differs from the grants; repairing");
+                    }
+                    view.aws = AwsState::known(present);
+                    verified[i] = true;
+                }
+                // The record stays as it was (an unknown one is sent anyway). AWS is failing:
+                // checking the rest would only wait out more retries.
+                Err(e) => {
+                    tracing::warn!(error.message = %error_chain(&e),
+                        "cannot check memberships in AWS; the rest are not checked this time");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whether AWS already holds each first add: one membership check for a lone pair, one
+    /// listing of the group's members when several pairs of one group are first added together.
+    async fn members_already(
+        &self,
+        target: &Target,
+        planned: Vec<Planned>,
+    ) -> Vec<(Planned, Result<bool, Failure>)> {
+        let mut by_group: BTreeMap<String, Vec<Planned>> = BTreeMap::new();
+        for p in planned {
+            by_group.entry(p.group.clone()).or_default().push(p);
+        }
+        let mut answers = Vec::new();
+        for (group, pairs) in by_group {
+            if let [_] = pairs.as_slice() {
+                for p in pairs {
+                    let answer = target.client.is_member(&group, &p.user).await;
+                    answers.push((
+                        p,
+                        answer.map_err(|e| Failure::from(&ProvisionError::from(e))),
+                    ));
+                }
+                continue;
+            }
+            match target.client.list_group_members(&group).await {
+                Ok(members) => {
+                    let ids: std::collections::BTreeSet<String> =
+                        members.into_iter().filter_map(|u| u.id).collect();
+                    for p in pairs {
+                        let held = ids.contains(&p.user);
+                        answers.push((p, Ok(held)));
+                    }
+                }
+                Err(e) => {
+                    let failure = Failure::from(&ProvisionError::from(e));
+                    answers.extend(pairs.into_iter().map(|p| (p, Err(failure.clone()))));
+                }
+            }
+        }
+        answers
+    }
+
+    /// The AWS ids of a subject's group and user; `None` when AWS has neither to remove from.
+    async fn ids(
+        &self,
+        db: &Object,
+        target: &Target,
+        subject: &Subject,
+        create: bool,
+        groups: &mut BTreeMap<String, Option<String>>,
+    ) -> Result<Option<(String, String)>, ProvisionError> {
+        let cached = self.cached(db, subject).await?;
+        let group = match groups.get(&subject.group_id) {
+            Some(known) => known.clone(),
+            None => {
+                let group = self
+                    .group_id(db, target, subject, cached.group, create)
+                    .await?;
+                groups.insert(subject.group_id.clone(), group.clone());
+                group
+            }
+        };
+        let Some(group) = group else {
+            return Ok(None);
+        };
+        let user = self
+            .user_id(db, target, subject, cached.user, create)
+            .await?;
+        Ok(user.map(|user| (group, user)))
+    }
+
+    /// Sends one kind of change, grouped per AWS group. When a PATCH fails for a reason that is
+    /// not transient, each change is sent alone so the failure lands on the right one; a cached
+    /// id AWS no longer knows is resolved again once.
+    async fn send(
+        &self,
+        db: &Object,
+        target: &Target,
+        action: Action,
+        planned: &[Planned],
+        requests: &[PairRequest],
+    ) -> Vec<(usize, Result<(), Failure>)> {
+        let mut by_group: BTreeMap<&str, Vec<&Planned>> = BTreeMap::new();
+        for p in planned {
+            by_group.entry(p.group.as_str()).or_default().push(p);
+        }
+        let mut results = Vec::with_capacity(planned.len());
+        for (group, members) in by_group {
+            let ids: Vec<&str> = members.iter().map(|p| p.user.as_str()).collect();
+            match patch(target, action, group, &ids).await {
+                Ok(()) => results.extend(members.iter().map(|p| (p.index, Ok(())))),
+                Err(e)
+                    if e.is_transient()
+                        || e.is_auth()
+                        || members.len() == 1 && !e.is_not_found() =>
+                {
+                    let failure = Failure::from(&ProvisionError::from(e));
+                    results.extend(members.iter().map(|p| (p.index, Err(failure.clone()))));
+                }
+                Err(_) => {
+                    for p in members {
+                        let result = self
+                            .send_alone(db, target, action, p, &requests[p.index].subject)
+                            .await;
+                        results.push((p.index, result.map_err(|e| Failure::from(&e))));
+                    }
+                }
+            }
+        }
+        results
+    }
+
+    async fn send_alone(
+        &self,
+        db: &Object,
+        target: &Target,
+        action: Action,
+        planned: &Planned,
+        subject: &Subject,
+    ) -> Result<(), ProvisionError> {
+        match patch(target, action, &planned.group, &[planned.user.as_str()]).await {
+            Err(e) if e.is_not_found() => {
+                tracing::info!("cached AWS id is stale; resolving again");
+                self.forget(db, subject).await?;
+                let create = action == Action::Add;
+                let mut groups = BTreeMap::new();
+                match self.ids(db, target, subject, create, &mut groups).await? {
+                    Some((group, user)) => {
+                        Ok(patch(target, action, &group, &[user.as_str()]).await?)
+                    }
+                    // Nothing left to remove.
+                    None => Ok(()),
+                }
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Records the outcomes in one transaction: the record of AWS and a log entry per pair.
+    #[allow(clippy::too_many_arguments)]
+    async fn record(
+        &self,
+        db: &mut Object,
+        application: &str,
+        origin: Origin,
+        requests: &[PairRequest],
+        views: &[PairView],
+        verified: &[bool],
+        owned_new: &[bool],
+        report: &Reconciled,
+        options: &Options,
+        elapsed_secs: f64,
+    ) -> Result<(), StoreError> {
+        let own_job = match origin {
+            Origin::Job { job_id } => Some(job_id),
+            _ => None,
+        };
+        let cycle_id = match origin {
+            Origin::Cycle { cycle_id } => Some(cycle_id),
+            _ => None,
+        };
+        let origin_is_cycle = cycle_id.is_some();
+        let tx = db.transaction().await?;
+        for (i, outcome) in report.outcomes.iter().enumerate() {
+            let request = &requests[i];
+            let view = &views[i];
+            let pair = &view.pair;
+            let owner = owned_new[i].then_some(Provenance::Owned);
+            let (action, status, failure, reason): (
+                Action,
+                Status,
+                Option<&Failure>,
+                Option<&str>,
+            ) = match outcome {
+                Outcome::Added => {
+                    aws_memberships::settle(
+                        &tx,
+                        application,
+                        pair,
+                        AwsState::Present,
+                        owner,
+                        true,
+                        own_job,
+                    )
+                    .await?;
+                    (Action::Add, Status::Succeeded, None, None)
+                }
+                Outcome::Removed => {
+                    aws_memberships::settle(
+                        &tx,
+                        application,
+                        pair,
+                        AwsState::Absent,
+                        None,
+                        true,
+                        own_job,
+                    )
+                    .await?;
+                    let why = if view.deactivated {
+                        "deactivated"
+                    } else {
+                        "the activation has ended"
+                    };
+                    (Action::Remove, Status::Succeeded, None, Some(why))
+                }
+                Outcome::Unchanged(reason) => {
+                    if verified[i] {
+                        aws_memberships::settle(
+                            &tx,
+                            application,
+                            pair,
+                            view.aws,
+                            view.provenance,
+                            true,
+                            own_job,
+                        )
+                        .await?;
+                    }
+                    // A cycle's check of a pair that needed nothing is not a step worth a log
+                    // entry; anything asked for by an event or an operator is.
+                    if origin_is_cycle && request.job_id.is_none() {
+                        continue;
+                    }
+                    (action_for(view), Status::Skipped, None, Some(*reason))
+                }
+                Outcome::NotWanted => (
+                    Action::Add,
+                    Status::Superseded,
+                    None,
+                    Some("no active grant any more (deactivated or ended): not sent"),
+                ),
+                Outcome::Held(reason) => {
+                    (Action::Remove, Status::Held, None, Some(reason.as_str()))
+                }
+                Outcome::Failed(failure) => {
+                    let status = if failure.transient && options.retry_transient {
+                        Status::Retrying
+                    } else {
+                        Status::Failed
+                    };
+                    (action_for(view), status, Some(failure), None)
+                }
+            };
+            provisioning_log::append(
+                &tx,
+                &provisioning_log::Entry {
+                    cycle_id,
+                    job_id: request.job_id,
+                    event_id: request.event_id,
+                    grant_id: view.grant_id,
+                    action: action.into(),
+                    subject: &request.subject,
+                    status,
+                    error_code: failure.map(|f| f.code.as_str()),
+                    reason: failure.map(|f| f.reason.as_str()).or(reason),
+                    elapsed_secs: if matches!(outcome, Outcome::Added | Outcome::Removed) {
+                        elapsed_secs
+                    } else {
+                        0.0
+                    },
+                },
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The change a pair's desired state calls for (for log entries of steps that sent nothing).
+fn action_for(view: &PairView) -> Action {
+    if view.desired {
+        Action::Add
+    } else {
+        Action::Remove
+    }
+}
+
+fn failed(e: &ProvisionError) -> Outcome {
+    Outcome::Failed(Failure::from(e))
+}
+
+async fn patch(
+    target: &Target,
+    action: Action,
+    group: &str,
+    users: &[&str],
+) -> Result<(), crate::scim::ScimError> {
+    match action {
+        Action::Add => target.client.add_members(group, users).await,
+        Action::Remove => target.client.remove_members(group, users).await,
+    }
+}

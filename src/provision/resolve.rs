@@ -1,0 +1,215 @@
+//! The AWS ids of Entra users and groups: cached in Postgres (so the hot path is a single PATCH),
+//! found by `displayName`/`userName`/`externalId`, or created from the event's attributes.
+
+use deadpool_postgres::Object;
+use serde_json::Value;
+
+use super::{ProvisionError, Provisioner, Target};
+use crate::config::UserNameAttribute;
+use crate::domain::Subject;
+use crate::scim::mapping::{map_user, SourceUser};
+use crate::scim::{ScimClient, ScimError, ScimUser};
+use crate::store::scim_ids::{self, CachedPair, ObjectKind};
+
+impl Provisioner {
+    /// Both cached ids of a subject in one query.
+    pub(super) async fn cached(
+        &self,
+        db: &Object,
+        subject: &Subject,
+    ) -> Result<CachedPair, ProvisionError> {
+        Ok(scim_ids::get_pair(
+            db,
+            &subject.application,
+            &subject.principal_id,
+            &subject.group_id,
+        )
+        .await?)
+    }
+
+    /// Forgets the cached AWS ids of a subject's user and group (AWS answered 404 for one).
+    pub(super) async fn forget(
+        &self,
+        db: &Object,
+        subject: &Subject,
+    ) -> Result<(), ProvisionError> {
+        let app = &subject.application;
+        scim_ids::forget(db, app, ObjectKind::User, &subject.principal_id).await?;
+        scim_ids::forget(db, app, ObjectKind::Group, &subject.group_id).await?;
+        Ok(())
+    }
+
+    /// The AWS id of the subject's group: cached, found, or (with `create`) created. `None` when
+    /// AWS does not have it and `create` is false.
+    pub(super) async fn group_id(
+        &self,
+        db: &Object,
+        target: &Target,
+        subject: &Subject,
+        cached: Option<String>,
+        create: bool,
+    ) -> Result<Option<String>, ProvisionError> {
+        if let Some(id) = cached {
+            return Ok(Some(id));
+        }
+        let client = &target.client;
+        let found = match attribute(subject.group_attributes.as_ref(), "displayName") {
+            Some(name) if create => Some(
+                client
+                    .create_or_get_group(name, Some(&subject.group_id))
+                    .await?,
+            ),
+            Some(name) => client.find_group_by_display_name(name).await?,
+            None => client.find_group_by_external_id(&subject.group_id).await?,
+        };
+        match found {
+            Some(group) => self
+                .remember(db, subject, ObjectKind::Group, &subject.group_id, group.id)
+                .await
+                .map(Some),
+            None if create => Err(ProvisionError::MissingAttributes(
+                "group.displayName is needed to find or create the group in AWS".into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The AWS id of the subject's user: cached, found, or (with `create`) created from the
+    /// event's attributes. `None` when AWS does not have the user and `create` is false.
+    pub(super) async fn user_id(
+        &self,
+        db: &Object,
+        target: &Target,
+        subject: &Subject,
+        cached: Option<String>,
+        create: bool,
+    ) -> Result<Option<String>, ProvisionError> {
+        if let Some(id) = cached {
+            return Ok(Some(id));
+        }
+        let client = &target.client;
+        let source = source_user(target, subject);
+        let user = match &source {
+            Some(source) if create => match map_user(source, client.character_policy()) {
+                Ok(user) => Some(client.create_user(&user).await?),
+                // Too little to create the user (an audit record names only the userName): use
+                // the user if AWS already has it, otherwise say what is missing.
+                Err(refused) => Some(
+                    find_user(client, subject, source.user_name.as_deref())
+                        .await?
+                        .ok_or(ScimError::from(refused))?,
+                ),
+            },
+            Some(source) => find_user(client, subject, source.user_name.as_deref()).await?,
+            None => {
+                client
+                    .find_user_by_external_id(&subject.principal_id)
+                    .await?
+            }
+        };
+        match user {
+            Some(user) => self
+                .remember(db, subject, ObjectKind::User, &subject.principal_id, user.id)
+                .await
+                .map(Some),
+            None if create => Err(ProvisionError::MissingAttributes(
+                "user.userName, user.givenName, user.familyName and user.displayName are needed to create the user in AWS".into(),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Caches the AWS id of a resource AWS just returned, and returns it.
+    async fn remember(
+        &self,
+        db: &Object,
+        subject: &Subject,
+        kind: ObjectKind,
+        entra_id: &str,
+        aws_id: Option<String>,
+    ) -> Result<String, ProvisionError> {
+        let aws_id = aws_id.ok_or_else(|| {
+            ProvisionError::Scim(ScimError::Protocol {
+                method: "GET",
+                path: format!("{kind:?}s"),
+                reason: "AWS returned a resource without id".into(),
+            })
+        })?;
+        scim_ids::put(db, &subject.application, kind, entra_id, &aws_id).await?;
+        Ok(aws_id)
+    }
+}
+
+/// The user as the event describes them, mapped per the application's userName source.
+fn source_user(target: &Target, subject: &Subject) -> Option<SourceUser> {
+    let user_name_from = match target.user_name_attribute {
+        UserNameAttribute::UserPrincipalName => "userName",
+        UserNameAttribute::Mail => "email",
+    };
+    subject.user_attributes.as_ref().map(|attrs| SourceUser {
+        object_id: subject.principal_id.clone(),
+        user_name: attribute(Some(attrs), user_name_from).map(str::to_owned),
+        given_name: attribute(Some(attrs), "givenName").map(str::to_owned),
+        family_name: attribute(Some(attrs), "familyName").map(str::to_owned),
+        display_name: attribute(Some(attrs), "displayName").map(str::to_owned),
+        emails: attribute(Some(attrs), "email")
+            .map(|e| vec![e.to_owned()])
+            .unwrap_or_default(),
+        ..SourceUser::default()
+    })
+}
+
+/// The AWS user with this userName, or else with the Entra object id as externalId.
+async fn find_user(
+    client: &ScimClient,
+    subject: &Subject,
+    user_name: Option<&str>,
+) -> Result<Option<ScimUser>, ScimError> {
+    if let Some(name) = user_name {
+        if let Some(user) = client.find_user_by_user_name(name).await? {
+            return Ok(Some(user));
+        }
+    }
+    client.find_user_by_external_id(&subject.principal_id).await
+}
+
+fn attribute<'a>(attributes: Option<&'a Value>, name: &str) -> Option<&'a str> {
+    attributes?.get(name)?.as_str().filter(|s| !s.is_empty())
+}
+
+impl Provisioner {
+    /// Provisions a group alone (Entra's PIM set-up step: the group exists in AWS before anyone
+    /// activates, so that permission sets can be assigned to it), and logs the step. Returns its
+    /// AWS id.
+    pub async fn provision_group(
+        &self,
+        db: &Object,
+        subject: &Subject,
+    ) -> Result<String, ProvisionError> {
+        let target = self.target(&subject.application)?;
+        let cached = self.cached(db, subject).await?.group;
+        let group = self
+            .group_id(db, target, subject, cached, true)
+            .await?
+            .ok_or_else(|| {
+                ProvisionError::MissingAttributes("group.displayName is needed".into())
+            })?;
+        crate::store::provisioning_log::append(
+            db,
+            &crate::store::provisioning_log::Entry {
+                cycle_id: None,
+                job_id: None,
+                event_id: None,
+                grant_id: None,
+                action: crate::store::provisioning_log::LogAction::CreateGroup,
+                subject,
+                status: crate::store::provisioning_log::Status::Succeeded,
+                error_code: None,
+                reason: Some("group provisioned on demand by an operator"),
+                elapsed_secs: 0.0,
+            },
+        )
+        .await?;
+        Ok(group)
+    }
+}

@@ -1,0 +1,247 @@
+//! What pimbridge knows of each membership in AWS, and the per-pair lock every sender holds.
+//!
+//! Exactly one request for a (user, group) of an application is in flight at a time: whoever sends
+//! one (the dispatcher, a cycle, an operator) holds the pair's session advisory lock from reading
+//! the pair's state until the outcome is recorded, so no two requests race in AWS. Before a request
+//! goes out the record says `unknown` (the dispatcher's claim writes it; cycles and operators write
+//! it themselves), so a crash or a lost reply leaves `unknown`, never a stale `present`/`absent`.
+
+use deadpool_postgres::GenericClient;
+
+use super::StoreError;
+
+/// First half of the pair lock keys ("pair"); the second is a hash of application, group, user.
+const PAIR_LOCK_CLASS: i32 = 0x7061_6972;
+
+/// What AWS holds for a pair, as far as pimbridge knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsState {
+    Present,
+    Absent,
+    /// A request's outcome was not confirmed, or pimbridge never looked.
+    Unknown,
+}
+
+impl AwsState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Present => "present",
+            Self::Absent => "absent",
+            Self::Unknown => "unknown",
+        }
+    }
+
+    fn parse(text: Option<&str>) -> Self {
+        match text {
+            Some("present") => Self::Present,
+            Some("absent") => Self::Absent,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The known state for a member / non-member.
+    pub fn known(present: bool) -> Self {
+        if present {
+            Self::Present
+        } else {
+            Self::Absent
+        }
+    }
+}
+
+/// Who put a membership in AWS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provenance {
+    /// pimbridge added it while AWS did not hold it: pimbridge may remove it.
+    Owned,
+    /// AWS held it before pimbridge's first add: pimbridge never removes it.
+    Standing,
+}
+
+impl Provenance {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Owned => "owned",
+            Self::Standing => "standing",
+        }
+    }
+
+    fn parse(text: Option<&str>) -> Option<Self> {
+        match text {
+            Some("owned") => Some(Self::Owned),
+            Some("standing") => Some(Self::Standing),
+            _ => None,
+        }
+    }
+}
+
+/// A (user, group) of one application.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Pair {
+    pub principal_id: String,
+    pub group_id: String,
+}
+
+/// One pair's desired state (from its grants, now) and pimbridge's record of AWS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PairView {
+    pub pair: Pair,
+    /// At least one grant is active now.
+    pub desired: bool,
+    /// The active grant that ends last (for the log), else the one that ended last.
+    pub grant_id: Option<i64>,
+    /// That grant was ended by a deactivation (rather than reaching its end).
+    pub deactivated: bool,
+    pub aws: AwsState,
+    pub provenance: Option<Provenance>,
+}
+
+fn columns(pairs: &[Pair]) -> (Vec<&str>, Vec<&str>) {
+    pairs
+        .iter()
+        .map(|p| (p.principal_id.as_str(), p.group_id.as_str()))
+        .unzip()
+}
+
+/// Takes the pairs' locks on this connection, in a fixed order (so two holders of several locks
+/// cannot deadlock), waiting for a request in flight to be recorded. Release with [`unlock`]; a
+/// connection that dies releases them by itself.
+pub async fn lock(
+    client: &impl GenericClient,
+    application: &str,
+    pairs: &[Pair],
+) -> Result<(), StoreError> {
+    let (users, groups) = columns(pairs);
+    client
+        .query(
+            "SELECT pg_advisory_lock($1, k) FROM (
+                 SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
+                 FROM unnest($3::text[], $4::text[]) AS p(u, g) ORDER BY k
+             ) keys",
+            &[&PAIR_LOCK_CLASS, &application, &users, &groups],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Releases the locks [`lock`] took on this connection.
+pub async fn unlock(
+    client: &impl GenericClient,
+    application: &str,
+    pairs: &[Pair],
+) -> Result<(), StoreError> {
+    let (users, groups) = columns(pairs);
+    client
+        .query(
+            "SELECT pg_advisory_unlock($1, k) FROM (
+                 SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
+                 FROM unnest($3::text[], $4::text[]) AS p(u, g)
+             ) keys",
+            &[&PAIR_LOCK_CLASS, &application, &users, &groups],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Reads each pair's desired state and record, in the order given.
+pub async fn view(
+    client: &impl GenericClient,
+    application: &str,
+    pairs: &[Pair],
+) -> Result<Vec<PairView>, StoreError> {
+    let (users, groups) = columns(pairs);
+    let rows = client
+        .query(
+            "SELECT p.u, p.g, gr.active, gr.id, m.aws_state, m.provenance, gr.deactivated
+             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS p(u, g, n)
+             LEFT JOIN aws_memberships m
+                    ON m.application = $1 AND m.principal_id = p.u AND m.group_id = p.g
+             LEFT JOIN LATERAL (
+                 SELECT g.effective_end > clock_timestamp() AS active, g.id,
+                        g.ended_at IS NOT NULL AND g.ended_at < g.ends_at AS deactivated
+                 FROM grants g
+                 WHERE g.application = $1 AND g.principal_id = p.u AND g.group_id = p.g
+                 ORDER BY g.effective_end DESC LIMIT 1
+             ) gr ON true
+             ORDER BY p.n",
+            &[&application, &users, &groups],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| PairView {
+            pair: Pair {
+                principal_id: r.get(0),
+                group_id: r.get(1),
+            },
+            desired: r.get::<_, Option<bool>>(2).unwrap_or(false),
+            grant_id: r.get(3),
+            deactivated: r.get::<_, Option<bool>>(6).unwrap_or(false),
+            aws: AwsState::parse(r.get(4)),
+            provenance: Provenance::parse(r.get(5)),
+        })
+        .collect())
+}
+
+/// Records that requests for these pairs are about to go out (`unknown`), and that pimbridge
+/// owns those whose first add it is about to send. Commit before sending.
+pub async fn mark_in_flight(
+    client: &impl GenericClient,
+    application: &str,
+    pairs: &[Pair],
+    owned: &[bool],
+) -> Result<(), StoreError> {
+    let (users, groups) = columns(pairs);
+    client
+        .execute(
+            "INSERT INTO aws_memberships (application, principal_id, group_id, aws_state, provenance)
+             SELECT $1, u, g, 'unknown', CASE WHEN o THEN 'owned' END
+             FROM unnest($2::text[], $3::text[], $4::bool[]) AS p(u, g, o)
+             ON CONFLICT (application, principal_id, group_id) DO UPDATE
+             SET aws_state = 'unknown', updated_at = clock_timestamp(),
+                 provenance = coalesce(aws_memberships.provenance, EXCLUDED.provenance)",
+            &[&application, &users, &groups, &owned],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records what AWS now holds for a pair (and who put it there, when that became known). Left
+/// `unknown` while an immediate job of the pair other than `own_job` is claimed: its request may
+/// land after this one.
+pub async fn settle(
+    client: &impl GenericClient,
+    application: &str,
+    pair: &Pair,
+    state: AwsState,
+    provenance: Option<Provenance>,
+    verified: bool,
+    own_job: Option<i64>,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO aws_memberships AS m (application, principal_id, group_id, aws_state,
+                                               provenance, verified_at)
+             VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN clock_timestamp() END)
+             ON CONFLICT (application, principal_id, group_id) DO UPDATE
+             SET aws_state = CASE WHEN EXISTS (
+                     SELECT 1 FROM jobs j JOIN events e ON e.id = j.event_id
+                     WHERE j.application = $1 AND j.lane = 'immediate' AND j.state = 'running'
+                       AND e.principal_id = $2 AND e.group_id = $3
+                       AND j.id IS DISTINCT FROM $7) THEN 'unknown' ELSE EXCLUDED.aws_state END,
+                 provenance = coalesce(EXCLUDED.provenance, m.provenance),
+                 verified_at = coalesce(EXCLUDED.verified_at, m.verified_at),
+                 updated_at = clock_timestamp()",
+            &[
+                &application,
+                &pair.principal_id,
+                &pair.group_id,
+                &state.as_str(),
+                &provenance.map(Provenance::as_str),
+                &verified,
+                &own_job,
+            ],
+        )
+        .await?;
+    Ok(())
+}

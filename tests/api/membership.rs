@@ -1,0 +1,341 @@
+//! Membership truth (docs/correctness.md): after a fault and the next cycle, AWS holds exactly the
+//! desired state for what pimbridge owns, and nothing else changed. One test per failure the old
+//! "newest event decides" model had.
+
+use std::time::Duration;
+
+use aws_scim_emulator::{Fault, RunningEmulator, DEFAULT_TOKEN};
+use serde_json::{json, Value};
+
+use crate::fixture::*;
+use crate::helpers::*;
+
+/// The AWS id of the user the test events create for `principal` (userName `<principal>@contoso.com`).
+fn aws_user(emulator: &RunningEmulator, principal: &str) -> Option<String> {
+    let user_name = format!("{principal}@contoso.com");
+    emulator
+        .state()
+        .users
+        .iter()
+        .find(|u| u["userName"] == user_name.as_str())
+        .and_then(|u| u["id"].as_str().map(str::to_owned))
+}
+
+fn aws_group(emulator: &RunningEmulator) -> Option<String> {
+    emulator
+        .state()
+        .groups
+        .iter()
+        .find(|g| g.display_name == AWS_GROUP)
+        .map(|g| g.id.clone())
+}
+
+fn is_member(emulator: &RunningEmulator, principal: &str) -> bool {
+    aws_user(emulator, principal).is_some_and(|id| {
+        emulator
+            .group_members_by_name(AWS_GROUP)
+            .unwrap_or_default()
+            .contains(&id)
+    })
+}
+
+/// An SCIM request made directly in AWS (an administrator's edit in the console, say).
+async fn aws_request(
+    emulator: &RunningEmulator,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> Value {
+    let response = reqwest::Client::new()
+        .request(method, format!("{}/{path}", emulator.scim_base_url()))
+        .bearer_auth(DEFAULT_TOKEN)
+        .header("user-agent", "aws-console")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(response.status().is_success(), "{}", response.status());
+    response.json().await.unwrap_or(Value::Null)
+}
+
+/// Removes `principal` from the group directly in AWS.
+async fn remove_in_aws(emulator: &RunningEmulator, principal: &str) {
+    let (group, user) = (
+        aws_group(emulator).unwrap(),
+        aws_user(emulator, principal).unwrap(),
+    );
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": format!("members[value eq \"{user}\"]")}]});
+    aws_request(
+        emulator,
+        reqwest::Method::PATCH,
+        &format!("Groups/{group}"),
+        patch,
+    )
+    .await;
+}
+
+/// Creates the user and the group directly in AWS and makes the user a member: a standing member
+/// pimbridge never added.
+async fn standing_member_in_aws(emulator: &RunningEmulator, principal: &str) {
+    let user = aws_request(
+        emulator,
+        reqwest::Method::POST,
+        "Users",
+        json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+               "userName": format!("{principal}@contoso.com"), "displayName": "Standing Member",
+               "name": {"givenName": "Standing", "familyName": "Member"},
+               "externalId": principal}),
+    )
+    .await;
+    let group = match aws_group(emulator) {
+        Some(id) => id,
+        None => aws_request(
+            emulator,
+            reqwest::Method::POST,
+            "Groups",
+            json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+                   "displayName": AWS_GROUP}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned(),
+    };
+    let patch = json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "add", "path": "members", "value": [{"value": user["id"]}]}]});
+    aws_request(
+        emulator,
+        reqwest::Method::PATCH,
+        &format!("Groups/{group}"),
+        patch,
+    )
+    .await;
+}
+
+/// An event for `principal` in GROUP_A.
+fn event(kind: &str, id: &str, principal: &str, occurred: i64, ends: Option<i64>) -> Value {
+    let mut event = if kind == "activation" {
+        activation(id, GROUP_A, principal)
+    } else {
+        deactivation(id, GROUP_A, principal)
+    };
+    event["occurredAt"] = json!(at(occurred));
+    match ends {
+        Some(ends) => event["endsAt"] = json!(at(ends)),
+        None => {
+            if let Some(object) = event.as_object_mut() {
+                object.remove("endsAt");
+            }
+        }
+    }
+    event
+}
+
+#[tokio::test]
+async fn an_add_whose_reply_was_lost_is_still_removed_after_a_deactivation() {
+    // Arrange: every PATCH reaches AWS but its reply is lost, so the immediate job never learns
+    // that the add happened and fails after its attempts.
+    let f = spawn_with_cycles("").await;
+    f.a.inject(Fault::lost_reply(100).for_methods(&["PATCH"]));
+    f.app
+        .post_events(&event("activation", "lost-1", "lost", -60, Some(3600)))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(20)).await;
+    assert!(is_member(&f.a, "lost"), "the add reached AWS");
+    f.a.clear_faults();
+
+    // Act: the user deactivates; the next cycle runs.
+    f.app
+        .post_events(&event("deactivation", "lost-2", "lost", 0, None))
+        .await;
+    run_cycle(&f.app, "alpha").await;
+
+    // Assert: no access is left behind.
+    assert!(!is_member(&f.a, "lost"));
+}
+
+#[tokio::test]
+async fn a_membership_removed_by_hand_is_put_back_while_its_grant_runs() {
+    // Arrange: one immediate slot; the first activation is added at once.
+    let f = spawn_with_cycles("activation_limit = 1").await;
+    f.app
+        .post_events(&event("activation", "re-1", "again", -60, Some(3600)))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    assert!(is_member(&f.a, "again"));
+
+    // Act: someone removes the member in AWS; a later (deferred) activation arrives; a cycle runs.
+    remove_in_aws(&f.a, "again").await;
+    f.app
+        .post_events(&event("activation", "re-2", "again", -10, Some(7200)))
+        .await;
+    run_cycle(&f.app, "alpha").await;
+
+    // Assert: the activation is not dropped as "already reflected"; drift was counted.
+    assert!(is_member(&f.a, "again"));
+    let drift = metric_value(
+        &f.app.metrics().await,
+        "pimbridge_drift_total",
+        &[("application", "alpha"), ("kind", "missing")],
+    );
+    assert_eq!(drift, 1.0);
+}
+
+#[tokio::test]
+async fn the_end_of_a_short_grant_leaves_an_overlapping_long_one_in_force() {
+    // Arrange: a long grant, then a newer short one for the same user and group.
+    let f = spawn_with_cycles("").await;
+    f.app
+        .post_events(&event("activation", "long", "both", -120, Some(8 * 3600)))
+        .await;
+    f.app
+        .post_events(&event("activation", "short", "both", -60, Some(1)))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    assert!(is_member(&f.a, "both"));
+
+    // Act: the short grant ends; a cycle runs.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let cycle = run_cycle(&f.app, "alpha").await;
+
+    // Assert: the long grant still runs, so the user keeps access and nothing was removed.
+    assert!(is_member(&f.a, "both"));
+    assert_eq!(cycle.applied, 0);
+    assert!(!f.a.request_log().iter().any(|r| r.method == "PATCH"
+        && r.body
+            .as_ref()
+            .is_some_and(|b| b.to_string().contains("remove"))));
+}
+
+#[tokio::test]
+async fn a_member_aws_held_before_pimbridge_is_never_removed() {
+    // Arrange: a standing member in AWS (added by hand or by Entra's own provisioning job).
+    let f = spawn_with_cycles("").await;
+    standing_member_in_aws(&f.a, "perm").await;
+
+    // Act: the user also activates through PIM, then deactivates; a cycle runs.
+    f.app
+        .post_events(&event("activation", "perm-1", "perm", -60, Some(3600)))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    f.app
+        .post_events(&event("deactivation", "perm-2", "perm", 0, None))
+        .await;
+    let cycle = run_cycle(&f.app, "alpha").await;
+
+    // Assert: standing access stays; the log says why nothing was removed.
+    assert!(is_member(&f.a, "perm"));
+    assert_eq!(cycle.applied, 0);
+    let reason: String = f
+        .app
+        .db
+        .query_one(
+            "SELECT reason FROM provisioning_log WHERE principal_id = 'perm' AND action = 'remove'
+             ORDER BY id DESC LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert!(reason.contains("standing"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_deactivation_never_removes_a_member_pimbridge_did_not_add() {
+    // Arrange: a member pimbridge has never seen an activation for.
+    let f = spawn_with_cycles("").await;
+    standing_member_in_aws(&f.a, "hand").await;
+
+    // Act
+    f.app
+        .post_events(&event("deactivation", "hand-1", "hand", 0, None))
+        .await;
+    run_cycle(&f.app, "alpha").await;
+
+    // Assert
+    assert!(is_member(&f.a, "hand"));
+}
+
+#[tokio::test]
+async fn an_activation_without_an_end_expires_after_the_longest_grant() {
+    // Arrange: grants last at most 2 s in this application.
+    let f = spawn_with_cycles("max_grant_duration = \"2s\"").await;
+    f.app
+        .post_events(&event("activation", "open-1", "open", 0, None))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    assert!(is_member(&f.a, "open"));
+
+    // Act: the bound passes; a cycle runs.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    run_cycle(&f.app, "alpha").await;
+
+    // Assert: removed, and the grant says why it ended when it did.
+    assert!(!is_member(&f.a, "open"));
+    let note: String = f
+        .app
+        .db
+        .query_one("SELECT note FROM grants WHERE grant_key = 'open-1'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(note.contains("max_grant_duration"), "{note}");
+}
+
+#[tokio::test]
+async fn an_end_beyond_the_longest_grant_is_shortened_and_noted() {
+    let f = spawn_with_cycles("max_grant_duration = \"1h\"").await;
+    f.app
+        .post_events(&event(
+            "activation",
+            "far-1",
+            "far",
+            0,
+            Some(30 * 24 * 3600),
+        ))
+        .await;
+    let (hours, note): (f64, String) = {
+        let row = f
+            .app
+            .db
+            .query_one(
+                "SELECT (extract(epoch FROM ends_at - now()) / 3600)::float8, note FROM grants
+                 WHERE grant_key = 'far-1'",
+                &[],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(hours <= 1.0 && hours > 0.9, "{hours}");
+    assert!(note.contains("max_grant_duration"), "{note}");
+}
+
+#[tokio::test]
+async fn a_targeted_deactivation_ends_only_the_grant_it_names() {
+    // Arrange: two grants of one pair from the same source, named by grantId.
+    let f = spawn_with_cycles("").await;
+    let mut one = event("activation", "g-1", "named", -120, Some(3600));
+    one["grantId"] = json!("instance-1");
+    let mut two = event("activation", "g-2", "named", -60, Some(3600));
+    two["grantId"] = json!("instance-2");
+    f.app.post_events(&json!([one, two])).await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+
+    // Act: the first grant is deactivated by name.
+    let mut off = event("deactivation", "g-3", "named", 0, None);
+    off["grantId"] = json!("instance-1");
+    f.app.post_events(&off).await;
+    run_cycle(&f.app, "alpha").await;
+
+    // Assert: the second grant still runs.
+    assert!(is_member(&f.a, "named"));
+
+    // Act: an untargeted deactivation ends every grant that started before it.
+    f.app
+        .post_events(&event("deactivation", "g-4", "named", 0, None))
+        .await;
+    run_cycle(&f.app, "alpha").await;
+    assert!(!is_member(&f.a, "named"));
+}
