@@ -63,7 +63,20 @@ impl Application {
         let applications: Vec<String> = settings.applications.keys().cloned().collect();
         // One SCIM client per application, shared by both lanes and the admin API, so that all
         // draw on one outbound rate limit per application.
-        let provisioner = Arc::new(build_provisioner(&settings, &metrics)?);
+        let graph_client = match &settings.graph {
+            Some(graph) => Some(
+                GraphClient::new(graph.client_settings())
+                    .context("cannot build the Microsoft Graph client")?,
+            ),
+            None => None,
+        };
+        let mut provisioner = build_provisioner(&settings, &metrics)?;
+        // Users an event names too thinly (audit records carry no given or family name) are
+        // completed from Graph when it is configured.
+        if let Some(client) = &graph_client {
+            provisioner = provisioner.with_graph(client.clone());
+        }
+        let provisioner = Arc::new(provisioner);
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             intake: Intake::new(pool.clone(), Routing::from_settings(&settings)),
@@ -90,9 +103,7 @@ impl Application {
         )];
         // Names this replica in leases and cycles.
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
-        if let Some(graph) = &settings.graph {
-            let client = GraphClient::new(graph.client_settings())
-                .context("cannot build the Microsoft Graph client")?;
+        if let (Some(graph), Some(client)) = (&settings.graph, graph_client) {
             let resolver = Resolver {
                 state: state.clone(),
                 graph: client.clone(),

@@ -198,6 +198,16 @@ impl GraphClient {
         group_id: &str,
         principal_id: Option<&str>,
     ) -> Result<Vec<AssignmentInstance>, GraphError> {
+        let instances = self.active_assignments(group_id, principal_id).await?;
+        Ok(instances.into_iter().filter(|i| i.is_member()).collect())
+    }
+
+    /// Like [`Self::active_member_assignments`], with ownerships (`accessId` `owner`) too.
+    pub async fn active_assignments(
+        &self,
+        group_id: &str,
+        principal_id: Option<&str>,
+    ) -> Result<Vec<AssignmentInstance>, GraphError> {
         let mut filter = format!(
             "groupId eq {}",
             odata_string(require_id("group id", group_id)?)
@@ -210,8 +220,7 @@ impl GraphClient {
             ));
         }
         let url = self.url(&ASSIGNMENT_INSTANCES, &[("$filter", &filter)])?;
-        let instances: Vec<AssignmentInstance> = self.list_all(url).await?;
-        Ok(instances.into_iter().filter(|i| i.is_member()).collect())
+        self.list_all(url).await
     }
 
     /// `GET /users/{id}` with the attributes pimbridge maps; `None` when Graph answers 404.

@@ -10,12 +10,14 @@
 //! - [`types`]: wire types shared with the Graph emulator, lenient timestamps;
 //! - [`error`]: [`GraphError`], sorted by what the caller should do;
 //! - [`token`]: the client-credentials token, cached and refreshed one at a time;
-//! - [`client`]: the operations, with retries on [`crate::outbound::RetryPolicy`].
+//! - [`client`]: the operations, with retries on [`crate::outbound::RetryPolicy`];
+//! - [`users`]: a user's attributes as AWS needs them, for sources that name too few.
 
 pub mod client;
 pub mod error;
 pub mod token;
 pub mod types;
+pub mod users;
 
 pub use client::{
     odata_string, GraphClient, GraphClientSettings, DEFAULT_AUTHORITY_URL, DEFAULT_GRAPH_URL,

@@ -12,7 +12,16 @@
 //!
 //! Much of the record format is not confirmed by Microsoft's documentation (facts/entra-graph.md
 //! §3.4), so parsing is defensive:
-//! - targets and details are found by their `type` / `key`, never by position;
+//! - targets and details are found by their `type` / `key`, never by position; a target without
+//!   `type` by its `@odata.type` (`#microsoft.graph.targetResourceUser`), as older directoryAudit
+//!   examples write them;
+//! - `result` is the string `success` in any case, or the number 0, as the Azure Monitor export
+//!   writes the enum; `failure`, `timeout` (1, 2) and `unknownFutureValue` (3) are failures;
+//! - a record that names a PIM-for-Groups activity but cannot be read as one (no category, a
+//!   result of another shape) is never dropped in silence: it is counted as `unusable` and logged
+//!   at warning with its id;
+//! - a PIM change of a group's *owners* (the Role target is `Owner`, or a role property says
+//!   `owner`) is not a membership: counted as `ignored_owner`;
 //! - member names match without regard to case, since exports mix `properties` and `Properties`;
 //! - activity names match without regard to case or spacing, in both "role" and "group" wordings;
 //! - `loggedByService` is not checked ("PIM" and "Privileged Identity Management" are both seen);
@@ -25,8 +34,10 @@ use time::format_description::well_known::Rfc3339;
 use time::macros::format_description;
 use time::{OffsetDateTime, PrimitiveDateTime};
 
+use super::counting::{self, Outcome};
 use super::event::{EventError, NewEvent, MAX_BATCH};
-use crate::domain::EventKind;
+use crate::domain::{EventKind, EventSource};
+use crate::metrics::Metrics;
 
 /// Longest accepted identifier (audit record id, group id, user id).
 const MAX_ID_LEN: usize = 256;
@@ -39,8 +50,21 @@ const MAX_QUOTED_LEN: usize = 64;
 const AUDIT_LOGS: &str = "AuditLogs";
 /// The directoryAudit category of PIM for Groups (Entra roles use `RoleManagement`).
 const GROUP_MANAGEMENT: &str = "GroupManagement";
-/// The directoryAudit `result` of a change that happened.
+/// The directoryAudit `result` of a change that happened, as a string and as the enum's number.
 const SUCCESS: &str = "success";
+const SUCCESS_NUMBER: u64 = 0;
+/// The other documented results (`failure`, `timeout`, `unknownFutureValue`) and their numbers.
+const FAILURES: &[&str] = &["failure", "timeout", "unknownfuturevalue"];
+const FAILURE_NUMBERS: &[u64] = &[1, 2, 3];
+/// The PIM-for-Groups role that grants ownership rather than membership.
+const OWNER: &str = "owner";
+/// Keys (of `additionalDetails` and of `modifiedProperties`) that name the PIM role, compared as
+/// [`END_KEYS`] are.
+const ROLE_KEYS: &[&str] = &[
+    "roledefinitionoriginid",
+    "roledisplayname",
+    "roledefinitiondisplayname",
+];
 
 /// Activities that make a membership active: self-activation and an administrator's active
 /// assignment (DESIGN.md §1). Microsoft's list says "role" even for groups (the role being Member
@@ -82,10 +106,12 @@ pub struct AuditBatch {
 }
 
 /// A record that is not a PIM-for-Groups activation or deactivation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IgnoredRecord {
     /// Position in `records` (0 for a directoryAudit that came alone, see [`parse_embedded`]).
     pub index: usize,
+    /// The directoryAudit `id`, when the record has one, for logs.
+    pub record_id: Option<String>,
     /// The activity class, when the record names a PIM activation or deactivation.
     pub kind: Option<EventKind>,
     pub reason: IgnoreReason,
@@ -94,7 +120,24 @@ pub struct IgnoredRecord {
 impl IgnoredRecord {
     /// The `type` label of the metric that counts it.
     pub fn type_label(&self) -> &'static str {
-        self.kind.map_or("unknown", EventKind::as_str)
+        self.kind.map_or(counting::UNKNOWN, EventKind::as_str)
+    }
+
+    /// Counts the record under `source` and logs it: at warning when it is unusable, since then
+    /// a PIM change may have been missed. `context` names where it came from (`records[3]`).
+    pub fn report(&self, metrics: &Metrics, source: EventSource, context: &str) {
+        let outcome = self.reason.outcome();
+        let id = self.record_id.as_deref().unwrap_or("");
+        if outcome == Outcome::Unusable {
+            tracing::warn!(record = %context, record.id = %quote(id),
+                event.type = self.type_label(), reason = self.reason.as_str(),
+                "a record that looks like PIM for Groups cannot be read as an event; skipped");
+        } else {
+            tracing::debug!(record = %context, record.id = %quote(id),
+                event.type = self.type_label(), reason = self.reason.as_str(),
+                "audit record ignored");
+        }
+        counting::count(metrics, source, self.type_label(), outcome, 1);
     }
 }
 
@@ -107,8 +150,14 @@ pub enum IgnoreReason {
     OtherActivity,
     /// A PIM activity outside `GroupManagement` (Entra roles, Azure resources).
     OtherCategory,
-    /// A PIM activity whose result is not `success`.
+    /// A PIM activity whose result is a documented failure (`failure`, `timeout`, …).
     Unsuccessful,
+    /// A PIM-for-Groups change of the group's owners, not its members.
+    Owner,
+    /// A PIM activity whose `result` is missing or of a shape we do not know.
+    UnreadableResult,
+    /// A PIM activity without a `category`, so it cannot be told from an Entra role's.
+    MissingCategory,
 }
 
 impl IgnoreReason {
@@ -119,6 +168,21 @@ impl IgnoreReason {
             Self::OtherActivity => "other_activity",
             Self::OtherCategory => "other_category",
             Self::Unsuccessful => "unsuccessful",
+            Self::Owner => "owner",
+            Self::UnreadableResult => "unreadable_result",
+            Self::MissingCategory => "missing_category",
+        }
+    }
+
+    /// The `outcome` label it is counted under.
+    pub fn outcome(self) -> Outcome {
+        match self {
+            Self::NotAnAuditRecord
+            | Self::OtherActivity
+            | Self::OtherCategory
+            | Self::Unsuccessful => Outcome::Ignored,
+            Self::Owner => Outcome::IgnoredOwner,
+            Self::UnreadableResult | Self::MissingCategory => Outcome::Unusable,
         }
     }
 }
@@ -166,7 +230,7 @@ pub fn parse_embedded(value: &Value, path: &str) -> Option<Result<AuditBatch, Ev
     }
     let mut batch = AuditBatch::default();
     let claimed = claim_audit(object, None, path.to_owned());
-    Some(batch.add(0, claimed).map(|()| batch))
+    Some(batch.add(0, audit_id(object), claimed).map(|()| batch))
 }
 
 /// Parses the records of an export, at most [`MAX_BATCH`]; `records_path` names the array.
@@ -180,7 +244,10 @@ fn parse_record_list(records: &[Value], records_path: &str) -> Result<AuditBatch
         let Some(record) = record.as_object() else {
             return Err(refuse(path, "invalid_field", "must be an object"));
         };
-        batch.add(index, claim(record, path))?;
+        let record_id = member(record, "properties")
+            .and_then(|(_, properties)| properties.as_object())
+            .and_then(audit_id);
+        batch.add(index, record_id, claim(record, path))?;
     }
     Ok(batch)
 }
@@ -190,12 +257,14 @@ impl AuditBatch {
     fn add(
         &mut self,
         index: usize,
+        record_id: Option<String>,
         claimed: Result<Claim<'_>, (Option<EventKind>, IgnoreReason)>,
     ) -> Result<(), EventError> {
         match claimed {
             Ok(claim) => self.events.push(claim.into_event(&mut self.warnings)?),
             Err((kind, reason)) => self.ignored.push(IgnoredRecord {
                 index,
+                record_id,
                 kind,
                 reason,
             }),
@@ -241,17 +310,96 @@ fn claim_audit<'a>(
         .or(operation_name)
         .and_then(activity_kind)
         .ok_or((None, IgnoreReason::OtherActivity))?;
-    if !text(properties, "category").is_some_and(|c| c.eq_ignore_ascii_case(GROUP_MANAGEMENT)) {
-        return Err((Some(kind), IgnoreReason::OtherCategory));
+    let unless = |holds: bool, reason| {
+        if holds {
+            Ok(())
+        } else {
+            Err((Some(kind), reason))
+        }
+    };
+    let category = text(properties, "category");
+    unless(category.is_some(), IgnoreReason::MissingCategory)?;
+    unless(
+        category.is_some_and(|c| c.eq_ignore_ascii_case(GROUP_MANAGEMENT)),
+        IgnoreReason::OtherCategory,
+    )?;
+    match result_of(properties) {
+        Some(true) => {}
+        Some(false) => return Err((Some(kind), IgnoreReason::Unsuccessful)),
+        None => return Err((Some(kind), IgnoreReason::UnreadableResult)),
     }
-    if !text(properties, "result").is_some_and(|r| r.eq_ignore_ascii_case(SUCCESS)) {
-        return Err((Some(kind), IgnoreReason::Unsuccessful));
-    }
+    unless(!is_owner_change(properties), IgnoreReason::Owner)?;
     Ok(Claim {
         kind,
         properties,
         path,
     })
+}
+
+/// Whether `result` says the change happened (`Some(true)`), failed (`Some(false)`), or cannot be
+/// read (`None`). Graph and Log Analytics write the enum as a string, the Azure Monitor export as
+/// its number.
+fn result_of(properties: &Map<String, Value>) -> Option<bool> {
+    match member(properties, "result")?.1 {
+        Value::String(result) => {
+            let result = result.trim();
+            if result.eq_ignore_ascii_case(SUCCESS) {
+                Some(true)
+            } else {
+                FAILURES
+                    .iter()
+                    .any(|f| f.eq_ignore_ascii_case(result))
+                    .then_some(false)
+            }
+        }
+        Value::Number(number) => match number.as_u64() {
+            Some(SUCCESS_NUMBER) => Some(true),
+            Some(n) if FAILURE_NUMBERS.contains(&n) => Some(false),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// Whether the record changes a group's owners: PIM for Groups has two roles, Member and Owner,
+/// and records of both carry the same activity names. The role is read from the `Role` target's
+/// name, and from role properties of the targets (`modifiedProperties`) and of the record
+/// (`additionalDetails`), whichever are present.
+fn is_owner_change(properties: &Map<String, Value>) -> bool {
+    let is_owner = |value: &str| value.trim().trim_matches('"').eq_ignore_ascii_case(OWNER);
+    let objects = |name: &str, within: &Map<String, Value>| -> Vec<Map<String, Value>> {
+        match member(within, name) {
+            Some((_, Value::Array(items))) => items
+                .iter()
+                .filter_map(|item| item.as_object().cloned())
+                .collect(),
+            _ => Vec::new(),
+        }
+    };
+    let role_value = |pair: &Map<String, Value>, key: &str, value: &str| {
+        text(pair, key).is_some_and(is_role_key) && text(pair, value).is_some_and(is_owner)
+    };
+    let targets = objects("targetResources", properties);
+    let owner_target = targets.iter().any(|target| {
+        (target_is(target, "Role") && text(target, "displayName").is_some_and(is_owner))
+            || objects("modifiedProperties", target).iter().any(|p| {
+                role_value(p, "displayName", "newValue") || role_value(p, "displayName", "oldValue")
+            })
+    });
+    owner_target
+        || objects("additionalDetails", properties)
+            .iter()
+            .any(|detail| role_value(detail, "key", "value"))
+}
+
+/// Whether a property key names the PIM role.
+fn is_role_key(key: &str) -> bool {
+    ROLE_KEYS.contains(&normalized_key(key).as_str())
+}
+
+/// The directoryAudit `id` of a record, for logs.
+fn audit_id(properties: &Map<String, Value>) -> Option<String> {
+    text(properties, "id").map(str::to_owned)
 }
 
 /// The event an activity name stands for, if any.
@@ -372,7 +520,7 @@ fn target_of_type<'a>(
         .iter()
         .enumerate()
         .filter_map(|(index, target)| Some((index, target.as_object()?)))
-        .find(|(_, target)| text(target, "type").is_some_and(|t| t.eq_ignore_ascii_case(kind)))
+        .find(|(_, target)| target_is(target, kind))
         .map(|(index, target)| (format!("{targets_path}[{index}]"), target))
         .ok_or_else(|| {
             refuse(
@@ -381,6 +529,21 @@ fn target_of_type<'a>(
                 format!("no target of type {kind}"),
             )
         })
+}
+
+/// Whether a target is of `kind` (`User`, `Group`, `Role`): by its `type`, or, when it has none,
+/// by its `@odata.type` (`#microsoft.graph.targetResourceUser`; `#microsoft.graph.user` too).
+fn target_is(target: &Map<String, Value>, kind: &str) -> bool {
+    if let Some(type_name) = text(target, "type") {
+        return type_name.eq_ignore_ascii_case(kind);
+    }
+    let Some(odata) = text(target, "@odata.type") else {
+        return false;
+    };
+    let odata = odata.trim_start_matches('#').to_ascii_lowercase();
+    let name = odata.strip_prefix("microsoft.graph.").unwrap_or(&odata);
+    let name = name.strip_prefix("targetresource").unwrap_or(name);
+    name.eq_ignore_ascii_case(kind)
 }
 
 /// The attributes a target carries, renamed (`from` → `to`); `None` when it carries none.
@@ -406,12 +569,15 @@ fn attributes(
 
 /// Whether an `additionalDetails` key names an end time.
 fn is_end_key(key: &str) -> bool {
-    let key: String = key
-        .chars()
+    END_KEYS.contains(&normalized_key(key).as_str())
+}
+
+/// A key in lower case with only letters and digits kept.
+fn normalized_key(key: &str) -> String {
+    key.chars()
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
-        .collect();
-    END_KEYS.contains(&key.as_str())
+        .collect()
 }
 
 /// An RFC 3339 timestamp, or an ISO 8601 one without an offset, taken as UTC (the form .NET
@@ -909,6 +1075,151 @@ mod tests {
         assert!(batch.events.is_empty());
         assert_eq!(batch.ignored.len(), 3);
         assert_eq!(batch.ignored[2].reason, IgnoreReason::NotAnAuditRecord);
+    }
+
+    const EXPORT: &str = include_str!("../../tests/fixtures/microsoft/azure_monitor_export.json");
+    const ODATA_TARGETS: &str =
+        include_str!("../../tests/fixtures/microsoft/directory_audit_odata_targets.json");
+    const OWNER: &str = include_str!("../../tests/fixtures/audit/owner_activation.json");
+
+    /// (index, reason) of each ignored record.
+    fn reasons(batch: &AuditBatch) -> Vec<(usize, IgnoreReason)> {
+        batch.ignored.iter().map(|r| (r.index, r.reason)).collect()
+    }
+
+    #[test]
+    fn microsofts_export_with_result_0_yields_its_activation() {
+        let batch = parse_records(EXPORT.as_bytes()).unwrap();
+
+        assert_eq!(batch.events.len(), 1);
+        let event = &batch.events[0];
+        assert_eq!(
+            event.id,
+            "PIM_0f2b7c1e-5a3d-4e6f-8a9b-1c2d3e4f5a6b_activation"
+        );
+        assert_eq!(event.kind, EventKind::Activation);
+        assert_eq!(event.group_id, "11111111-aaaa-4aaa-8aaa-000000000001");
+        assert_eq!(event.ends_at, Some(datetime!(2026-11-28 17:02 UTC)));
+        assert_eq!(reasons(&batch), vec![(0, IgnoreReason::OtherActivity)]);
+    }
+
+    #[test]
+    fn result_is_success_in_any_case_or_0_and_failure_by_name_or_number() {
+        let cases = [
+            (json!("success"), None),
+            (json!("Success"), None),
+            (json!(" SUCCESS "), None),
+            (json!(0), None),
+            (json!("failure"), Some(IgnoreReason::Unsuccessful)),
+            (json!("Timeout"), Some(IgnoreReason::Unsuccessful)),
+            (
+                json!("unknownFutureValue"),
+                Some(IgnoreReason::Unsuccessful),
+            ),
+            (json!(1), Some(IgnoreReason::Unsuccessful)),
+            (json!(2), Some(IgnoreReason::Unsuccessful)),
+            (json!(3), Some(IgnoreReason::Unsuccessful)),
+            (json!(4), Some(IgnoreReason::UnreadableResult)),
+            (json!(-1), Some(IgnoreReason::UnreadableResult)),
+            (json!(0.5), Some(IgnoreReason::UnreadableResult)),
+            (json!("succeeded"), Some(IgnoreReason::UnreadableResult)),
+            (json!(true), Some(IgnoreReason::UnreadableResult)),
+            (json!(null), Some(IgnoreReason::UnreadableResult)),
+        ];
+        for (result, reason) in cases {
+            let mut record = activation_record();
+            record["properties"]["result"] = result.clone();
+
+            let batch = single(record).unwrap();
+
+            assert_eq!(batch.ignored.first().map(|r| r.reason), reason, "{result}");
+            assert_eq!(
+                batch.events.len(),
+                usize::from(reason.is_none()),
+                "{result}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_pim_record_that_cannot_be_read_is_unusable_with_its_id() {
+        let mut no_category = activation_record();
+        properties(&mut no_category).remove("category");
+        let mut odd_result = activation_record();
+        odd_result["properties"]["result"] = json!({"value": "success"});
+
+        let batch = parse(&json!({"records": [no_category, odd_result]})).unwrap();
+
+        assert!(batch.events.is_empty());
+        assert_eq!(
+            reasons(&batch),
+            vec![
+                (0, IgnoreReason::MissingCategory),
+                (1, IgnoreReason::UnreadableResult)
+            ]
+        );
+        for record in &batch.ignored {
+            assert_eq!(record.reason.outcome(), Outcome::Unusable);
+            assert_eq!(record.type_label(), "activation");
+            assert_eq!(
+                record.record_id.as_deref(),
+                Some("PIM_c3a7e2d1-4f5b-4a6c-8d9e-0f1a2b3c4d5e_activation")
+            );
+        }
+    }
+
+    #[test]
+    fn targets_without_type_are_found_by_odata_type() {
+        let directory_audit = fixture(ODATA_TARGETS);
+
+        let batch = parse_embedded(&directory_audit, "data").unwrap().unwrap();
+
+        assert_eq!(batch.events.len(), 1, "{:?}", batch.ignored);
+        let event = &batch.events[0];
+        assert_eq!(event.group_id, "22222222-bbbb-4bbb-8bbb-000000000002");
+        assert_eq!(event.principal_id, "b0b00000-0000-4000-8000-000000000002");
+        assert_eq!(
+            event.user,
+            Some(json!({"userName": "bob@contoso.com", "displayName": "Bob Kahn"}))
+        );
+        let mut typed_otherwise = directory_audit.clone();
+        typed_otherwise["targetResources"][2]["type"] = json!("Other");
+        assert_eq!(
+            parse_embedded(&typed_otherwise, "data")
+                .unwrap()
+                .unwrap_err()
+                .code(),
+            "missing_target",
+            "`type` wins over `@odata.type`"
+        );
+    }
+
+    #[test]
+    fn owner_activations_and_deactivations_are_ignored_as_owner_changes() {
+        let batch = parse_records(OWNER.as_bytes()).unwrap();
+
+        assert!(batch.events.is_empty(), "{:?}", batch.events);
+        assert_eq!(
+            reasons(&batch),
+            vec![
+                (0, IgnoreReason::Owner),
+                (1, IgnoreReason::Owner),
+                (2, IgnoreReason::Owner)
+            ]
+        );
+        assert!(batch
+            .ignored
+            .iter()
+            .all(|r| r.reason.outcome() == Outcome::IgnoredOwner));
+        assert_eq!(batch.ignored[2].type_label(), "deactivation");
+    }
+
+    #[test]
+    fn a_member_role_is_not_an_owner_change() {
+        let mut record = activation_record();
+        record["properties"]["targetResources"][0]["modifiedProperties"] = json!([{"displayName": "Role.DisplayName", "oldValue": null, "newValue": "\"Member\""}]);
+
+        assert_eq!(single(record).unwrap().events.len(), 1);
     }
 
     #[test]

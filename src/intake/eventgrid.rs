@@ -1,22 +1,30 @@
 //! Azure Event Grid deliveries (`POST /webhooks/eventgrid`, DESIGN.md §2): from a request body to
 //! the events it carries.
 //!
-//! Event Grid posts in one of two schemas, told apart by the content type (facts/entra-graph.md
-//! §2.2–§2.4):
-//! - the Event Grid schema, `application/json`: an array of `{id, eventType, subject, eventTime,
-//!   data, dataVersion, …}`. Its subscription handshake is such an array holding one
+//! Event Grid posts in one of two schemas (facts/entra-graph.md §2.2–§2.4):
+//! - the Event Grid schema: an array of `{id, eventType, subject, eventTime, data, dataVersion,
+//!   …}`, as `application/json`. Its subscription handshake is such an array holding one
 //!   `Microsoft.EventGrid.SubscriptionValidationEvent`, whose `validationCode` is echoed back;
-//! - CloudEvents 1.0 in structured mode: `application/cloudevents+json` (one event) or
-//!   `application/cloudevents-batch+json` (an array), `{specversion, id, source, type, time,
-//!   datacontenttype, data}`. Its handshake is the `OPTIONS` request, answered by the route.
+//! - CloudEvents 1.0 in structured mode, `{specversion, id, source, type, time, datacontenttype,
+//!   data}`: one event or an array of them. Its handshake is the `OPTIONS` request, answered by
+//!   the route.
+//!
+//! The media type does not say which: Microsoft's own samples post a single CloudEvent as
+//! `application/json`, and its Entra events page shows Graph CloudEvents as an array. So the body
+//! decides. Under `application/json`, `application/cloudevents+json` or
+//! `application/cloudevents-batch+json` alike, an object is one CloudEvent and an array holds
+//! events, each read as a CloudEvent when it has `specversion`. Only under `application/json` may
+//! an element be in the Event Grid schema; under the CloudEvents media types every element is
+//! held to the CloudEvents attributes.
 //!
 //! Each event's `data` is sorted into one of three kinds:
 //! - Entra audit records, as an Azure Monitor export (`{"records": [...]}`) or as one directoryAudit
 //!   object. They are read by the audit parser ([`audit::parse_embedded`]), so this route and
 //!   `/webhooks/audit` agree on what a PIM-for-Groups activation is; the idempotency key is the
 //!   record's own `id`, never the Event Grid event's, which changes when a forwarder republishes;
-//! - Microsoft Graph change or lifecycle notifications. They only hint that something changed
-//!   and need Graph look-ups to mean anything, which pimbridge does not make yet: skipped;
+//! - Microsoft Graph change or lifecycle notifications. Their `data` is handed to the Graph
+//!   notification parser ([`super::graph`]) when `[graph]` is configured, as on `/webhooks/graph`;
+//!   otherwise they are skipped;
 //! - anything else: skipped.
 //!
 //! Envelopes are checked only as far as we rely on them (`id`, the type and, for CloudEvents, the
@@ -28,6 +36,7 @@
 use serde_json::{Map, Value};
 
 use super::audit::{self, quote, refuse, IgnoredRecord};
+use super::counting;
 use super::event::{EventError, NewEvent, MAX_BATCH};
 
 /// The event type of Event Grid's subscription handshake (Event Grid schema only).
@@ -40,21 +49,21 @@ const CLOUDEVENTS_VERSION: &str = "1.0";
 /// The code of every CloudEvents attribute error, whichever attribute it is.
 const INVALID_CLOUDEVENT: &str = "invalid_cloudevent";
 
-/// The schema a delivery is in, from its media type.
+/// What a delivery's media type allows; the body says which shape it has.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Schema {
-    /// `application/json`: an array in the Event Grid schema. An element that carries
-    /// `specversion` is read as a CloudEvent, in case a subscription's batches arrive that way.
+    /// `application/json`: Event Grid schema events or CloudEvents (told apart by
+    /// `specversion`), one CloudEvent or an array.
     EventGrid,
-    /// `application/cloudevents+json`: one CloudEvent.
+    /// `application/cloudevents+json`: one CloudEvent, or an array of them.
     CloudEvent,
-    /// `application/cloudevents-batch+json`: an array of CloudEvents.
+    /// `application/cloudevents-batch+json`: an array of CloudEvents, or one.
     CloudEventBatch,
 }
 
 impl Schema {
     /// The media types accepted, for the 415 message.
-    pub const MEDIA_TYPES: &'static str = "application/json (Event Grid schema), \
+    pub const MEDIA_TYPES: &'static str = "application/json (Event Grid schema or CloudEvents), \
         application/cloudevents+json or application/cloudevents-batch+json";
 
     /// The schema of a media type given without parameters, in lower case.
@@ -112,11 +121,11 @@ pub struct Skipped {
 }
 
 /// What a skipped item is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkippedContent {
     /// An audit record that is not a PIM-for-Groups activation or deactivation.
     AuditRecord(IgnoredRecord),
-    /// A Microsoft Graph change or lifecycle notification: it needs Graph look-ups.
+    /// A Microsoft Graph change or lifecycle notification, while `[graph]` is not configured.
     GraphNotification,
     /// An event that carries neither audit records nor a Graph notification.
     Other,
@@ -125,18 +134,18 @@ pub enum SkippedContent {
 impl Skipped {
     /// The `type` label of the metric that counts it.
     pub fn type_label(&self) -> &'static str {
-        match self.content {
+        match &self.content {
             SkippedContent::AuditRecord(record) => record.type_label(),
-            SkippedContent::GraphNotification => "graph_notification",
-            SkippedContent::Other => "unknown",
+            SkippedContent::GraphNotification => counting::GRAPH_NOTIFICATION,
+            SkippedContent::Other => counting::UNKNOWN,
         }
     }
 
     /// Why it is skipped, for logs.
     pub fn reason(&self) -> &'static str {
-        match self.content {
+        match &self.content {
             SkippedContent::AuditRecord(record) => record.reason.as_str(),
-            SkippedContent::GraphNotification => "graph_lookups_not_built",
+            SkippedContent::GraphNotification => "graph_not_configured",
             SkippedContent::Other => "other_event",
         }
     }
@@ -177,25 +186,20 @@ struct Envelope<'a> {
 
 /// The envelopes of a body, in order.
 fn envelopes(value: &Value, schema: Schema) -> Result<Vec<Envelope<'_>>, EventError> {
-    let items = match (schema, value) {
-        (Schema::CloudEvent, Value::Object(object)) => {
+    let items = match value {
+        Value::Object(object) if schema != Schema::EventGrid || is_cloud_event(object) => {
             return Ok(vec![cloud_event(object, 0, String::new())?]);
         }
-        (Schema::CloudEvent, _) => {
+        Value::Array(items) => items,
+        _ if schema == Schema::EventGrid => {
             return Err(invalid_body(
-                "an application/cloudevents+json body is one CloudEvent object; \
-                 send a batch as application/cloudevents-batch+json",
+                "an application/json delivery is an array of events (Event Grid schema or \
+                 CloudEvents) or one CloudEvent object",
             ))
         }
-        (_, Value::Array(items)) => items,
-        (Schema::EventGrid, _) => {
+        _ => {
             return Err(invalid_body(
-                "an Event Grid schema delivery (application/json) is a JSON array of events",
-            ))
-        }
-        (Schema::CloudEventBatch, _) => {
-            return Err(invalid_body(
-                "an application/cloudevents-batch+json body is a JSON array of CloudEvents",
+                "a CloudEvents delivery is one CloudEvent object or an array of them",
             ))
         }
     };
@@ -210,13 +214,18 @@ fn envelopes(value: &Value, schema: Schema) -> Result<Vec<Envelope<'_>>, EventEr
             let Value::Object(object) = item else {
                 return Err(refuse(path, "invalid_field", "must be an object"));
             };
-            if schema == Schema::CloudEventBatch || object.contains_key("specversion") {
+            if schema != Schema::EventGrid || is_cloud_event(object) {
                 cloud_event(object, index, path)
             } else {
                 event_grid_event(object, index, path)
             }
         })
         .collect()
+}
+
+/// Whether an object is a CloudEvent rather than an Event Grid schema event.
+fn is_cloud_event(object: &Map<String, Value>) -> bool {
+    object.contains_key("specversion")
 }
 
 /// An event in the Event Grid schema; we rely on `id` and `eventType` only.
@@ -574,8 +583,8 @@ mod tests {
         assert_eq!(
             skipped(&batch),
             vec![
-                (0, "graph_notification", "graph_lookups_not_built"),
-                (1, "graph_notification", "graph_lookups_not_built"),
+                (0, "graph_notification", "graph_not_configured"),
+                (1, "graph_notification", "graph_not_configured"),
             ]
         );
 
@@ -725,21 +734,47 @@ mod tests {
     }
 
     #[test]
-    fn the_body_must_have_the_shape_its_media_type_announces() {
+    fn the_body_decides_between_one_cloud_event_and_an_array_under_every_media_type() {
+        let schemas = [
+            Schema::EventGrid,
+            Schema::CloudEvent,
+            Schema::CloudEventBatch,
+        ];
+        for schema in schemas {
+            let one = events(CLOUD_EVENT, schema);
+            assert_eq!(
+                stored(&one),
+                vec![(
+                    "PIM_8b9c0d1e-2f3a-4b4c-9d5e-6f7a8b9c0d1e_activation",
+                    EventKind::Activation
+                )],
+                "{schema:?}"
+            );
+            let many = events(CLOUD_EVENTS, schema);
+            assert_eq!(many.events.len(), 2, "{schema:?}");
+            assert_eq!(many.skipped.len(), 2, "{schema:?}");
+        }
+    }
+
+    #[test]
+    fn event_grid_schema_events_come_only_as_application_json_arrays() {
         assert_eq!(
             parse_delivery(b"[{", Schema::EventGrid, false)
                 .unwrap_err()
                 .code(),
             "malformed_json"
         );
-        let cases = [
-            (fixture(CLOUD_EVENT), Schema::EventGrid),
-            (fixture(CLOUD_EVENTS), Schema::CloudEvent),
-            (fixture(CLOUD_EVENT), Schema::CloudEventBatch),
-            (json!("events"), Schema::EventGrid),
-        ];
-        for (body, schema) in cases {
-            assert_refused(&error(&body, schema), "invalid_body", "body");
+        let event_grid_event = fixture(EVENT_GRID_BATCH)[1].clone();
+        for schema in [Schema::CloudEvent, Schema::CloudEventBatch] {
+            assert_refused(
+                &error(&json!([event_grid_event.clone()]), schema),
+                INVALID_CLOUDEVENT,
+                "[0].specversion",
+            );
+            assert_refused(&error(&json!("events"), schema), "invalid_body", "body");
+        }
+        for body in [json!("events"), event_grid_event] {
+            assert_refused(&error(&body, Schema::EventGrid), "invalid_body", "body");
         }
         assert_refused(
             &error(&json!([fixture(CLOUD_EVENT), 7]), Schema::CloudEventBatch),

@@ -5,8 +5,10 @@
 //! after it returns. A redelivered event (same source and id) changes nothing and takes no slot.
 
 pub mod audit;
+pub mod counting;
 pub mod event;
 pub mod eventgrid;
+pub mod graph;
 
 use std::collections::BTreeMap;
 

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::config::UserNameAttribute;
+use crate::graph::{GraphClient, GraphError};
 use crate::scim::{ScimClient, ScimError};
 use crate::store::StoreError;
 
@@ -35,6 +36,9 @@ pub enum ProvisionError {
     /// The job names an application that is no longer configured.
     #[error("application `{0}` is not configured")]
     UnknownApplication(String),
+    /// Graph, asked for attributes the event lacks, failed.
+    #[error("cannot read the user's attributes from Microsoft Graph: {0}")]
+    Graph(#[from] GraphError),
 }
 
 impl ProvisionError {
@@ -43,6 +47,7 @@ impl ProvisionError {
         match self {
             Self::Scim(e) => e.is_transient(),
             Self::Store(e) => e.is_transient(),
+            Self::Graph(e) => e.is_transient(),
             Self::MissingAttributes(_) | Self::UnknownApplication(_) => false,
         }
     }
@@ -55,6 +60,7 @@ impl ProvisionError {
             Self::MissingAttributes(_) => "missing_attributes".into(),
             Self::Store(_) => "database".into(),
             Self::UnknownApplication(_) => "unknown_application".into(),
+            Self::Graph(_) => "graph".into(),
         }
     }
 
@@ -71,6 +77,7 @@ impl ProvisionError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             Self::Scim(e) => e.retry_after(),
+            Self::Graph(e) => e.retry_after(),
             _ => None,
         }
     }
@@ -88,11 +95,22 @@ pub struct Target {
 /// reconciliation never waits for a second connection from the pool.
 pub struct Provisioner {
     targets: BTreeMap<String, Target>,
+    /// Completes users whose event lacks what AWS requires (`[graph]` configured).
+    graph: Option<GraphClient>,
 }
 
 impl Provisioner {
     pub fn new(targets: BTreeMap<String, Target>) -> Self {
-        Self { targets }
+        Self {
+            targets,
+            graph: None,
+        }
+    }
+
+    /// Reads from Graph what an event lacks to create its user in AWS.
+    pub fn with_graph(mut self, graph: GraphClient) -> Self {
+        self.graph = Some(graph);
+        self
     }
 
     /// The SCIM target of an application.

@@ -7,6 +7,7 @@ use serde_json::Value;
 use super::{ProvisionError, Provisioner, Target};
 use crate::config::UserNameAttribute;
 use crate::domain::Subject;
+use crate::graph::users;
 use crate::scim::mapping::{map_user, SourceUser};
 use crate::scim::{ScimClient, ScimError, ScimUser};
 use crate::store::scim_ids::{self, CachedPair, ObjectKind};
@@ -93,12 +94,18 @@ impl Provisioner {
             Some(source) if create => match map_user(source, client.character_policy()) {
                 Ok(user) => Some(client.create_user(&user).await?),
                 // Too little to create the user (an audit record names only the userName): use
-                // the user if AWS already has it, otherwise say what is missing.
-                Err(refused) => Some(
-                    find_user(client, subject, source.user_name.as_deref())
-                        .await?
-                        .ok_or(ScimError::from(refused))?,
-                ),
+                // the user if AWS already has it, else complete it from Graph, otherwise say
+                // what is missing.
+                Err(refused) => {
+                    match find_user(client, subject, source.user_name.as_deref()).await? {
+                        Some(user) => Some(user),
+                        None => Some(
+                            self.create_from_graph(target, subject)
+                                .await?
+                                .ok_or(ScimError::from(refused))?,
+                        ),
+                    }
+                }
             },
             Some(source) => find_user(client, subject, source.user_name.as_deref()).await?,
             None => {
@@ -106,6 +113,10 @@ impl Provisioner {
                     .find_user_by_external_id(&subject.principal_id)
                     .await?
             }
+        };
+        let user = match user {
+            None if create && source.is_none() => self.create_from_graph(target, subject).await?,
+            user => user,
         };
         match user {
             Some(user) => self
@@ -117,6 +128,31 @@ impl Provisioner {
             )),
             None => Ok(None),
         }
+    }
+
+    /// Creates the subject's user from its event's attributes completed by Graph's; `None` without
+    /// `[graph]` or when Graph does not know the user.
+    async fn create_from_graph(
+        &self,
+        target: &Target,
+        subject: &Subject,
+    ) -> Result<Option<ScimUser>, ProvisionError> {
+        let Some(graph) = &self.graph else {
+            return Ok(None);
+        };
+        let Some(found) = users::scim_attributes(graph, &subject.principal_id).await? else {
+            return Ok(None);
+        };
+        tracing::info!("the event lacks user attributes AWS requires; completed from Graph");
+        let completed = Subject {
+            user_attributes: Some(users::complete(subject.user_attributes.as_ref(), &found)),
+            ..subject.clone()
+        };
+        let Some(source) = source_user(target, &completed) else {
+            return Ok(None);
+        };
+        let user = map_user(&source, target.client.character_policy()).map_err(ScimError::from)?;
+        Ok(Some(target.client.create_user(&user).await?))
     }
 
     /// Caches the AWS id of a resource AWS just returned, and returns it.

@@ -13,12 +13,13 @@ pub mod subscriptions;
 use std::time::Duration;
 
 use actix_web::web;
-use serde_json::{json, Map, Value};
+use serde_json::json;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::{EventKind, EventSource};
-use crate::graph::{GraphClient, GraphError, GraphUser};
+use crate::graph::{users, AssignmentInstance, GraphClient, GraphError};
+use crate::intake::counting::{self, Outcome};
 use crate::intake::event::NewEvent;
 use crate::state::AppState;
 use crate::store::graph_hints::{self, ClaimedHint};
@@ -112,7 +113,13 @@ impl Resolver {
 
     /// Records the events that Graph's view of `group_id` implies; returns how many were new.
     pub async fn resolve(&self, group_id: &str) -> Result<usize, ResolveError> {
-        let instances = self.graph.active_member_assignments(group_id, None).await?;
+        let (instances, owners): (Vec<_>, Vec<_>) = self
+            .graph
+            .active_assignments(group_id, None)
+            .await?
+            .into_iter()
+            .partition(|i| i.is_member());
+        self.ignore_owners(&owners);
         let db = self.state.pool.get().await.map_err(StoreError::from)?;
         let known = latest_graph_events(&db, group_id).await?;
         let candidates: Vec<String> = plan::active_by_user(&instances)
@@ -150,7 +157,7 @@ impl Resolver {
                 principal_id: activation.principal_id,
                 ends_at: activation.end.filter(|end| *end > occurred_at),
                 grant_id: Some(activation.grant_id),
-                user: Some(user_attributes(&user)),
+                user: Some(users::event_attributes(&user)),
                 group: group_attributes.clone(),
             });
         }
@@ -172,26 +179,31 @@ impl Resolver {
             .intake
             .record(EventSource::Graph, &events)
             .await?;
-        crate::routes::events::count_outcomes(&self.state, EventSource::Graph, &summary);
+        counting::count_summary(&self.state.metrics, EventSource::Graph, &summary);
         Ok(summary.accepted())
     }
 }
 
-/// Our event's `user` object from a Graph user (the names the SCIM mapping reads).
-fn user_attributes(user: &GraphUser) -> Value {
-    let mut attributes = Map::new();
-    for (name, value) in [
-        ("userName", &user.user_principal_name),
-        ("givenName", &user.given_name),
-        ("familyName", &user.surname),
-        ("displayName", &user.display_name),
-        ("email", &user.mail),
-    ] {
-        if let Some(value) = value.as_deref().filter(|v| !v.is_empty()) {
-            attributes.insert(name.to_owned(), Value::String(value.to_owned()));
+impl Resolver {
+    /// Owner instances are not memberships: logged and counted as `ignored_owner`, never turned
+    /// into events. They are counted each time their group is resolved.
+    fn ignore_owners(&self, others: &[AssignmentInstance]) {
+        let owners: Vec<_> = others
+            .iter()
+            .filter(|i| i.access_id.eq_ignore_ascii_case("owner"))
+            .collect();
+        for owner in &owners {
+            tracing::info!(instance = %owner.id, principal = %owner.principal_id,
+                access = %owner.access_id, "a PIM ownership is not a membership; ignored");
         }
+        counting::count(
+            &self.state.metrics,
+            EventSource::Graph,
+            EventKind::Activation.as_str(),
+            Outcome::IgnoredOwner,
+            owners.len() as u64,
+        );
     }
-    Value::Object(attributes)
 }
 
 /// Backoff between attempts to resolve a hint: 1 s doubling to 5 min, at least what Graph asked.

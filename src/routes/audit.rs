@@ -73,21 +73,12 @@ async fn accept(
     }))
 }
 
-/// Counts and logs the skipped records (`outcome="ignored"`, type = the activity class or
-/// `unknown`). Called only once the request has succeeded, so a refused request counts once, as
-/// rejected.
+/// Counts and logs the skipped records (type = the activity class or `unknown`; outcome
+/// `ignored`, `ignored_owner` or `unusable`). Called only once the request has succeeded, so a
+/// refused request counts once, as rejected.
 fn count_ignored(state: &AppState, batch: &AuditBatch) {
     for record in &batch.ignored {
-        tracing::debug!(
-            record.index = record.index,
-            record.reason = record.reason.as_str(),
-            event.type = record.type_label(),
-            "audit record ignored"
-        );
-        state
-            .metrics
-            .events_received
-            .with_label_values(&[EventSource::Audit.as_str(), record.type_label(), "ignored"])
-            .inc();
+        let context = format!("records[{}]", record.index);
+        record.report(&state.metrics, EventSource::Audit, &context);
     }
 }

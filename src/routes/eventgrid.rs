@@ -10,9 +10,10 @@
 //!   and an unauthenticated echo would let anyone subscribe us to their topic.
 //!
 //! Audit records become events with source `eventgrid`. Graph notifications (from a Graph partner
-//! topic) are handled as on `/webhooks/graph` when `[graph]` is configured: their `clientState` is
-//! checked and they become hints for the resolver. Without `[graph]` they are acknowledged with a
-//! 202 (Event Grid would otherwise retry them for a day), counted and ignored.
+//! topic) go through the same parser, store and counters as on `/webhooks/graph` when `[graph]` is
+//! configured: their `clientState` is checked and they become hints for the resolver. Without
+//! `[graph]` they are acknowledged with a 202 (Event Grid would otherwise retry them for a day),
+//! counted and ignored.
 
 use actix_web::http::header::{HeaderName, HeaderValue, ALLOW};
 use actix_web::http::Method;
@@ -20,10 +21,11 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
 use super::events::{commit_events, count_rejection, media_type, read_authenticated};
-use super::graph;
 use crate::domain::EventSource;
 use crate::error::ApiError;
+use crate::intake::counting::{self, Outcome};
 use crate::intake::eventgrid::{parse_delivery, Delivery, EventGridBatch, Schema, SkippedContent};
+use crate::intake::graph::{self as notifications, Recorded};
 use crate::state::AppState;
 
 /// Where Event Grid delivers.
@@ -111,15 +113,17 @@ async fn accept(
         tracing::warn!(warning = %warning, "part of an audit record was left out");
     }
 
-    // Graph notifications become hints when Graph is configured; their clientState is checked
-    // before anything is stored.
+    // Graph notifications become hints when Graph is configured, exactly as on /webhooks/graph;
+    // their clientState is checked before anything is stored.
     let graph_items = match &state.graph_client_state {
-        Some(client_state) if !batch.graph_notifications_data.is_empty() => Some(graph::verify(
-            client_state,
-            &batch.graph_notifications_data,
-        )?),
+        Some(client_state) if !batch.graph_notifications_data.is_empty() => Some(
+            notifications::verify(client_state, &batch.graph_notifications_data)?,
+        ),
         _ => None,
     };
+    if graph_items.is_some() && !state.is_bootstrapped() {
+        return Err(ApiError::NotReady);
+    }
     // A delivery of only skipped events has nothing to store.
     let (accepted, duplicates) = if batch.events.is_empty() {
         (0, 0)
@@ -127,29 +131,30 @@ async fn accept(
         let summary = commit_events(state, EventSource::EventGrid, &batch.events).await?;
         (summary.accepted(), summary.duplicates())
     };
-    let hints = match graph_items {
+    let recorded = match graph_items {
         Some(items) => {
-            let stored = graph::record(state, items).await?;
+            let recorded = notifications::record(&state.pool, &state.intake, items).await?;
+            notifications::count(&state.metrics, EventSource::EventGrid, &recorded);
             batch
                 .skipped
                 .retain(|s| !matches!(s.content, SkippedContent::GraphNotification));
-            stored.hints
+            recorded
         }
-        None => 0,
+        None => Recorded::default(),
     };
     count_skipped(state, &batch);
     tracing::debug!(?caller, "Event Grid intake committed");
     Ok(HttpResponse::Accepted().json(json!({
         "accepted": accepted,
         "duplicates": duplicates,
-        "ignored": batch.skipped.len(),
-        "hints": hints,
+        "ignored": batch.skipped.len() + recorded.ignored,
+        "hints": recorded.hints,
     })))
 }
 
-/// Counts and logs what was skipped (`outcome="ignored"`), with one warning per request for Graph
-/// notifications. Called only once the request has succeeded, so a refused request counts once,
-/// as rejected.
+/// Counts and logs what was skipped, with one warning per request for Graph notifications that
+/// cannot be resolved. Called only once the request has succeeded, so a refused request counts
+/// once, as rejected.
 fn count_skipped(state: &AppState, batch: &EventGridBatch) {
     let notifications = batch.graph_notifications();
     if notifications > 0 {
@@ -160,21 +165,25 @@ fn count_skipped(state: &AppState, batch: &EventGridBatch) {
         );
     }
     for skipped in &batch.skipped {
-        tracing::debug!(
-            event.index = skipped.event,
-            event.id = %skipped.event_id,
-            event.type = skipped.type_label(),
-            reason = skipped.reason(),
-            "Event Grid content ignored"
+        let context = format!(
+            "[{}] (Event Grid event {})",
+            skipped.event, skipped.event_id
         );
-        state
-            .metrics
-            .events_received
-            .with_label_values(&[
-                EventSource::EventGrid.as_str(),
-                skipped.type_label(),
-                "ignored",
-            ])
-            .inc();
+        match &skipped.content {
+            SkippedContent::AuditRecord(record) => {
+                record.report(&state.metrics, EventSource::EventGrid, &context);
+            }
+            SkippedContent::GraphNotification | SkippedContent::Other => {
+                tracing::debug!(event = %context, event.type = skipped.type_label(),
+                    reason = skipped.reason(), "Event Grid content ignored");
+                counting::count(
+                    &state.metrics,
+                    EventSource::EventGrid,
+                    skipped.type_label(),
+                    Outcome::Ignored,
+                    1,
+                );
+            }
+        }
     }
 }

@@ -3,8 +3,8 @@
 //! Order of checks: size (413) → authentication over the raw body (401) → content type (415) →
 //! parsing (400/413) → one transaction (202 only after commit; 503 if the database is away).
 //! The steps every intake route shares (reading and authenticating the body, committing, counting
-//! outcomes) are `pub(crate)` here so that `/webhooks/audit` and `/webhooks/eventgrid` run exactly
-//! the same checks.
+//! outcomes through [`crate::intake::counting`]) are `pub(crate)` here so that `/webhooks/audit`
+//! and `/webhooks/eventgrid` run exactly the same checks.
 
 use actix_web::http::header::CONTENT_TYPE;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -12,10 +12,11 @@ use futures_util::StreamExt;
 use serde::Serialize;
 
 use crate::auth::Caller;
-use crate::domain::{EventKind, EventSource};
+use crate::domain::EventSource;
 use crate::error::ApiError;
+use crate::intake::counting::{self, Outcome};
 use crate::intake::event::{parse_body, NewEvent};
-use crate::intake::{EventOutcome, IntakeSummary};
+use crate::intake::IntakeSummary;
 use crate::state::AppState;
 
 pub fn configure(cfg: &mut web::ServiceConfig) {
@@ -95,56 +96,22 @@ pub(crate) async fn commit_events(
         return Err(ApiError::NotReady);
     }
     let summary = state.intake.record(source, events).await?;
-    count_outcomes(state, source, &summary);
+    counting::count_summary(&state.metrics, source, &summary);
     Ok(summary)
 }
 
 /// Counts a refused request (one `rejected` sample, type `unknown`) and logs why, unless the
 /// error is server-side: those are logged with their chain where the response is built.
 pub(crate) fn count_rejection(state: &AppState, source: EventSource, error: &ApiError) {
-    state
-        .metrics
-        .events_received
-        .with_label_values(&[source.as_str(), "unknown", "rejected"])
-        .inc();
+    counting::count(
+        &state.metrics,
+        source,
+        counting::UNKNOWN,
+        Outcome::Rejected,
+        1,
+    );
     if !actix_web::ResponseError::status_code(error).is_server_error() {
         tracing::info!(error.code = error.code(), error.message = %error, "event request rejected");
-    }
-}
-
-/// Counts and logs what happened to each event of a committed request.
-pub(crate) fn count_outcomes(state: &AppState, source: EventSource, summary: &IntakeSummary) {
-    for (id, kind, outcome) in &summary.outcomes {
-        let label = match outcome {
-            EventOutcome::Accepted { event_row, jobs } => {
-                for (application, lane) in jobs {
-                    if *kind == EventKind::Activation {
-                        state
-                            .metrics
-                            .activations
-                            .with_label_values(&[application.as_str(), lane.as_str()])
-                            .inc();
-                    }
-                    tracing::info!(event.id = %id, event.row = event_row, event.type = %kind,
-                        application = %application, lane = lane.as_str(), "event accepted");
-                }
-                "accepted"
-            }
-            EventOutcome::Unrouted { event_row } => {
-                tracing::info!(event.id = %id, event.row = event_row, event.type = %kind,
-                    "event accepted for a group assigned to no application; ignored");
-                "unrouted"
-            }
-            EventOutcome::Duplicate => {
-                tracing::debug!(event.id = %id, "redelivered event; nothing changed");
-                "duplicate"
-            }
-        };
-        state
-            .metrics
-            .events_received
-            .with_label_values(&[source.as_str(), kind.as_str(), label])
-            .inc();
     }
 }
 

@@ -563,3 +563,226 @@ async fn received_records_are_counted_by_type_and_outcome() {
         1
     );
 }
+
+/// Microsoft's Azure Monitor export example (`properties.result` is the number 0): record 0 is a
+/// Core Directory change, record 1 a PIM activation of Alice in GROUP_A.
+const EXPORT: &str = include_str!("../fixtures/microsoft/azure_monitor_export.json");
+/// PIM changes of GROUP_A's *owners*: two activations and a deactivation.
+const OWNER: &str = include_str!("../fixtures/audit/owner_activation.json");
+/// The activation in [`EXPORT`].
+const EXPORT_ACTIVATION: &str = "PIM_0f2b7c1e-5a3d-4e6f-8a9b-1c2d3e4f5a6b_activation";
+/// Alice's Entra object id in [`EXPORT`].
+const ALICE: &str = "a11ce000-0000-4000-8000-000000000001";
+
+fn audit_metric(metrics: &str, kind: &str, outcome: &str) -> f64 {
+    metric_value(
+        metrics,
+        "pimbridge_events_received_total",
+        &[("source", "audit"), ("type", kind), ("outcome", outcome)],
+    )
+}
+
+#[tokio::test]
+async fn microsofts_export_with_result_0_becomes_an_activation() {
+    // Arrange
+    let app = spawn_app().await;
+
+    // Act
+    let response = post_audit(&app, EXPORT.as_bytes().to_vec(), "application/json").await;
+
+    // Assert
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"accepted": 1, "duplicates": 0, "ignored": 1})
+    );
+    let events = stored_events(&app).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        (&events[0].1, &events[0].2, &events[0].3, &events[0].4),
+        (
+            &EXPORT_ACTIVATION.to_owned(),
+            &"activation".to_owned(),
+            &GROUP_A.to_owned(),
+            &ALICE.to_owned()
+        )
+    );
+    assert_eq!(
+        stored_jobs(&app).await,
+        vec![(
+            EXPORT_ACTIVATION.to_owned(),
+            "alpha".to_owned(),
+            "add".to_owned(),
+            "immediate".to_owned()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn owner_changes_and_unreadable_pim_records_are_counted_never_stored() {
+    // Arrange: the owner changes, and an activation whose result has a shape nobody documents.
+    let app = spawn_app().await;
+    let mut unreadable = fixture(EXPORT);
+    unreadable["records"][1]["properties"]["result"] = json!("Succeeded");
+    let mut body = fixture(OWNER);
+    body["records"]
+        .as_array_mut()
+        .unwrap()
+        .push(unreadable["records"][1].clone());
+
+    // Act
+    let response = post_audit_json(&app, &body).await;
+
+    // Assert
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"accepted": 0, "duplicates": 0, "ignored": 4})
+    );
+    assert_eq!(app.events().await, 0);
+    assert_eq!(app.jobs().await, 0);
+    let metrics = app.metrics().await;
+    assert_eq!(audit_metric(&metrics, "activation", "ignored_owner"), 2.0);
+    assert_eq!(audit_metric(&metrics, "deactivation", "ignored_owner"), 1.0);
+    assert_eq!(audit_metric(&metrics, "activation", "unusable"), 1.0);
+    assert_eq!(audit_metric(&metrics, "activation", "ignored"), 0.0);
+}
+
+/// Users new to AWS: an audit record names the user but not their given and family name.
+mod thin_users {
+    use std::time::Duration;
+
+    use graph_emulator::{GraphEmulatorSettings, GraphUser, RunningGraphEmulator};
+
+    use super::*;
+    use crate::fixture::*;
+    use crate::postgres::PgServer;
+
+    /// The dispatching app in front of SCIM emulators; with `graph`, `[graph]` points at it.
+    async fn spawn(graph: Option<&RunningGraphEmulator>) -> Fixture {
+        let a = emulator().await;
+        let b = emulator().await;
+        let database_url = PgServer::shared().fresh_database().await;
+        let mut toml = dispatch_settings(&database_url, &a, &b, "");
+        if let Some(graph) = graph {
+            let client = graph.client_settings();
+            toml.push_str(&format!(
+                "
+                [graph]
+                tenant_id = \"{}\"
+                client_id = \"{}\"
+                client_secret = \"{}\"
+                client_state = \"graph-client-state-0123456789\"
+                authority_url = \"{}\"
+                graph_url = \"{}\"
+                ",
+                client.tenant_id,
+                client.client_id,
+                client.client_secret.expose(),
+                client.authority_url,
+                client.graph_url,
+            ));
+        }
+        let app = spawn_app_with(toml, &database_url).await;
+        Fixture {
+            app,
+            a,
+            b,
+            database_url,
+        }
+    }
+
+    /// Microsoft's export with its activation happening now, for an hour: an activation that
+    /// has already ended is superseded rather than sent.
+    fn current_export() -> Vec<u8> {
+        let mut export = fixture(EXPORT);
+        let activation = &mut export["records"][1]["properties"];
+        activation["activityDateTime"] = json!(at(-1));
+        activation["additionalDetails"] = json!([{"key": "ExpirationTime", "value": at(3600)}]);
+        export.to_string().into_bytes()
+    }
+
+    /// The export's activation job once it has finished: (state, last_error).
+    async fn finished_job(app: &TestApp) -> (String, Option<String>) {
+        for _ in 0..500 {
+            let row = app
+                .db
+                .query_opt(
+                    "SELECT state, last_error FROM jobs WHERE state IN ('done', 'failed')",
+                    &[],
+                )
+                .await
+                .unwrap();
+            if let Some(row) = row {
+                return (row.get(0), row.get(1));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let jobs = app
+            .db
+            .query("SELECT state, last_error FROM jobs", &[])
+            .await
+            .unwrap();
+        let jobs: Vec<(String, Option<String>)> =
+            jobs.iter().map(|r| (r.get(0), r.get(1))).collect();
+        panic!("the job did not finish: {jobs:?}");
+    }
+
+    #[tokio::test]
+    async fn with_graph_an_audit_only_activation_of_a_user_new_to_aws_becomes_a_membership() {
+        // Arrange: Graph knows Alice's names; AWS does not know her yet.
+        let graph = RunningGraphEmulator::start(
+            GraphEmulatorSettings::default(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        )
+        .await
+        .unwrap();
+        graph.add_user(GraphUser {
+            id: ALICE.into(),
+            user_principal_name: Some("alice@contoso.com".into()),
+            given_name: Some("Alice".into()),
+            surname: Some("Liddell".into()),
+            display_name: Some("Alice Liddell".into()),
+            mail: Some("alice@contoso.com".into()),
+        });
+        let f = spawn(Some(&graph)).await;
+
+        // Act
+        let response = post_audit(&f.app, current_export(), "application/json").await;
+
+        // Assert
+        assert_eq!(response.status(), 202);
+        assert_eq!(finished_job(&f.app).await, ("done".to_owned(), None));
+        assert_eq!(members(&f.a), 1);
+        let alice =
+            f.a.state()
+                .users
+                .iter()
+                .find(|u| u["userName"] == "alice@contoso.com")
+                .cloned()
+                .expect("Alice was created in AWS");
+        assert_eq!(alice["name"]["givenName"], "Alice");
+        assert_eq!(alice["name"]["familyName"], "Liddell");
+        assert_eq!(alice["externalId"], ALICE);
+        assert!(graph
+            .request_log()
+            .iter()
+            .any(|r| r.path.ends_with(&format!("/users/{ALICE}"))));
+    }
+
+    #[tokio::test]
+    async fn without_graph_it_fails_with_the_missing_attribute() {
+        // Arrange
+        let f = spawn(None).await;
+
+        // Act
+        let response = post_audit(&f.app, current_export(), "application/json").await;
+
+        // Assert
+        assert_eq!(response.status(), 202);
+        let (state, error) = finished_job(&f.app).await;
+        assert_eq!(state, "failed");
+        let error = error.unwrap_or_default();
+        assert!(error.contains("name.givenName"), "{error}");
+        assert_eq!(members(&f.a), 0);
+    }
+}

@@ -512,13 +512,13 @@ async fn every_class_of_bad_input_is_refused_and_stores_nothing() {
             "body: ",
         ),
         (
-            "an array as one CloudEvent",
-            CLOUD_EVENTS.as_bytes().to_vec(),
+            "Event Grid schema events as CloudEvents",
+            EVENT_GRID_BATCH.as_bytes().to_vec(),
             CLOUD_EVENT_TYPE,
             false,
             400,
-            "invalid_body",
-            "body: ",
+            "invalid_cloudevent",
+            "[0].specversion: ",
         ),
         (
             "an event that is not an object",
@@ -798,14 +798,15 @@ async fn with_graph_configured_graph_notifications_become_hints_after_their_clie
     let accepted = deliver(&app, GRAPH.as_bytes(), CLOUD_EVENTS_TYPE).await;
 
     // Assert: the forged clientState stores nothing; the real one leaves a hint for the group
-    // (the lifecycle item names a subscription pimbridge does not manage: counted as ignored).
+    // (the lifecycle item names a subscription pimbridge does not manage: ignored).
     assert_eq!(refused.status(), 401);
     assert_eq!(
         answer(accepted).await,
         (
             202,
-            json!({"accepted": 0, "duplicates": 0, "ignored": 0, "hints": 1})
-        )
+            json!({"accepted": 0, "duplicates": 0, "ignored": 1, "hints": 1})
+        ),
+        "the lifecycle item is counted as ignored, as /webhooks/graph counts it"
     );
     assert_eq!(
         app.count(&format!(
@@ -814,4 +815,197 @@ async fn with_graph_configured_graph_notifications_become_hints_after_their_clie
         .await,
         1
     );
+}
+
+/// Microsoft's examples, kept under `tests/fixtures/microsoft/` (see its README).
+mod microsoft {
+    use super::*;
+
+    const ENTRA_EVENTS: &str = include_str!("../fixtures/microsoft/entra_events_cloudevents.json");
+    const BLOB_CREATED: &str = include_str!("../fixtures/microsoft/cloudevent_blob_created.json");
+    const VALIDATION_EVENT: &str =
+        include_str!("../fixtures/microsoft/eventgrid_subscription_validation.json");
+    const ODATA_TARGETS: &str =
+        include_str!("../fixtures/microsoft/directory_audit_odata_targets.json");
+
+    /// Every media type a CloudEvent may arrive under, in Microsoft's own samples and docs.
+    const MEDIA_TYPES: [&str; 3] = [CLOUD_EVENT_TYPE, CLOUD_EVENTS_TYPE, EVENT_GRID];
+
+    #[tokio::test]
+    async fn a_single_cloud_event_and_an_array_are_accepted_under_each_media_type() {
+        for media_type in MEDIA_TYPES {
+            // Arrange: a fresh app, so that each media type stores its own events.
+            let app = spawn_app().await;
+
+            // Act
+            let one = deliver(&app, CLOUD_EVENT.as_bytes(), media_type).await;
+            let many = deliver(&app, CLOUD_EVENTS.as_bytes(), media_type).await;
+
+            // Assert
+            assert_eq!(
+                answer(one).await,
+                (
+                    202,
+                    json!({"accepted": 1, "duplicates": 0, "ignored": 0, "hints": 0})
+                ),
+                "{media_type}"
+            );
+            assert_eq!(
+                answer(many).await,
+                (
+                    202,
+                    json!({"accepted": 2, "duplicates": 0, "ignored": 2, "hints": 0})
+                ),
+                "{media_type}"
+            );
+            let ids: std::collections::BTreeSet<String> = stored_events(&app)
+                .await
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e[1].as_str().unwrap().to_owned())
+                .collect();
+            let expected = [ACTIVATION_B, EXPIRY_AB, ACTIVATION_A2].map(str::to_owned);
+            assert_eq!(ids, expected.into(), "{media_type}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_directory_audit_with_odata_typed_targets_becomes_an_activation() {
+        // Arrange: Graph's directoryAudit, as the data of a CloudEvent.
+        let app = spawn_app().await;
+        let event = json!({
+            "specversion": "1.0",
+            "id": "5b3a4f6e-7d8c-49ba-8c3d-4e5f6a7b8c9d",
+            "source": "/tenants/5e0c1a52-7f3d-4b8e-9c21-0d6a4f3b2e10/auditLogs",
+            "type": "Contoso.Entra.DirectoryAudit",
+            "time": "2026-11-28T11:30:02Z",
+            "datacontenttype": "application/json",
+            "data": fixture(ODATA_TARGETS),
+        });
+
+        // Act
+        let response = deliver(&app, event.to_string().as_bytes(), EVENT_GRID).await;
+
+        // Assert
+        assert_eq!(
+            answer(response).await,
+            (
+                202,
+                json!({"accepted": 1, "duplicates": 0, "ignored": 0, "hints": 0})
+            )
+        );
+        assert_eq!(
+            stored_events(&app).await,
+            json!([[
+                "eventgrid",
+                "PIM_9c8d7e6f-5a4b-4c3d-8e2f-1a0b9c8d7e6f_activation",
+                "activation",
+                GROUP_B,
+                "b0b00000-0000-4000-8000-000000000002",
+                "bob@contoso.com",
+                "2026-11-28T15:30"
+            ]])
+        );
+        assert_eq!(
+            stored_jobs(&app).await,
+            json!([[
+                "PIM_9c8d7e6f-5a4b-4c3d-8e2f-1a0b9c8d7e6f_activation",
+                "beta",
+                "add",
+                "immediate"
+            ]])
+        );
+    }
+
+    #[tokio::test]
+    async fn entra_events_without_graph_are_acknowledged_and_counted_as_ignored() {
+        // Arrange
+        let app = spawn_app().await;
+
+        // Act
+        let mut answers = Vec::new();
+        for media_type in MEDIA_TYPES {
+            answers.push(answer(deliver(&app, ENTRA_EVENTS.as_bytes(), media_type).await).await);
+        }
+
+        // Assert
+        for answered in answers {
+            assert_eq!(
+                answered,
+                (
+                    202,
+                    json!({"accepted": 0, "duplicates": 0, "ignored": 2, "hints": 0})
+                )
+            );
+        }
+        assert_eq!(app.events().await, 0);
+        let metrics = app.metrics().await;
+        assert_eq!(received(&metrics, "graph_notification", "ignored"), 6.0);
+    }
+
+    #[tokio::test]
+    async fn entra_events_with_graph_are_counted_as_the_graph_webhook_counts_them() {
+        // Arrange: Graph configured with the fixtures' clientState.
+        let url = crate::postgres::PgServer::shared().fresh_database().await;
+        let app = spawn_app_with(
+            crate::graph::graph_settings(&url, "http://127.0.0.1:9"),
+            &url,
+        )
+        .await;
+
+        // Act: the group change and the user change, through Event Grid.
+        let response = deliver(&app, ENTRA_EVENTS.as_bytes(), CLOUD_EVENT_TYPE).await;
+
+        // Assert: a hint for the group; the user change is ignored and counted, not dropped.
+        assert_eq!(
+            answer(response).await,
+            (
+                202,
+                json!({"accepted": 0, "duplicates": 0, "ignored": 1, "hints": 1})
+            )
+        );
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM graph_hints WHERE group_id = '{GROUP_A}'"
+            ))
+            .await,
+            1
+        );
+        let metrics = app.metrics().await;
+        assert_eq!(received(&metrics, "graph_notification", "accepted"), 1.0);
+        assert_eq!(received(&metrics, "graph_notification", "ignored"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_cloud_event_from_another_service_posted_as_json_is_ignored() {
+        let app = spawn_app().await;
+
+        let response = deliver(&app, BLOB_CREATED.as_bytes(), EVENT_GRID).await;
+
+        assert_eq!(
+            answer(response).await,
+            (
+                202,
+                json!({"accepted": 0, "duplicates": 0, "ignored": 1, "hints": 0})
+            )
+        );
+        assert_eq!(app.events().await, 0);
+        assert_eq!(received(&app.metrics().await, "unknown", "ignored"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn event_grids_subscription_validation_is_answered_with_its_code() {
+        let app = spawn_app().await;
+
+        let response = validate(&app, VALIDATION_EVENT.as_bytes()).await;
+
+        assert_eq!(
+            answer(response).await,
+            (
+                200,
+                json!({"validationResponse": "512d38b6-c7b8-40c8-89fe-f46f9e9622b6"})
+            )
+        );
+    }
 }

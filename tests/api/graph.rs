@@ -162,6 +162,89 @@ async fn without_graph_settings_the_webhook_is_off() {
     );
 }
 
+/// Microsoft's examples, kept under `tests/fixtures/microsoft/` (see its README).
+mod microsoft {
+    use super::*;
+
+    const CHANGES: &str = include_str!("../fixtures/microsoft/graph_change_notifications.json");
+    const LIFECYCLE: &str = include_str!("../fixtures/microsoft/graph_lifecycle_notification.json");
+    const VALIDATION_TOKEN: &str = include_str!("../fixtures/microsoft/graph_validation_token.txt");
+
+    fn received(metrics: &str, outcome: &str) -> f64 {
+        metric_value(
+            metrics,
+            "pimbridge_events_received_total",
+            &[
+                ("source", "graph"),
+                ("type", "graph_notification"),
+                ("outcome", outcome),
+            ],
+        )
+    }
+
+    #[tokio::test]
+    async fn change_notifications_leave_a_hint_for_the_group_and_count_the_rest_as_ignored() {
+        let app = spawn_graph_app().await;
+
+        let response = post_notifications(&app, &serde_json::from_str(CHANGES).unwrap()).await;
+
+        assert_eq!(response.status(), 202);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"hints": 1, "ignored": 1}),
+            "the message notification is not about a group"
+        );
+        assert_eq!(
+            app.count(&format!(
+                "SELECT count(*) FROM graph_hints WHERE group_id = '{GROUP_A}'"
+            ))
+            .await,
+            1
+        );
+        let metrics = app.metrics().await;
+        assert_eq!(received(&metrics, "accepted"), 1.0);
+        assert_eq!(received(&metrics, "ignored"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_lifecycle_notification_for_an_unmanaged_subscription_is_acknowledged() {
+        let app = spawn_graph_app().await;
+
+        let response = post_notifications(&app, &serde_json::from_str(LIFECYCLE).unwrap()).await;
+
+        assert_eq!(response.status(), 202);
+        assert_eq!(
+            response.json::<Value>().await.unwrap(),
+            json!({"hints": 0, "ignored": 1})
+        );
+        assert_eq!(received(&app.metrics().await, "ignored"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn the_validation_token_is_echoed_as_plain_text() {
+        let app = spawn_graph_app().await;
+
+        let response = app
+            .http
+            .post(format!(
+                "{}/webhooks/graph?validationToken={}",
+                app.address,
+                VALIDATION_TOKEN.replace(':', "%3A").replace(' ', "%20")
+            ))
+            .header("content-type", "text/plain; charset=utf-8")
+            .send()
+            .await
+            .unwrap();
+
+        assert_eq!(response.status(), 200);
+        assert!(response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"));
+        assert_eq!(response.text().await.unwrap(), VALIDATION_TOKEN);
+    }
+}
+
 mod resolution {
     //! From a PIM activation in Graph to a membership in AWS: subscription handshake,
     //! notification, hint, resolution through Graph, admission, dispatch, cycles.
@@ -169,7 +252,7 @@ mod resolution {
     use std::time::{Duration, Instant};
 
     use graph_emulator::{
-        GraphEmulatorSettings, GraphFault, GraphGroup, GraphUser, RunningGraphEmulator,
+        GraphEmulatorSettings, GraphFault, GraphGroup, GraphUser, NewInstance, RunningGraphEmulator,
     };
     use pimbridge::graph::{GraphClient, NewSubscription};
     use pimbridge::secret::SecretString;
@@ -328,6 +411,43 @@ mod resolution {
         run_cycle(&g.f.app, "alpha").await;
 
         // Assert 2
+        assert_eq!(members(&g.f.a), 0);
+    }
+
+    #[tokio::test]
+    async fn an_owner_activation_is_counted_as_ignored_and_never_becomes_an_event() {
+        // Arrange
+        let g = spawn().await;
+        g.graph
+            .add_instance(
+                NewInstance::activation(GROUP_A, "u-2", Duration::from_secs(3600)).as_owner(),
+            )
+            .await
+            .unwrap();
+
+        // Act: Graph says the group changed.
+        let response = post_notifications(
+            &g.f.app,
+            &json!({"value": [notification(GROUP_A, CLIENT_STATE)]}),
+        )
+        .await;
+
+        // Assert
+        assert_eq!(response.status(), 202);
+        until(Duration::from_secs(10), async || {
+            metric_value(
+                &g.f.app.metrics().await,
+                "pimbridge_events_received_total",
+                &[
+                    ("source", "graph"),
+                    ("type", "activation"),
+                    ("outcome", "ignored_owner"),
+                ],
+            ) >= 1.0
+        })
+        .await;
+        assert_eq!(graph_events(&g.f.app).await, 0);
+        assert_eq!(g.f.app.jobs().await, 0);
         assert_eq!(members(&g.f.a), 0);
     }
 

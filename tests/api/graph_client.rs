@@ -648,3 +648,63 @@ async fn a_client_state_graph_would_refuse_is_refused_before_sending() {
     }
     assert!(emu.request_log().is_empty());
 }
+
+/// Completing a user from Graph (`pimbridge::graph::users`) against the Graph emulator.
+mod users {
+    use graph_emulator::{GraphEmulatorSettings, GraphUser, RunningGraphEmulator};
+    use pimbridge::graph::users::scim_attributes;
+    use pimbridge::graph::GraphClient;
+    use serde_json::json;
+    use testkit::graph::GraphEmulatorClient as _;
+
+    async fn emulator_with_grace() -> RunningGraphEmulator {
+        let graph = RunningGraphEmulator::start(
+            GraphEmulatorSettings::default(),
+            std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        )
+        .await
+        .unwrap();
+        graph.add_user(GraphUser {
+            id: "u-grace".into(),
+            user_principal_name: Some("grace@contoso.com".into()),
+            given_name: Some("Grace".into()),
+            surname: Some("Hopper".into()),
+            display_name: Some("Grace Hopper".into()),
+            mail: None,
+        });
+        graph
+    }
+
+    #[tokio::test]
+    async fn a_known_user_yields_the_attributes_aws_needs() {
+        let graph = emulator_with_grace().await;
+        let client = GraphClient::new(graph.client_settings()).unwrap();
+
+        let attributes = scim_attributes(&client, "u-grace").await.unwrap();
+
+        assert_eq!(
+            attributes,
+            Some(
+                json!({"userName": "grace@contoso.com", "givenName": "Grace",
+                        "familyName": "Hopper", "displayName": "Grace Hopper"})
+            ),
+            "no mail in Graph, so no email"
+        );
+        assert!(graph
+            .request_log()
+            .iter()
+            .any(|r| r.path.ends_with("/users/u-grace")));
+    }
+
+    #[tokio::test]
+    async fn an_unknown_user_is_none_and_a_graph_failure_an_error() {
+        let graph = emulator_with_grace().await;
+        let client = GraphClient::new(graph.client_settings()).unwrap();
+
+        assert_eq!(scim_attributes(&client, "u-nobody").await.unwrap(), None);
+        let mut settings = graph.client_settings();
+        settings.client_secret = pimbridge::secret::SecretString::new("wrong-secret");
+        let refused = GraphClient::new(settings).unwrap();
+        assert!(scim_attributes(&refused, "u-grace").await.is_err());
+    }
+}
