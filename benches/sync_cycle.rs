@@ -117,10 +117,10 @@ async fn main() {
     let args = args();
     let rate = args.rate;
     let bench = Bench::start(
-        "[sync]\ncheck_interval_ms = 20",
+        "[sync]\ncheck_interval = \"20ms\"",
         // One immediate slot per window: nearly everything posted goes to the deferred lane.
         &format!(
-            "activation_limit = 1\nrequests_per_second = {rate}\nrequests_burst = {rate}\ncycle_interval_secs = 86400"
+            "activation_limit = 1\nrequests_per_second = {rate}\nrequests_burst = {rate}\ncycle_interval = \"1d\""
         ),
     )
     .await;

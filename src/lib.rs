@@ -8,6 +8,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod dispatch;
 pub mod domain;
@@ -16,7 +17,9 @@ pub mod error;
 pub mod graph;
 pub mod intake;
 pub mod metrics;
+pub mod outbound;
 pub mod provision;
+pub mod proxy;
 pub mod resolve;
 pub mod routes;
 pub mod scim;

@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 use std::collections::BTreeMap;
 
 use crate::auth::admin_token::AdminToken;
-use crate::auth::proxy::{ForwardingHeader, TrustedProxies};
 use crate::auth::rate::ClientLimiter;
 use crate::auth::Authenticator;
+use crate::backoff::Backoff;
 use crate::config::{DatabaseSettings, Settings};
 use crate::dispatch::Dispatcher;
 use crate::graph::GraphClient;
@@ -27,6 +27,7 @@ use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
 use crate::provision::{Provisioner, Target};
+use crate::proxy::{ForwardingHeader, TrustedProxies};
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::routes;
@@ -128,7 +129,7 @@ impl Application {
             let resolver = Resolver {
                 state: state.clone(),
                 graph: client.clone(),
-                interval: Duration::from_millis(graph.resolve_interval_ms),
+                interval: graph.resolve_interval,
                 owner: owner.clone(),
             };
             background.push((
@@ -142,9 +143,9 @@ impl Application {
                     groups: settings.group_routes().into_keys().collect(),
                     notification_url: url.clone(),
                     client_state: graph.client_state.clone().unwrap_or_default(),
-                    lifetime: Duration::from_secs(graph.subscription_minutes * 60),
-                    renew_before: Duration::from_secs(graph.renew_before_minutes * 60),
-                    interval: Duration::from_millis(graph.subscription_check_interval_ms),
+                    lifetime: graph.subscription_lifetime,
+                    renew_before: graph.renew_before,
+                    interval: graph.subscription_check_interval,
                 };
                 background.push((
                     "graph subscriptions",
@@ -175,7 +176,7 @@ impl Application {
                     intervals: settings
                         .applications
                         .iter()
-                        .map(|(name, app)| (name.clone(), app.cycle_interval_secs as f64))
+                        .map(|(name, app)| (name.clone(), app.cycle_interval.as_secs_f64()))
                         .collect(),
                     owner,
                     reconcile_groups: if settings.graph.is_some() {
@@ -207,7 +208,7 @@ impl Application {
             ));
         }
 
-        let shutdown_timeout = Duration::from_secs(settings.server.shutdown_timeout_secs);
+        let shutdown_timeout = settings.server.shutdown_timeout;
         let app_state = state.clone();
         let mut server = HttpServer::new(move || {
             App::new()
@@ -218,7 +219,7 @@ impl Application {
                 .configure(routes::configure)
         })
         .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout_secs)
+        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
         .listen(listener)?;
         if settings.server.workers > 0 {
             server = server.workers(settings.server.workers);
@@ -325,8 +326,11 @@ async fn bootstrap(
     done: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = BOOTSTRAP_RETRY_MIN;
+    let backoff = Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX);
+    let mut failures = 0;
     loop {
+        failures += 1;
+        let delay = backoff.step(failures);
         match try_bootstrap(&pool, &applications).await {
             Ok(applied) => {
                 tracing::info!(migrations_applied = applied, "database ready");
@@ -342,7 +346,6 @@ async fn bootstrap(
             () = shutdown.cancelled() => return,
             () = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(BOOTSTRAP_RETRY_MAX);
     }
 }
 

@@ -7,12 +7,12 @@ use std::time::Duration;
 use deadpool_postgres::Pool;
 
 use crate::auth::admin_token::AdminToken;
-use crate::auth::proxy::TrustedProxies;
 use crate::auth::rate::ClientLimiter;
 use crate::auth::Authenticator;
 use crate::intake::Intake;
 use crate::metrics::Metrics;
 use crate::provision::Provisioner;
+use crate::proxy::TrustedProxies;
 use crate::secret::SecretString;
 
 /// Shared handles for the HTTP layer.

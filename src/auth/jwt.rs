@@ -2,7 +2,7 @@
 //! allow-list of asymmetric algorithms, with keys from a JWKS document.
 //!
 //! Keys from a URL are cached; a token naming an unknown `kid` triggers one refetch (at most one per
-//! `jwks_min_refetch_secs`, so that forged tokens cannot make us hammer the key server). If no key
+//! `jwks_min_refetch`, so that forged tokens cannot make us hammer the key server). If no key
 //! set could ever be fetched, callers get 503 rather than 401: the fault is ours, not theirs.
 
 use std::collections::HashMap;
@@ -14,21 +14,7 @@ use serde::Deserialize;
 use tokio::sync::{Mutex, RwLock};
 
 use super::AuthError;
-use crate::config::JwtSettings;
-
-/// Parses an algorithm name from configuration; symmetric (HS*) algorithms are refused because a
-/// JWKS publishes public keys, and accepting HS* with them is the classic key-confusion attack.
-pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    let alg: Algorithm = name
-        .parse()
-        .map_err(|_| format!("unknown algorithm `{name}`"))?;
-    if name.starts_with("HS") {
-        return Err(format!(
-            "`{name}` is symmetric; only asymmetric algorithms (RS*, PS*, ES*, EdDSA) are accepted"
-        ));
-    }
-    Ok(alg)
-}
+use crate::config::{parse_algorithm, JwtSettings};
 
 /// The claims we read. `sub` names the caller in logs.
 #[derive(Debug, Deserialize)]
@@ -84,7 +70,7 @@ impl JwtVerifier {
                     KeySource::Url {
                         url: url.clone(),
                         client,
-                        min_refetch: Duration::from_secs(settings.jwks_min_refetch_secs),
+                        min_refetch: settings.jwks_min_refetch,
                         last_fetch: Mutex::new(None),
                     },
                     None,
@@ -103,7 +89,7 @@ impl JwtVerifier {
             algorithms,
             issuers: settings.issuers.clone(),
             audiences: settings.audiences.clone(),
-            leeway: settings.leeway_secs,
+            leeway: settings.leeway.as_secs(),
             keys: RwLock::new(keys),
             source,
         })

@@ -7,7 +7,7 @@
 pub mod admin_token;
 pub mod hmac;
 pub mod jwt;
-pub mod proxy;
+
 pub mod rate;
 
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
@@ -92,7 +92,7 @@ impl Authenticator {
     pub fn new(settings: &IntakeSettings) -> Result<Self, String> {
         Ok(Self {
             hmac_secret: settings.hmac_secret.clone(),
-            tolerance_secs: settings.signature_tolerance_secs,
+            tolerance_secs: settings.signature_tolerance.as_secs(),
             jwt: settings
                 .jwt
                 .as_ref()

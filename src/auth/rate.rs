@@ -8,7 +8,7 @@ use std::time::Duration;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use super::proxy::limit_key;
+use crate::proxy::limit_key;
 
 /// One bucket per client.
 pub struct ClientLimiter {

@@ -10,6 +10,7 @@ use tokio_postgres::AsyncMessage;
 use tokio_postgres_rustls::MakeRustlsConnect;
 use tokio_util::sync::CancellationToken;
 
+use crate::backoff::Backoff;
 use crate::secret::SecretString;
 use crate::store::events::JOBS_CHANNEL;
 
@@ -25,7 +26,9 @@ pub async fn listen(
     wake: Arc<Notify>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = RECONNECT_MIN;
+    let backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
+    // Failed connections since the last one that listened; sets the next wait.
+    let mut failures = 0;
     loop {
         match tokio_postgres::connect(database_url.expose(), tls.clone()).await {
             Ok((client, mut connection)) => {
@@ -48,7 +51,7 @@ pub async fn listen(
                     .await
                     .is_ok()
                 {
-                    delay = RECONNECT_MIN;
+                    failures = 0;
                     // Anything committed while we were not listening is found by this poll.
                     wake.notify_one();
                     tokio::select! {
@@ -59,10 +62,10 @@ pub async fn listen(
             }
             Err(e) => tracing::debug!(error.message = %e, "LISTEN connection failed"),
         }
+        failures += 1;
         tokio::select! {
             () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(backoff.step(failures)) => {}
         }
-        delay = (delay * 2).min(RECONNECT_MAX);
     }
 }

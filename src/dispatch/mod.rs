@@ -55,7 +55,7 @@ impl Dispatcher {
         ));
         let this = Arc::new(self);
         let permits = Arc::new(Semaphore::new(this.settings.concurrency));
-        let poll = Duration::from_secs(this.settings.poll_interval_secs);
+        let poll = this.settings.poll_interval;
         let mut in_hand = JoinSet::new();
         loop {
             let free = permits.available_permits();
@@ -102,7 +102,7 @@ impl Dispatcher {
         jobs::claim_immediate(
             &db,
             &self.owner,
-            self.settings.lease_secs as f64,
+            self.settings.lease.as_secs_f64(),
             limit as i64,
         )
         .await
@@ -115,7 +115,7 @@ impl Dispatcher {
         let started = Instant::now();
         let reconcile = self.reconcile(&job);
         tokio::pin!(reconcile);
-        let renew_every = Duration::from_secs_f64(self.settings.lease_secs as f64 / 3.0);
+        let renew_every = self.settings.lease / 3;
         let result = loop {
             tokio::select! {
                 result = &mut reconcile => break result,
@@ -164,7 +164,7 @@ impl Dispatcher {
 
     async fn renew_lease(&self, job: &ClaimedJob) {
         if let Ok(db) = self.pool.get().await {
-            let lease = self.settings.lease_secs as f64;
+            let lease = self.settings.lease.as_secs_f64();
             if let Err(e) = jobs::extend_lease(&db, job.id, &self.owner, lease).await {
                 tracing::warn!(error.message = %e, "cannot renew the lease");
             }
@@ -248,13 +248,8 @@ impl Dispatcher {
 /// Exponential backoff for job attempts (1 s, 2 s, 4 s, … up to 5 min), never shorter than what
 /// AWS asked for.
 fn job_backoff(attempts: i32, retry_after: Option<Duration>) -> Duration {
-    let exponent = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(0)
-        .min(16);
-    let computed = FIRST_JOB_BACKOFF
-        .saturating_mul(2u32.saturating_pow(exponent))
-        .min(MAX_JOB_BACKOFF);
-    retry_after.map_or(computed, |wait| computed.max(wait))
+    let retry = crate::backoff::retry_number(attempts);
+    crate::backoff::Backoff::new(FIRST_JOB_BACKOFF, MAX_JOB_BACKOFF).delay(retry, retry_after, 0.0)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! retry). What Graph does to clients is absorbed there:
 //!
 //! - 429 and 5xx, timeouts and lost connections: jittered exponential backoff
-//!   ([`RetryPolicy`], shared with the SCIM client) that waits at least `Retry-After`,
+//!   ([`RetryPolicy`] of the shared [`crate::outbound`] layer) that waits at least `Retry-After`,
 //!   within `max_attempts`;
 //! - 401: the token is dropped and fetched again, once per call; a second 401 is final;
 //! - 400/403/404/409: final at once (the caller reads the variant);
@@ -14,7 +14,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::header::{HeaderValue, ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use reqwest::Method;
@@ -28,16 +28,18 @@ use super::types::{
     format_graph_time, AssignmentInstance, ErrorEnvelope, GraphGroup, GraphUser, NewSubscription,
     ODataPage, Subscription,
 };
-use crate::scim::retry::{parse_retry_after, random_jitter};
-use crate::scim::{RetryPolicy, USER_AGENT};
+use crate::outbound::error::{excerpt, non_empty_id};
+use crate::outbound::{
+    encode_query_value, exchange, http_client, millis, parse_base_url, Budget, Exchange,
+    RetryPolicy, DEFAULT_CONNECT_TIMEOUT,
+};
 use crate::secret::SecretString;
 
 /// The public-cloud identity platform.
 pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
 /// Graph v1.0 in the public cloud.
 pub const DEFAULT_GRAPH_URL: &str = "https://graph.microsoft.com/v1.0";
-/// Whole-request timeout: Graph reads answer in well under a second when healthy.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+pub use crate::outbound::DEFAULT_REQUEST_TIMEOUT;
 /// Attempts per operation, the first included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Extra time allowed to subscription create and renew: Graph holds the request open while
@@ -61,8 +63,6 @@ const USER_SELECT: &str = "id,userPrincipalName,givenName,surname,displayName,ma
 const GROUP_SELECT: &str = "id,displayName";
 /// Graph's request id header.
 const HEADER_REQUEST_ID: &str = "request-id";
-/// Longest excerpt kept of an error body that is not Graph JSON.
-const EXCERPT_CHARS: usize = 200;
 
 /// Everything a [`GraphClient`] needs; build with [`GraphClientSettings::new`] and adjust.
 #[derive(Debug, Clone)]
@@ -144,8 +144,9 @@ impl GraphClient {
     /// Validates the settings and builds one pooled HTTP client. Sends nothing: the first
     /// token is fetched by the first call.
     pub fn new(settings: GraphClientSettings) -> Result<Self, GraphError> {
-        let graph = parse_base("graph_url", &settings.graph_url)?;
-        let authority = parse_base("authority_url", &settings.authority_url)?;
+        let graph = parse_base_url("graph_url", &settings.graph_url).map_err(GraphError::Config)?;
+        let authority =
+            parse_base_url("authority_url", &settings.authority_url).map_err(GraphError::Config)?;
         for (name, value) in [
             ("tenant_id", settings.tenant_id.as_str()),
             ("client_id", settings.client_id.as_str()),
@@ -160,14 +161,8 @@ impl GraphClient {
             .path_segments_mut()
             .map_err(|()| GraphError::Config("authority_url cannot take a path".to_owned()))?
             .extend([settings.tenant_id.trim(), "oauth2", "v2.0", "token"]);
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(settings.request_timeout)
-            .connect_timeout(crate::scim::client::DEFAULT_CONNECT_TIMEOUT)
-            // Graph does not redirect API calls; following one could carry the token away.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| GraphError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = http_client(settings.request_timeout, DEFAULT_CONNECT_TIMEOUT)
+            .map_err(GraphError::Config)?;
         let tokens = TokenSource::new(
             token_endpoint,
             settings.client_id.trim(),
@@ -411,12 +406,10 @@ impl GraphClient {
     /// of the token endpoint is retried like one of Graph). A 401 drops the token that was
     /// refused and tries once more with a fresh one, outside the retry budget.
     async fn execute(&self, call: &Call) -> Result<Vec<u8>, GraphError> {
-        let retry = &self.inner.retry;
-        let started = Instant::now();
-        let mut attempts: u32 = 0;
+        let mut budget = Budget::start(self.inner.retry);
         let mut refreshed = false;
         loop {
-            attempts += 1;
+            let attempt = budget.count_attempt();
             let (error, refused) = match self.inner.tokens.bearer(&self.inner.http).await {
                 Ok(bearer) => match self.attempt(call, &bearer).await {
                     Ok(body) => return Ok(body),
@@ -438,20 +431,15 @@ impl GraphClient {
             if !error.is_transient() {
                 return Err(error);
             }
-            let elapsed = started.elapsed();
-            let wait = retry.backoff(attempts, error.retry_after(), random_jitter());
-            if !retry.allows(attempts, elapsed, wait) {
-                return Err(GraphError::RetryBudgetExhausted {
-                    attempts,
-                    elapsed,
-                    last: Box::new(error),
-                });
+            let wait = budget.next_wait(error.retry_after());
+            if let Err(spent) = budget.check(wait) {
+                return Err(GraphError::gave_up(spent, error));
             }
             tracing::warn!(
                 graph.method = call.name,
                 graph.path = call.url.path(),
-                attempt = attempts,
-                wait_ms = u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+                attempt,
+                wait_ms = millis(wait),
                 error.message = %error,
                 "Graph request failed; retrying"
             );
@@ -480,7 +468,7 @@ impl GraphClient {
             request_id,
             body,
             ..
-        } = exchange(request, call.name, path, call.timeout, HEADER_REQUEST_ID).await?;
+        } = exchange(request, call.name, path, call.timeout, &[HEADER_REQUEST_ID]).await?;
         if (200..300).contains(&status) {
             return Ok(body);
         }
@@ -507,76 +495,6 @@ impl GraphClient {
     }
 }
 
-/// What one HTTP exchange brought back.
-pub(crate) struct Exchange {
-    pub status: u16,
-    pub retry_after: Option<Duration>,
-    /// The value of the service's request-id header.
-    pub request_id: Option<String>,
-    pub body: Vec<u8>,
-    /// When the request was sent.
-    pub sent: Instant,
-}
-
-/// Sends `request` and reads the whole answer; a failure to do either is a timeout or a
-/// transport error. `request_id_header` names the header the service puts its id in.
-pub(crate) async fn exchange(
-    request: reqwest::RequestBuilder,
-    method: &'static str,
-    path: &str,
-    timeout: Duration,
-    request_id_header: &str,
-) -> Result<Exchange, GraphError> {
-    let sent = Instant::now();
-    let failed = |e| transport_error(method, path, e, timeout);
-    let response = request.send().await.map_err(failed)?;
-    let status = response.status().as_u16();
-    let retry_after = parse_retry_after(response.headers());
-    let request_id = response
-        .headers()
-        .get(request_id_header)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let body = response.bytes().await.map_err(failed)?.to_vec();
-    tracing::debug!(
-        http.method = method,
-        http.path = path,
-        http.status = status,
-        elapsed_ms = u64::try_from(sent.elapsed().as_millis()).unwrap_or(u64::MAX),
-        "Graph or token request"
-    );
-    Ok(Exchange {
-        status,
-        retry_after,
-        request_id,
-        body,
-        sent,
-    })
-}
-
-/// Classifies a reqwest failure as a timeout or a transport error (never with the URL: its
-/// query may name users).
-pub(crate) fn transport_error(
-    method: &'static str,
-    path: &str,
-    error: reqwest::Error,
-    timeout: Duration,
-) -> GraphError {
-    if error.is_timeout() {
-        GraphError::Timeout {
-            method,
-            path: path.to_owned(),
-            timeout,
-        }
-    } else {
-        GraphError::Transport {
-            method,
-            path: path.to_owned(),
-            source: error.without_url(),
-        }
-    }
-}
-
 fn protocol(call: &Call, reason: String) -> GraphError {
     GraphError::Protocol {
         method: call.name,
@@ -585,30 +503,9 @@ fn protocol(call: &Call, reason: String) -> GraphError {
     }
 }
 
-/// An http(s) base URL without query, fragment or trailing slash.
-fn parse_base(name: &str, text: &str) -> Result<Url, GraphError> {
-    let mut url = Url::parse(text.trim())
-        .map_err(|e| GraphError::Config(format!("{name} is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "https" | "http") || url.host().is_none() {
-        return Err(GraphError::Config(format!(
-            "{name} must be an https URL (http for a local emulator) with a host"
-        )));
-    }
-    url.set_query(None);
-    url.set_fragment(None);
-    if let Ok(mut segments) = url.path_segments_mut() {
-        segments.pop_if_empty();
-    }
-    Ok(url)
-}
-
 /// Refuses an empty id before it turns `/users/{id}` into a listing of all users.
 fn require_id<'a>(what: &str, id: &'a str) -> Result<&'a str, GraphError> {
-    let id = id.trim();
-    if id.is_empty() {
-        return Err(GraphError::InvalidArgument(format!("the {what} is empty")));
-    }
-    Ok(id)
+    non_empty_id(id).ok_or_else(|| GraphError::InvalidArgument(format!("the {what} is empty")))
 }
 
 /// An OData string literal: single-quoted, with single quotes doubled (OData ABNF
@@ -617,23 +514,8 @@ pub fn odata_string(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 
-/// Percent-encodes a query value, with `%20` for spaces (not every server reads `+`).
-pub(crate) fn encode_query_value(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
 fn to_json<T: serde::Serialize>(body: &T) -> Result<Vec<u8>, GraphError> {
-    serde_json::to_vec(body)
-        .map_err(|e| GraphError::InvalidArgument(format!("cannot serialise the request body: {e}")))
-}
-
-/// The start of a non-Graph error body (a proxy's HTML page, say).
-fn excerpt(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.chars().take(EXCERPT_CHARS).collect())
+    crate::outbound::error::to_json(body).map_err(GraphError::InvalidArgument)
 }
 
 #[cfg(test)]
@@ -748,15 +630,5 @@ mod tests {
             Err(GraphError::InvalidArgument(_))
         ));
         assert_eq!(require_id("user id", " u1 ").unwrap(), "u1");
-    }
-
-    #[test]
-    fn non_graph_error_bodies_are_kept_as_a_short_excerpt() {
-        assert_eq!(excerpt(b"  "), None);
-        assert_eq!(excerpt(b" Bad Gateway\n").as_deref(), Some("Bad Gateway"));
-        assert_eq!(
-            excerpt("x".repeat(500).as_bytes()).map(|s| s.len()),
-            Some(EXCERPT_CHARS)
-        );
     }
 }

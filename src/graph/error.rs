@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::outbound::{SendError, Spent, StatusClass};
+
 /// What Graph said about a failed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GraphErrorResponse {
@@ -138,22 +140,9 @@ pub enum GraphError {
     #[error("unexpected status: {0}")]
     UnexpectedStatus(Box<GraphErrorResponse>),
 
-    /// Connection refused/reset, DNS, TLS, or the reply was lost on the way.
-    #[error("{method} {path} failed in transport: {source}")]
-    Transport {
-        method: &'static str,
-        path: String,
-        #[source]
-        source: reqwest::Error,
-    },
-
-    /// No reply within the request timeout.
-    #[error("{method} {path} timed out after {timeout:?}")]
-    Timeout {
-        method: &'static str,
-        path: String,
-        timeout: Duration,
-    },
+    /// No answer (transport failure or timeout).
+    #[error(transparent)]
+    Unanswered(#[from] SendError),
 
     /// A success response whose body is not what Graph documents.
     #[error("{method} {path}: cannot decode the response: {source}")]
@@ -189,23 +178,33 @@ impl GraphError {
         response: GraphErrorResponse,
         retry_after: Option<Duration>,
     ) -> Self {
+        let status = response.status;
         let response = Box::new(response);
-        match response.status {
-            400 => Self::BadRequest(response),
-            401 => Self::Unauthorized(response),
-            403 => Self::Forbidden(response),
-            404 => Self::NotFound(response),
-            409 => Self::Conflict(response),
-            429 => Self::Throttled {
+        match StatusClass::of(status) {
+            StatusClass::BadRequest => Self::BadRequest(response),
+            StatusClass::Unauthorized => Self::Unauthorized(response),
+            StatusClass::Forbidden => Self::Forbidden(response),
+            StatusClass::NotFound => Self::NotFound(response),
+            StatusClass::Conflict => Self::Conflict(response),
+            StatusClass::Throttled => Self::Throttled {
                 response,
                 retry_after,
             },
-            status @ 500..=599 => Self::Server {
+            StatusClass::Server => Self::Server {
                 status,
                 response,
                 retry_after,
             },
-            _ => Self::UnexpectedStatus(response),
+            StatusClass::Unexpected => Self::UnexpectedStatus(response),
+        }
+    }
+
+    /// The error for a spent retry budget whose last failure was `last`.
+    pub(crate) fn gave_up(spent: Spent, last: Self) -> Self {
+        Self::RetryBudgetExhausted {
+            attempts: spent.attempts,
+            elapsed: spent.elapsed,
+            last: Box::new(last),
         }
     }
 
@@ -223,10 +222,7 @@ impl GraphError {
     pub fn is_transient(&self) -> bool {
         matches!(
             self.last(),
-            Self::Transport { .. }
-                | Self::Timeout { .. }
-                | Self::Throttled { .. }
-                | Self::Server { .. }
+            Self::Unanswered(_) | Self::Throttled { .. } | Self::Server { .. }
         )
     }
 

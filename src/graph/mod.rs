@@ -10,7 +10,7 @@
 //! - [`types`]: wire types shared with the Graph emulator, lenient timestamps;
 //! - [`error`]: [`GraphError`], sorted by what the caller should do;
 //! - [`token`]: the client-credentials token, cached and refreshed one at a time;
-//! - [`client`]: the operations, with retries on the SCIM client's [`crate::scim::RetryPolicy`];
+//! - [`client`]: the operations, with retries on [`crate::outbound::RetryPolicy`];
 //! - [`users`]: a user's attributes as AWS needs them, for sources that name too few.
 
 pub mod client;

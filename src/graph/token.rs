@@ -18,9 +18,10 @@ use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
-use super::client::{exchange, Exchange};
 use super::error::{GraphError, GraphErrorResponse, TokenFailure};
 use super::types::expose_secret;
+use crate::outbound::error::scrub;
+use crate::outbound::{exchange, Exchange};
 use crate::secret::SecretString;
 
 /// The only grant pimbridge uses: an app acting as itself.
@@ -178,7 +179,14 @@ impl TokenSource {
             request_id,
             body,
             sent,
-        } = exchange(request, "POST", &path, self.timeout, HEADER_MS_REQUEST_ID).await?;
+        } = exchange(
+            request,
+            "POST",
+            &path,
+            self.timeout,
+            &[HEADER_MS_REQUEST_ID],
+        )
+        .await?;
         if (200..300).contains(&status) {
             let token: TokenResponse =
                 serde_json::from_slice(&body).map_err(|source| GraphError::Decode {
@@ -252,11 +260,7 @@ impl TokenSource {
 
     /// Removes the secret from a text, should the identity platform ever quote it.
     fn scrub(&self, text: &str) -> String {
-        if self.secret.is_empty() {
-            text.to_owned()
-        } else {
-            text.replace(self.secret.expose(), "[redacted]")
-        }
+        scrub(text, self.secret.expose())
     }
 }
 

@@ -47,7 +47,7 @@ impl Routing {
                         name.clone(),
                         AdmissionRule {
                             limit: app.activation_limit,
-                            window: app.activation_window(),
+                            window: app.activation_window,
                         },
                     )
                 })

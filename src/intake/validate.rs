@@ -23,7 +23,7 @@ pub const EARLIEST: OffsetDateTime = datetime!(2000-01-01 0:00 UTC);
 /// The first timestamp no longer accepted (far beyond any real activation's end).
 pub const LATEST: OffsetDateTime = datetime!(2100-01-01 0:00 UTC);
 /// The default for `intake.max_clock_skew`.
-pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
+pub use crate::config::DEFAULT_MAX_CLOCK_SKEW;
 
 /// What a timestamp stands for, which decides its upper bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

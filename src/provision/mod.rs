@@ -125,7 +125,7 @@ fn scim_code(error: &ScimError) -> String {
     match error {
         ScimError::Validation(_) => "invalid_user".into(),
         ScimError::RetryBudgetExhausted { last, .. } => scim_code(last),
-        ScimError::Timeout { .. } => "scim_timeout".into(),
+        ScimError::Unanswered(crate::outbound::SendError::Timeout { .. }) => "scim_timeout".into(),
         other => other
             .status()
             .map_or_else(|| "scim_transport".into(), |s| format!("scim_{s}")),

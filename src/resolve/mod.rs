@@ -1,6 +1,6 @@
 //! The Graph resolver: turns stored change-notification hints into events (DESIGN.md §2).
 //!
-//! Every replica with `[graph]` configured polls `graph_hints` every `graph.resolve_interval_ms`
+//! Every replica with `[graph]` configured polls `graph_hints` every `graph.resolve_interval`
 //! and claims due hints under a lease. For a hint's group it asks Graph which PIM assignment
 //! instances are active, compares them with the Graph-sourced events already stored
 //! ([`plan::changes`]), reads the attributes of new users and of the group, and records the
@@ -229,16 +229,13 @@ impl Resolver {
 
 /// Backoff between attempts to resolve a hint: 1 s doubling to 5 min, at least what Graph asked.
 fn retry_delay(attempts: i32, error: &ResolveError) -> f64 {
-    let exponent = u32::try_from(attempts.saturating_sub(1))
-        .unwrap_or(0)
-        .min(9);
-    let computed = f64::from(2u32.pow(exponent)).min(300.0);
-    match error {
-        ResolveError::Graph(e) => e
-            .retry_after()
-            .map_or(computed, |d| computed.max(d.as_secs_f64())),
-        ResolveError::Store(_) => computed,
-    }
+    let retry_after = match error {
+        ResolveError::Graph(e) => e.retry_after(),
+        ResolveError::Store(_) => None,
+    };
+    crate::backoff::Backoff::new(Duration::from_secs(1), Duration::from_secs(300))
+        .delay(crate::backoff::retry_number(attempts), retry_after, 0.0)
+        .as_secs_f64()
 }
 
 /// The newest Graph-sourced event of each user in `group_id`.

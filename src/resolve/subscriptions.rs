@@ -2,9 +2,9 @@
 //! (DESIGN.md §2): one per Entra group assigned to an application, on `/groups/{id}/members`, with
 //! the configured `clientState` and lifecycle notifications to the same URL.
 //!
-//! One replica at a time (an advisory lock) checks every `graph.subscription_check_interval_ms`:
+//! One replica at a time (an advisory lock) checks every `graph.subscription_check_interval`:
 //! a group without a subscription gets one (adopting one Graph already has for the same resource,
-//! so a lost reply or a restart never doubles it); one with less than `renew_before_minutes` left,
+//! so a lost reply or a restart never doubles it); one with less than `renew_before` left,
 //! or for which Graph asked for reauthorization, is renewed; one Graph no longer knows is created
 //! again.
 

@@ -147,7 +147,7 @@ async fn start_cycle(
     tracing::info!(application = %name, "cycle requested by an operator");
     Ok(HttpResponse::Accepted().json(json!({
         "application": name,
-        "message": "the cycle starts within sync.check_interval_ms on a replica with sync enabled"
+        "message": "the cycle starts within sync.check_interval on a replica with sync enabled"
     })))
 }
 

@@ -2,7 +2,7 @@
 //! routes (`/v1/…`, `/webhooks/…`) and of the admin API (`/admin/…`, against token guessing). A
 //! client over its limit gets 429 with `Retry-After` before its body is read or its credential
 //! checked, so a flood costs little. Health and metrics are not limited. The client is who
-//! [`crate::auth::proxy`] says it is: the peer, or behind trusted proxies the address they saw.
+//! [`crate::proxy`] says it is: the peer, or behind trusted proxies the address they saw.
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};

@@ -33,16 +33,19 @@ use super::mapping::{
     MappingError,
 };
 use super::pacing::{Pacer, DEFAULT_BURST, DEFAULT_REQUESTS_PER_SECOND};
-use super::retry::{parse_retry_after, random_jitter, RetryPolicy};
 use super::types::{
     ListResponse, PatchOpKind, PatchRequest, ScimErrorBody, ScimGroup, ScimUser,
     ServiceProviderConfig, CONTENT_TYPE_JSON, HEADER_REQUEST_ID, SCHEMA_ENTERPRISE_USER,
     SCHEMA_GROUP, SCHEMA_USER,
 };
+use crate::backoff::random_draw;
+use crate::outbound::error::{excerpt, non_empty_id};
+use crate::outbound::{
+    encode_query_value as encode, exchange, http_client, millis, parse_base_url, Budget, Exchange,
+    RetryPolicy, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
+};
 use crate::secret::SecretString;
 
-/// Sent on every request so AWS (and our own emulator logs) can tell us apart.
-pub const USER_AGENT: &str = concat!("pimbridge/", env!("CARGO_PKG_VERSION"));
 /// AWS caps membership changes per PATCH /Groups at 100 (facts §3.4, §5).
 pub const MAX_MEMBER_CHANGES_PER_PATCH: usize = 100;
 /// Upper bound on pages when listing members: 1,000 pages of 100 covers the 100,000-user
@@ -50,13 +53,7 @@ pub const MAX_MEMBER_CHANGES_PER_PATCH: usize = 100;
 pub const MAX_PAGES: usize = 1_000;
 /// We read either media type; AWS answers `application/json`.
 const ACCEPT_SCIM_OR_JSON: &str = "application/scim+json, application/json";
-/// Longest error-body excerpt kept when the body is not a SCIM error.
-const BODY_EXCERPT_CHARS: usize = 200;
 
-/// Default whole-request timeout: AWS answers in well under a second when healthy.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default TCP+TLS connect timeout.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default window after our own create in which a 404 is read as "not visible yet"
 /// (facts §6.3 saw 404 ~45 ms after a create).
 pub const DEFAULT_CONSISTENCY_WINDOW: Duration = Duration::from_secs(5);
@@ -220,7 +217,8 @@ impl ScimClient {
         settings: ScimClientSettings,
         observer: Option<Arc<dyn RequestObserver>>,
     ) -> Result<Self, ScimError> {
-        let base = parse_base_url(&settings.base_url)?;
+        let base =
+            parse_base_url("the SCIM base URL", &settings.base_url).map_err(ScimError::Config)?;
         if settings.token.is_empty() {
             return Err(ScimError::Config("the SCIM token is empty".to_owned()));
         }
@@ -233,14 +231,8 @@ impl ScimClient {
                 },
             )?;
         authorization.set_sensitive(true);
-        let http = reqwest::Client::builder()
-            .user_agent(USER_AGENT)
-            .timeout(settings.request_timeout)
-            .connect_timeout(settings.connect_timeout)
-            // SCIM never redirects; following one could carry the token elsewhere.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| ScimError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let http = http_client(settings.request_timeout, settings.connect_timeout)
+            .map_err(ScimError::Config)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -586,7 +578,7 @@ impl ScimClient {
     /// Sleeps one backoff step if the consistency window (and attempt budget) allows
     /// another lookup round; false when it is time to give up.
     async fn wait_for_visibility(&self, started: Instant, round: u32) -> bool {
-        let wait = self.inner.retry.backoff(round, None, random_jitter());
+        let wait = self.inner.retry.backoff(round, None, random_draw());
         let within_window = started.elapsed() + wait <= self.inner.consistency_window;
         if !within_window || round >= self.inner.retry.max_attempts {
             return false;
@@ -686,11 +678,10 @@ impl ScimClient {
     async fn execute(&self, call: &Call<'_>) -> Result<Reply, ScimError> {
         let url = self.url(call)?;
         let path = url.path().to_owned();
-        let started = Instant::now();
-        let mut attempts: u32 = 0;
+        let mut budget = Budget::start(self.inner.retry);
         loop {
             self.inner.pacer.ready().await;
-            attempts += 1;
+            let attempt = budget.count_attempt();
             let error = match self.attempt(call, &url, &path).await {
                 Ok(reply) => return Ok(reply),
                 Err(error) => error,
@@ -703,28 +694,22 @@ impl ScimClient {
             if !transient && visibility_left.is_none() {
                 return Err(error);
             }
-            let elapsed = started.elapsed();
-            let mut wait = self
-                .inner
-                .retry
-                .backoff(attempts, error.retry_after(), random_jitter());
+            let mut wait = budget.next_wait(error.retry_after());
             if let Some(left) = visibility_left {
                 wait = wait.min(left);
             }
             // Transient failures spend the retry budget. "Not visible yet" is bounded by the
             // consistency window instead (checked again on the next 404), because a few
             // quick attempts could all land inside the invisibility period.
-            if transient && !self.inner.retry.allows(attempts, elapsed, wait) {
-                return Err(ScimError::RetryBudgetExhausted {
-                    attempts,
-                    elapsed,
-                    last: Box::new(error),
-                });
+            if transient {
+                if let Err(spent) = budget.check(wait) {
+                    return Err(ScimError::gave_up(spent, error));
+                }
             }
             tracing::warn!(
                 scim.method = call.verb.as_str(),
                 scim.path = %path,
-                attempt = attempts,
+                attempt,
                 wait_ms = millis(wait),
                 error.message = %error,
                 "SCIM request failed; retrying"
@@ -751,46 +736,30 @@ impl ScimClient {
                 .body(body.clone());
         }
         let sent = Instant::now();
-        let outcome = match request.send().await {
-            Ok(response) => {
-                let status = response.status();
-                let request_id = response
-                    .headers()
-                    .get(HEADER_REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_owned);
-                let retry_after = parse_retry_after(response.headers());
-                response
-                    .bytes()
-                    .await
-                    .map(|body| (status, request_id, retry_after, body.to_vec()))
-            }
-            Err(error) => Err(error),
-        };
+        let outcome = exchange(
+            request,
+            method,
+            path,
+            self.inner.request_timeout,
+            &[HEADER_REQUEST_ID],
+        )
+        .await;
         let elapsed = sent.elapsed();
-        let (status, request_id, retry_after, body) = match outcome {
-            Ok(parts) => parts,
+        let Exchange {
+            status,
+            retry_after,
+            request_id,
+            body,
+            ..
+        } = match outcome {
+            Ok(exchange) => exchange,
             Err(error) => {
                 self.observe(method, None, elapsed);
-                tracing::debug!(
-                    scim.method = method,
-                    scim.path = path,
-                    elapsed_ms = millis(elapsed),
-                    "SCIM request failed in transport"
-                );
-                return Err(self.transport_error(method, path, error));
+                return Err(error.into());
             }
         };
-        self.observe(method, Some(status.as_u16()), elapsed);
-        tracing::debug!(
-            scim.method = method,
-            scim.path = path,
-            http.status = status.as_u16(),
-            elapsed_ms = millis(elapsed),
-            aws.request_id = request_id.as_deref().unwrap_or_default(),
-            "SCIM request"
-        );
-        if status.is_success() {
+        self.observe(method, Some(status), elapsed);
+        if (200..300).contains(&status) {
             return Ok(Reply {
                 path: path.to_owned(),
                 request_id,
@@ -807,34 +776,12 @@ impl ScimClient {
             ErrorResponse {
                 method,
                 path: path.to_owned(),
-                status: status.as_u16(),
+                status,
                 detail,
                 request_id,
             },
             retry_after,
         ))
-    }
-
-    fn transport_error(
-        &self,
-        method: &'static str,
-        path: &str,
-        error: reqwest::Error,
-    ) -> ScimError {
-        if error.is_timeout() {
-            ScimError::Timeout {
-                method,
-                path: path.to_owned(),
-                timeout: self.inner.request_timeout,
-            }
-        } else {
-            ScimError::Transport {
-                method,
-                path: path.to_owned(),
-                // The URL adds nothing the path does not say, and may carry a filter.
-                source: error.without_url(),
-            }
-        }
     }
 
     fn observe(&self, method: &'static str, status: Option<u16>, elapsed: Duration) {
@@ -923,36 +870,9 @@ impl HasId for ScimGroup {
     }
 }
 
-/// Parses and normalises the base URL: http(s) only, no query or fragment, no trailing
-/// slash (paths are appended as segments, so both spellings behave the same).
-fn parse_base_url(text: &str) -> Result<Url, ScimError> {
-    let mut url = Url::parse(text.trim())
-        .map_err(|e| ScimError::Config(format!("the SCIM base URL is not a URL: {e}")))?;
-    if !matches!(url.scheme(), "https" | "http") {
-        return Err(ScimError::Config(
-            "the SCIM base URL must use https (or http for a local emulator)".to_owned(),
-        ));
-    }
-    if url.cannot_be_a_base() || url.host().is_none() {
-        return Err(ScimError::Config(
-            "the SCIM base URL has no host".to_owned(),
-        ));
-    }
-    url.set_query(None);
-    url.set_fragment(None);
-    if let Ok(mut segments) = url.path_segments_mut() {
-        segments.pop_if_empty();
-    }
-    Ok(url)
-}
-
 /// Rejects an empty id before it becomes `/Users/` (a list call) by accident.
 fn require_id<'a>(attribute: &'static str, id: &'a str) -> Result<&'a str, ScimError> {
-    let id = id.trim();
-    if id.is_empty() {
-        return Err(MappingError::Missing { attribute }.into());
-    }
-    Ok(id)
+    non_empty_id(id).ok_or_else(|| MappingError::Missing { attribute }.into())
 }
 
 /// `attr eq "value"` with the value escaped as a JSON string body (RFC 7644 §3.4.2.2).
@@ -961,22 +881,13 @@ fn eq_filter(attribute: &str, value: &str) -> String {
     format!("{attribute} eq \"{escaped}\"")
 }
 
-/// Percent-encodes a query value; spaces as `%20`, not `+`, which not every server
-/// decodes as a space.
-fn encode(value: &str) -> String {
-    url::form_urlencoded::byte_serialize(value.as_bytes())
-        .collect::<String>()
-        .replace('+', "%20")
-}
-
 /// Splits member ids into PATCH-sized chunks.
 fn member_chunks<'a, 'b>(ids: &'b [&'a str]) -> std::slice::Chunks<'b, &'a str> {
     ids.chunks(MAX_MEMBER_CHANGES_PER_PATCH)
 }
 
 fn to_json<T: Serialize>(body: &T) -> Result<Vec<u8>, ScimError> {
-    serde_json::to_vec(body)
-        .map_err(|e| ScimError::Config(format!("cannot serialise a request body: {e}")))
+    crate::outbound::error::to_json(body).map_err(ScimError::Config)
 }
 
 fn decode<T: DeserializeOwned>(call: &Call<'_>, reply: &Reply) -> Result<T, ScimError> {
@@ -994,21 +905,6 @@ fn protocol(call: &Call<'_>, client: &ScimClient, reason: &str) -> ScimError {
         path: client.path_of(call.segments),
         reason: reason.to_owned(),
     }
-}
-
-/// Milliseconds for log fields.
-fn millis(duration: Duration) -> u64 {
-    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
-}
-
-/// A short single-line excerpt of a non-SCIM error body (a proxy's HTML, say).
-fn excerpt(body: &[u8]) -> Option<String> {
-    let text = String::from_utf8_lossy(body);
-    let line = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if line.is_empty() {
-        return None;
-    }
-    Some(line.chars().take(BODY_EXCERPT_CHARS).collect())
 }
 
 #[cfg(test)]
@@ -1071,15 +967,6 @@ mod tests {
     }
 
     #[test]
-    fn query_values_are_percent_encoded_with_spaces_as_percent_20() {
-        assert_eq!(
-            encode(r#"userName eq "a+b@x.example""#),
-            "userName%20eq%20%22a%2Bb%40x.example%22"
-        );
-        assert_eq!(encode("abc+/=:_-"), "abc%2B%2F%3D%3A_-");
-    }
-
-    #[test]
     fn two_hundred_fifty_member_changes_become_chunks_of_100_100_and_50() {
         let owned: Vec<String> = (0..250).map(|i| format!("u{i}")).collect();
         let ids: Vec<&str> = owned.iter().map(String::as_str).collect();
@@ -1091,31 +978,11 @@ mod tests {
     }
 
     #[test]
-    fn non_scim_error_bodies_are_kept_as_a_short_single_line_excerpt() {
-        assert_eq!(excerpt(b""), None);
-        assert_eq!(
-            excerpt(b"<html>\n  <body>Bad   Gateway</body>\n</html>").as_deref(),
-            Some("<html> <body>Bad Gateway</body> </html>")
-        );
-        let long = "x".repeat(1000);
-        assert_eq!(
-            excerpt(long.as_bytes()).map(|s| s.len()),
-            Some(BODY_EXCERPT_CHARS)
-        );
-    }
-
-    #[test]
     fn empty_ids_are_refused_before_any_request() {
         let err = require_id("id", "  ").unwrap_err();
         assert!(matches!(
             err,
             ScimError::Validation(MappingError::Missing { attribute: "id" })
         ));
-    }
-
-    #[test]
-    fn the_user_agent_names_the_service_and_version() {
-        assert!(USER_AGENT.starts_with("pimbridge/"));
-        assert!(USER_AGENT.len() > "pimbridge/".len());
     }
 }

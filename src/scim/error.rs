@@ -12,6 +12,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::mapping::MappingError;
+use crate::outbound::{SendError, Spent, StatusClass};
 
 /// What AWS said about a failed request: enough to find it in AWS's logs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,23 +57,9 @@ pub enum ScimError {
     #[error("not sent to AWS: {0}")]
     Validation(#[from] MappingError),
 
-    /// Connection refused/reset, DNS, TLS, or the reply was lost mid-way. The server may
-    /// or may not have applied the request.
-    #[error("{method} {path} failed in transport: {source}")]
-    Transport {
-        method: &'static str,
-        path: String,
-        #[source]
-        source: reqwest::Error,
-    },
-
-    /// No reply within the request timeout. The server may still apply the request.
-    #[error("{method} {path} timed out after {timeout:?}")]
-    Timeout {
-        method: &'static str,
-        path: String,
-        timeout: Duration,
-    },
+    /// No answer (transport failure or timeout): AWS may or may not have applied the request.
+    #[error(transparent)]
+    Unanswered(#[from] SendError),
 
     /// 429 ThrottlingException. `retry_after` is AWS's `Retry-After` header, if any.
     #[error("throttled: {response}{}", fmt_retry_after(*retry_after))]
@@ -158,10 +145,7 @@ impl ScimError {
     /// transport trouble, timeouts, throttling, 5xx, and a retry budget spent on those.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Transport { .. }
-            | Self::Timeout { .. }
-            | Self::Throttled { .. }
-            | Self::Server { .. } => true,
+            Self::Unanswered(_) | Self::Throttled { .. } | Self::Server { .. } => true,
             Self::RetryBudgetExhausted { last, .. } => last.is_transient(),
             _ => false,
         }
@@ -228,21 +212,30 @@ impl ScimError {
 
     /// Builds the variant for a non-success status.
     pub(crate) fn from_response(response: ErrorResponse, retry_after: Option<Duration>) -> Self {
-        match response.status {
-            400 => Self::BadRequest(response),
-            401 => Self::Unauthorized(response),
-            403 => Self::Forbidden(response),
-            404 => Self::NotFound(response),
-            409 => Self::Conflict(response),
-            429 => Self::Throttled {
+        match StatusClass::of(response.status) {
+            StatusClass::BadRequest => Self::BadRequest(response),
+            StatusClass::Unauthorized => Self::Unauthorized(response),
+            StatusClass::Forbidden => Self::Forbidden(response),
+            StatusClass::NotFound => Self::NotFound(response),
+            StatusClass::Conflict => Self::Conflict(response),
+            StatusClass::Throttled => Self::Throttled {
                 response,
                 retry_after,
             },
-            500..=599 => Self::Server {
+            StatusClass::Server => Self::Server {
                 response,
                 retry_after,
             },
-            _ => Self::UnexpectedStatus(response),
+            StatusClass::Unexpected => Self::UnexpectedStatus(response),
+        }
+    }
+
+    /// The error for a spent retry budget whose last failure was `last`.
+    pub(crate) fn gave_up(spent: Spent, last: Self) -> Self {
+        Self::RetryBudgetExhausted {
+            attempts: spent.attempts,
+            elapsed: spent.elapsed,
+            last: Box::new(last),
         }
     }
 }

@@ -8,7 +8,7 @@
 //!
 //! - [`types`]: RFC 7643/7644 wire types with AWS quirks (lenient error envelope);
 //! - [`error`]: [`ScimError`], sorted by what the caller should do;
-//! - [`retry`]: backoff and budget; [`pacing`]: the per-client rate limiter;
+//! - [`pacing`]: the per-client rate limiter (retries and transport are [`crate::outbound`]'s);
 //! - [`mapping`]: Entra user → SCIM user, and the checks run before any request;
 //! - [`client`]: the operations.
 
@@ -16,13 +16,9 @@ pub mod client;
 pub mod error;
 pub mod mapping;
 pub mod pacing;
-pub mod retry;
 pub mod types;
 
-pub use client::{
-    RequestObserver, ScimClient, ScimClientSettings, MAX_MEMBER_CHANGES_PER_PATCH, USER_AGENT,
-};
+pub use client::{RequestObserver, ScimClient, ScimClientSettings, MAX_MEMBER_CHANGES_PER_PATCH};
 pub use error::{ErrorResponse, ScimError};
 pub use mapping::{map_user, CharacterPolicy, MappingError, SourceUser};
-pub use retry::RetryPolicy;
 pub use types::{ScimGroup, ScimUser};

@@ -17,8 +17,6 @@ pub mod reports;
 pub mod scim_ids;
 pub mod tls;
 
-use std::time::Duration;
-
 use crate::config::DatabaseSettings;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
@@ -68,7 +66,7 @@ pub fn build_pool(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
         .expose()
         .parse()
         .map_err(|_| StoreError::Config("database.url is not a valid connection string".into()))?;
-    let timeout = Duration::from_secs(settings.connect_timeout_secs);
+    let timeout = settings.connect_timeout;
     config.connect_timeout(timeout);
     config.application_name("pimbridge");
     let manager = Manager::from_config(

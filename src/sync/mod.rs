@@ -1,15 +1,14 @@
 //! Sync cycles (docs/correctness.md): the deferred lane, deactivations, ended grants and drift.
 //!
-//! Every replica checks each application every `sync.check_interval_ms`; the one that takes the
+//! Every replica checks each application every `sync.check_interval`; the one that takes the
 //! application's advisory lock and finds its cycle due runs it. An application's first cycle is
-//! due at once; each later one `cycle_interval_secs` after the previous one started.
+//! due at once; each later one `cycle_interval` after the previous one started.
 
 pub mod cycle;
 pub mod quarantine;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
@@ -40,7 +39,7 @@ pub struct CycleRunner {
 impl CycleRunner {
     /// Checks for due cycles until `shutdown`; a cycle in progress stops between PATCHes.
     pub async fn run(self, shutdown: CancellationToken) {
-        let every = Duration::from_millis(self.settings.check_interval_ms);
+        let every = self.settings.check_interval;
         loop {
             for application in self.intervals.keys() {
                 if shutdown.is_cancelled() {

@@ -98,7 +98,7 @@ async fn spawn_jwt_app(jwks_url: &str) -> TestApp {
     let settings = test_settings(&url).replace(
         "[log]",
         &format!(
-            "[intake.jwt]\nissuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\", \"ES256\"]\njwks_url = \"{jwks_url}\"\njwks_min_refetch_secs = 0\nleeway_secs = 0\n[log]"
+            "[intake.jwt]\nissuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\", \"ES256\"]\njwks_url = \"{jwks_url}\"\njwks_min_refetch = \"0s\"\nleeway = \"0s\"\n[log]"
         ),
     );
     spawn_app_with(settings, &url).await

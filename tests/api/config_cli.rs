@@ -84,10 +84,10 @@ fn each_bad_configuration_is_refused_naming_its_key() {
             "zero window",
             GOOD.replace(
                 "groups = [\"g1\"]",
-                "groups = [\"g1\"]\nactivation_window_secs = 0",
+                "groups = [\"g1\"]\nactivation_window = \"0s\"",
             ),
             vec![],
-            "applications.prod.activation_window_secs",
+            "applications.prod.activation_window",
         ),
         (
             "bad env override",
@@ -146,10 +146,10 @@ fn each_bad_configuration_is_refused_naming_its_key() {
         (
             "Graph renewal margin not below the lifetime",
             format!(
-                "{GOOD}\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nclient_state = \"0123456789abcdef\"\nsubscription_minutes = 60\nrenew_before_minutes = 60"
+                "{GOOD}\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nclient_state = \"0123456789abcdef\"\nsubscription_lifetime = \"1h\"\nrenew_before = \"60m\""
             ),
             vec![],
-            "graph.renew_before_minutes",
+            "graph.renew_before",
         ),
         (
             "a bad client IP header",
@@ -159,9 +159,9 @@ fn each_bad_configuration_is_refused_naming_its_key() {
         ),
         (
             "a zero cycle interval",
-            GOOD.replace("groups = [\"g1\"]", "groups = [\"g1\"]\ncycle_interval_secs = 0"),
+            GOOD.replace("groups = [\"g1\"]", "groups = [\"g1\"]\ncycle_interval = \"0s\""),
             vec![],
-            "applications.prod.cycle_interval_secs",
+            "applications.prod.cycle_interval",
         ),
     ];
     for (case, toml, env, key) in cases {
@@ -175,6 +175,76 @@ fn each_bad_configuration_is_refused_naming_its_key() {
             !output.contains("0123456789abcdef0123"),
             "{case}: a secret leaked"
         );
+    }
+}
+
+#[test]
+fn durations_are_read_in_human_form_and_bad_ones_refused_naming_the_key() {
+    for good in ["500ms", "10s", "40m", "6h", "1d", "1h30m"] {
+        let toml = GOOD.replace(
+            "[intake]",
+            &format!("[intake]\nsignature_tolerance = \"{good}\""),
+        );
+        let (ok, output) = check_config(&toml, &[]);
+        assert!(ok, "{good}: {output}");
+    }
+    let (ok, output) = check_config(GOOD, &[("PIMBRIDGE_SYNC__CHECK_INTERVAL", "250ms")]);
+    assert!(ok, "a duration from the environment: {output}");
+    for bad in ["60", "10 s", "1.5s", "10sec", "-1s", "", "soon"] {
+        let toml = format!("{GOOD}\n[dispatch]\nlease = \"{bad}\"");
+        let (ok, output) = check_config(&toml, &[]);
+        assert!(!ok, "`{bad}` was accepted");
+        assert!(output.contains("dispatch.lease"), "{bad}: {output}");
+        assert!(
+            output.contains("\"40m\""),
+            "{bad}: the form is shown: {output}"
+        );
+    }
+    let (ok, output) = check_config(&format!("{GOOD}\n[dispatch]\nlease = 60"), &[]);
+    assert!(
+        !ok && output.contains("dispatch.lease"),
+        "a bare number: {output}"
+    );
+}
+
+#[test]
+fn renamed_duration_keys_are_refused_naming_the_new_key_and_value() {
+    let cases = [
+        (
+            format!("{GOOD}cycle_interval_secs = 2400"),
+            vec![],
+            "configuration key `applications.prod.cycle_interval_secs` was renamed: use `applications.prod.cycle_interval = \"40m\"`",
+        ),
+        (
+            format!("{GOOD}\n[dispatch]\nlease_secs = 60"),
+            vec![],
+            "configuration key `dispatch.lease_secs` was renamed: use `dispatch.lease = \"1m\"`",
+        ),
+        (
+            format!("{GOOD}\n[sync]\ncheck_interval_ms = 500"),
+            vec![],
+            "configuration key `sync.check_interval_ms` was renamed: use `sync.check_interval = \"500ms\"`",
+        ),
+        (
+            format!("{GOOD}activation_window_secs = 0.5"),
+            vec![],
+            "`applications.prod.activation_window_secs` was renamed: use `applications.prod.activation_window = \"500ms\"`",
+        ),
+        (
+            GOOD.to_string(),
+            vec![("PIMBRIDGE_SERVER__SHUTDOWN_TIMEOUT_SECS", "20")],
+            "`server.shutdown_timeout_secs` was renamed: use `server.shutdown_timeout = \"20s\"`",
+        ),
+        (
+            format!("{GOOD}\n[graph]\ntenant_id = \"t\"\nclient_id = \"c\"\nclient_secret = \"s\"\nclient_state = \"0123456789abcdef\"\nsubscription_minutes = 2880"),
+            vec![],
+            "`graph.subscription_minutes` was renamed: use `graph.subscription_lifetime = \"2d\"`",
+        ),
+    ];
+    for (toml, env, message) in cases {
+        let (ok, output) = check_config(&toml, &env);
+        assert!(!ok, "accepted: {toml}");
+        assert!(output.contains(message), "expected {message} in: {output}");
     }
 }
 

@@ -465,7 +465,7 @@ async fn cycles_follow_the_configured_interval() {
     let b = emulator().await;
     let url = crate::postgres::PgServer::shared().fresh_database().await;
     let toml = cycle_settings(&url, &a, &b, "")
-        .replace("cycle_interval_secs = 3600", "cycle_interval_secs = 1");
+        .replace("cycle_interval = \"1h\"", "cycle_interval = \"1s\"");
 
     // Act
     let app = spawn_app_with(toml, &url).await;

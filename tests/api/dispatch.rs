@@ -131,7 +131,7 @@ async fn the_window_slides_the_sixth_at_nine_point_nine_seconds_waits_and_at_ten
         url: Some(app.database_url.as_str().into()),
         url_file: None,
         max_connections: 2,
-        connect_timeout_secs: 2,
+        connect_timeout: Duration::from_secs(2),
         ca_file: None,
     })
     .unwrap();
@@ -176,7 +176,7 @@ async fn the_window_slides_the_sixth_at_nine_point_nine_seconds_waits_and_at_ten
 
 #[tokio::test]
 async fn with_a_short_window_the_lane_reopens_once_the_window_has_slid() {
-    let f = spawn_with_emulators("activation_window_secs = 1.0").await;
+    let f = spawn_with_emulators("activation_window = \"1s\"").await;
     f.app.post_events(&activations("s", GROUP_A, 6)).await;
     assert_eq!(
         f.app

@@ -20,7 +20,7 @@ pub fn graph_settings(database_url: &str, graph_base: &str) -> String {
         graph_url = \"{graph_base}/v1.0\"
         # The resolver looks once at start-up, then not for a minute: these tests see the hints
         # the webhook stored, untouched.
-        resolve_interval_ms = 60000
+        resolve_interval = \"1m\"
         ",
         test_settings(database_url)
     )
@@ -304,7 +304,7 @@ mod resolution {
             base = base.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
             managed = format!(
                 "notification_url = \"http://127.0.0.1:{port}/webhooks/graph\"
-            subscription_check_interval_ms = 50"
+            subscription_check_interval = \"50ms\""
             );
         }
         let toml = format!(
@@ -316,7 +316,7 @@ mod resolution {
             client_state = \"{CLIENT_STATE}\"
             authority_url = \"{}\"
             graph_url = \"{}\"
-            resolve_interval_ms = 20
+            resolve_interval = \"20ms\"
             {managed}
             ",
             client.tenant_id,

@@ -16,6 +16,7 @@ use pimbridge::graph::{
     AssignmentInstance, GraphClient, GraphClientSettings, GraphError, GraphGroup, GraphUser,
     NewSubscription,
 };
+use pimbridge::outbound::SendError;
 use pimbridge::secret::SecretString;
 use testkit::graph::GraphEmulatorClient as _;
 use time::OffsetDateTime;
@@ -550,7 +551,10 @@ async fn an_unreachable_graph_is_a_transient_transport_error() {
     else {
         panic!("expected an exhausted budget, got {err:?}");
     };
-    assert!(matches!(**last, GraphError::Transport { .. }), "{last:?}");
+    assert!(
+        matches!(**last, GraphError::Unanswered(SendError::Transport { .. })),
+        "{last:?}"
+    );
     assert!(err.is_transient());
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_scim_emulator::{EmulatorSettings, RunningEmulator};
+use pimbridge::outbound::SendError;
 use pimbridge::scim::{
     map_user, CharacterPolicy, RequestObserver, ScimClient, ScimClientSettings, ScimError,
     ScimUser, SourceUser,
@@ -631,7 +632,7 @@ async fn a_timed_out_request_is_retried_and_reported_as_a_timeout_when_retries_r
         matches!(
             &error,
             ScimError::RetryBudgetExhausted { attempts: 2, last, .. }
-                if matches!(**last, ScimError::Timeout { .. })
+                if matches!(**last, ScimError::Unanswered(SendError::Timeout { .. }))
         ),
         "{error:?}"
     );

@@ -37,7 +37,7 @@ fn database_settings(
         url: Some(url.into()),
         url_file: None,
         max_connections: 2,
-        connect_timeout_secs: 2,
+        connect_timeout: std::time::Duration::from_secs(2),
         ca_file,
     }
 }
@@ -75,9 +75,9 @@ async fn the_service_talks_to_a_tls_only_postgres_and_verifies_its_certificate()
 
     // The whole service runs on it: ready, and events are stored.
     let settings = test_settings(&url).replace(
-        "connect_timeout_secs = 2",
+        "connect_timeout = \"2s\"",
         &format!(
-            "connect_timeout_secs = 2\n        ca_file = \"{}\"",
+            "connect_timeout = \"2s\"\n        ca_file = \"{}\"",
             ca_file.display()
         ),
     );

@@ -34,7 +34,7 @@ pub fn dispatch_settings(
     let toml = test_settings(database_url)
         .replace(
             "[dispatch]\n        enabled = false",
-            "[dispatch]\n        enabled = true\n        poll_interval_secs = 1\n        lease_secs = 2\n        max_attempts = 4",
+            "[dispatch]\n        enabled = true\n        poll_interval = \"1s\"\n        lease = \"2s\"\n        max_attempts = 4",
         )
         .replacen("http://127.0.0.1:9/scim/v2", &a.scim_base_url(), 1)
         .replacen("http://127.0.0.1:9/scim/v2", &b.scim_base_url(), 1)
@@ -149,12 +149,12 @@ pub fn cycle_settings(
     b: &RunningEmulator,
     extra: &str,
 ) -> String {
-    let extra = format!("cycle_interval_secs = 3600\n        {extra}");
+    let extra = format!("cycle_interval = \"1h\"\n        {extra}");
     let toml = dispatch_settings(database_url, a, b, &extra).replace(
         "[sync]\n        enabled = false",
-        "[sync]\n        enabled = true\n        check_interval_ms = 20\n        max_attempts = 3",
+        "[sync]\n        enabled = true\n        check_interval = \"20ms\"\n        max_attempts = 3",
     );
-    assert!(toml.contains("check_interval_ms"), "sync cycles are on");
+    assert!(toml.contains("check_interval"), "sync cycles are on");
     toml
 }
 

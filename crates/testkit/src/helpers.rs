@@ -28,13 +28,13 @@ pub fn test_settings(database_url: &str) -> String {
         r#"
         [server]
         listen = "127.0.0.1:0"
-        shutdown_timeout_secs = 5
+        shutdown_timeout = "5s"
         workers = 2
         metrics_refresh_interval = "50ms"
         [database]
         url = "{database_url}"
         max_connections = 8
-        connect_timeout_secs = 2
+        connect_timeout = "2s"
         [intake]
         hmac_secret = "{HMAC_SECRET}"
         # Off: tests post from one address far faster than any sender (tests/api/limit.rs checks it).

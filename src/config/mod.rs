@@ -1,11 +1,16 @@
 //! Configuration: one TOML file, overridden key by key by `PIMBRIDGE_<SECTION>__<KEY>` environment
 //! variables, validated once at start-up.
 //!
-//! Every secret can be given inline (`hmac_secret = "…"`) or as a path (`hmac_secret_file = "…"`), so
-//! that Kubernetes Secrets mount cleanly. [`Settings::load`] reads the layers, resolves the files and
-//! validates everything, and every error names the key at fault.
+//! This module holds the settings tree and loading; [`validate`] checks every rule at start-up and
+//! [`secrets`] reads `…_file` secrets. Every duration key takes a human-readable string such as
+//! `"10s"`, `"40m"` or `"500ms"` ([`crate::duration`]); the keys that used to count in a unit
+//! (`…_secs`, `…_ms`, `…_minutes`) are refused with the new name. [`Settings::load`] reads the
+//! layers, resolves the files and validates everything, and every error names the key at fault.
 
-use std::collections::{BTreeMap, BTreeSet};
+mod secrets;
+mod validate;
+
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -13,7 +18,10 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::Deserialize;
 
+use crate::duration;
 use crate::secret::SecretString;
+
+pub use validate::parse_algorithm;
 
 /// Prefix of environment variables that override configuration keys.
 pub const ENV_PREFIX: &str = "PIMBRIDGE_";
@@ -27,6 +35,13 @@ pub enum ConfigError {
     /// A key has a value that cannot work.
     #[error("configuration key `{key}`: {reason}")]
     Invalid { key: String, reason: String },
+    /// A key that was renamed (the unit moved from the name into the value).
+    #[error("configuration key `{old}` was renamed: use `{new} = \"{value}\"`")]
+    Renamed {
+        old: String,
+        new: String,
+        value: String,
+    },
 }
 
 impl ConfigError {
@@ -68,9 +83,9 @@ pub struct Settings {
 pub struct ServerSettings {
     /// Address and port to listen on.
     pub listen: String,
-    /// Seconds in-flight requests get to finish after SIGTERM; keep below the pod's grace period.
-    #[serde(deserialize_with = "whole")]
-    pub shutdown_timeout_secs: u64,
+    /// Time in-flight requests get to finish after SIGTERM; keep below the pod's grace period.
+    #[serde(with = "duration")]
+    pub shutdown_timeout: Duration,
     /// HTTP worker threads; 0 means one per core.
     #[serde(deserialize_with = "whole")]
     pub workers: usize,
@@ -84,7 +99,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".into(),
-            shutdown_timeout_secs: 20,
+            shutdown_timeout: Duration::from_secs(20),
             workers: 0,
             metrics_refresh_interval: Duration::from_secs(5),
         }
@@ -101,10 +116,9 @@ pub struct DatabaseSettings {
     #[serde(default = "default_max_connections")]
     #[serde(deserialize_with = "whole")]
     pub max_connections: usize,
-    /// Seconds to wait for a connection before a request fails with 503.
-    #[serde(default = "default_connect_timeout_secs")]
-    #[serde(deserialize_with = "whole")]
-    pub connect_timeout_secs: u64,
+    /// How long to wait for a connection before a request fails with 503.
+    #[serde(default = "default_connect_timeout", with = "duration")]
+    pub connect_timeout: Duration,
     /// PEM file of CA certificates trusted for the database's TLS certificate, besides the
     /// operating system's (e.g. the Amazon RDS bundle). TLS itself follows the URL's `sslmode`.
     #[serde(default)]
@@ -115,9 +129,12 @@ fn default_max_connections() -> usize {
     16
 }
 
-fn default_connect_timeout_secs() -> u64 {
-    5
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
 }
+
+/// How far ahead of the server's clock an event's `occurredAt` may be, by default.
+pub const DEFAULT_MAX_CLOCK_SKEW: Duration = Duration::from_secs(5 * 60);
 
 /// How events get in and how they are authenticated.
 #[derive(Debug, Clone, Deserialize)]
@@ -129,9 +146,9 @@ pub struct IntakeSettings {
     /// Shared secret for the `X-Pimbridge-Signature` HMAC-SHA256 scheme.
     pub hmac_secret: Option<SecretString>,
     pub hmac_secret_file: Option<PathBuf>,
-    /// How far a signature's timestamp may be from now, in seconds, against replays.
-    #[serde(deserialize_with = "whole")]
-    pub signature_tolerance_secs: u64,
+    /// How far a signature's timestamp may be from now, against replays.
+    #[serde(with = "duration")]
+    pub signature_tolerance: Duration,
     /// Bearer JWT verification; absent means JWTs are not accepted.
     pub jwt: Option<JwtSettings>,
     /// Requests per second one client may send to the intake routes (`/v1/…`, `/webhooks/…`)
@@ -161,14 +178,14 @@ impl Default for IntakeSettings {
             max_body_bytes: 1024 * 1024,
             hmac_secret: None,
             hmac_secret_file: None,
-            signature_tolerance_secs: 300,
+            signature_tolerance: Duration::from_secs(300),
             jwt: None,
             requests_per_second: 50,
             requests_burst: 100,
             client_ip_header: None,
             trusted_proxies: Vec::new(),
             proxy_header: "X-Forwarded-For".into(),
-            max_clock_skew: crate::intake::validate::DEFAULT_MAX_CLOCK_SKEW,
+            max_clock_skew: DEFAULT_MAX_CLOCK_SKEW,
         }
     }
 }
@@ -189,26 +206,24 @@ pub struct JwtSettings {
     pub jwks_url: Option<String>,
     /// A JWKS document on disk, instead of `jwks_url`.
     pub jwks_file: Option<PathBuf>,
-    /// Least seconds between two fetches of `jwks_url` triggered by unknown key ids.
-    #[serde(default = "default_jwks_refetch_secs")]
-    #[serde(deserialize_with = "whole")]
-    pub jwks_min_refetch_secs: u64,
-    /// Clock skew allowed on `exp` and `nbf`, in seconds.
-    #[serde(default = "default_leeway")]
-    #[serde(deserialize_with = "whole")]
-    pub leeway_secs: u64,
+    /// Least time between two fetches of `jwks_url` triggered by unknown key ids.
+    #[serde(default = "default_jwks_refetch", with = "duration")]
+    pub jwks_min_refetch: Duration,
+    /// Clock skew allowed on `exp` and `nbf` (whole seconds count).
+    #[serde(default = "default_leeway", with = "duration")]
+    pub leeway: Duration,
 }
 
 fn default_algorithms() -> Vec<String> {
     vec!["RS256".into(), "ES256".into()]
 }
 
-fn default_jwks_refetch_secs() -> u64 {
-    30
+fn default_jwks_refetch() -> Duration {
+    Duration::from_secs(30)
 }
 
-fn default_leeway() -> u64 {
-    30
+fn default_leeway() -> Duration {
+    Duration::from_secs(30)
 }
 
 /// The immediate-lane dispatcher.
@@ -220,12 +235,12 @@ pub struct DispatchSettings {
     /// Jobs handled at once by this replica.
     #[serde(deserialize_with = "whole")]
     pub concurrency: usize,
-    /// Seconds between queue polls when no notification arrives (the LISTEN/NOTIFY fallback).
-    #[serde(deserialize_with = "whole")]
-    pub poll_interval_secs: u64,
-    /// Seconds a claimed job stays leased before another replica may take it over.
-    #[serde(deserialize_with = "whole")]
-    pub lease_secs: u64,
+    /// Time between queue polls when no notification arrives (the LISTEN/NOTIFY fallback).
+    #[serde(with = "duration")]
+    pub poll_interval: Duration,
+    /// How long a claimed job stays leased before another replica may take it over.
+    #[serde(with = "duration")]
+    pub lease: Duration,
     /// Attempts before a job that keeps failing transiently is marked failed.
     #[serde(deserialize_with = "whole")]
     pub max_attempts: i32,
@@ -236,8 +251,8 @@ impl Default for DispatchSettings {
         Self {
             enabled: true,
             concurrency: 8,
-            poll_interval_secs: 2,
-            lease_secs: 60,
+            poll_interval: Duration::from_secs(2),
+            lease: Duration::from_secs(60),
             max_attempts: 8,
         }
     }
@@ -249,9 +264,9 @@ impl Default for DispatchSettings {
 pub struct SyncSettings {
     /// Run cycles from this process when it holds an application's cycle lock.
     pub enabled: bool,
-    /// Milliseconds between this replica's checks for applications whose cycle is due.
-    #[serde(deserialize_with = "whole")]
-    pub check_interval_ms: u64,
+    /// Time between this replica's checks for applications whose cycle is due.
+    #[serde(with = "duration")]
+    pub check_interval: Duration,
     /// Cycles in which a change may fail transiently before its jobs are marked failed.
     #[serde(deserialize_with = "whole")]
     pub max_attempts: i32,
@@ -261,7 +276,7 @@ impl Default for SyncSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            check_interval_ms: 5000,
+            check_interval: Duration::from_secs(5),
             max_attempts: 10,
         }
     }
@@ -314,25 +329,21 @@ pub struct GraphSettings {
     /// The Graph API base.
     #[serde(default = "default_graph_url")]
     pub graph_url: String,
-    /// Milliseconds between the resolver's looks for notifications to resolve.
-    #[serde(default = "default_resolve_interval_ms")]
-    #[serde(deserialize_with = "whole")]
-    pub resolve_interval_ms: u64,
+    /// Time between the resolver's looks for notifications to resolve.
+    #[serde(default = "default_resolve_interval", with = "duration")]
+    pub resolve_interval: Duration,
     /// The public URL of `/webhooks/graph`. When set, pimbridge creates and renews one
     /// subscription per assigned group; unset, operators create them.
     pub notification_url: Option<String>,
-    /// Lifetime asked for each subscription, in minutes (Graph allows at most 41,760 for groups).
-    #[serde(default = "default_subscription_minutes")]
-    #[serde(deserialize_with = "whole")]
-    pub subscription_minutes: u64,
-    /// Renew a subscription when less than this many minutes are left.
-    #[serde(default = "default_renew_before_minutes")]
-    #[serde(deserialize_with = "whole")]
-    pub renew_before_minutes: u64,
-    /// Milliseconds between checks of the subscriptions.
-    #[serde(default = "default_subscription_check_ms")]
-    #[serde(deserialize_with = "whole")]
-    pub subscription_check_interval_ms: u64,
+    /// Lifetime asked for each subscription (Graph allows at most 41,760 minutes for groups).
+    #[serde(default = "default_subscription_lifetime", with = "duration")]
+    pub subscription_lifetime: Duration,
+    /// Renew a subscription when less than this is left.
+    #[serde(default = "default_renew_before", with = "duration")]
+    pub renew_before: Duration,
+    /// Time between checks of the subscriptions.
+    #[serde(default = "default_subscription_check", with = "duration")]
+    pub subscription_check_interval: Duration,
 }
 
 impl GraphSettings {
@@ -357,20 +368,20 @@ fn default_graph_url() -> String {
     "https://graph.microsoft.com/v1.0".into()
 }
 
-fn default_resolve_interval_ms() -> u64 {
-    250
+fn default_resolve_interval() -> Duration {
+    Duration::from_millis(250)
 }
 
-fn default_subscription_minutes() -> u64 {
-    2 * 24 * 60
+fn default_subscription_lifetime() -> Duration {
+    Duration::from_secs(2 * 24 * 3600)
 }
 
-fn default_renew_before_minutes() -> u64 {
-    24 * 60
+fn default_renew_before() -> Duration {
+    Duration::from_secs(24 * 3600)
 }
 
-fn default_subscription_check_ms() -> u64 {
-    60_000
+fn default_subscription_check() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Log output.
@@ -415,9 +426,9 @@ pub struct ApplicationSettings {
     #[serde(default = "default_activation_limit")]
     #[serde(deserialize_with = "whole")]
     pub activation_limit: u32,
-    /// The admission window in seconds (may be fractional).
-    #[serde(default = "default_activation_window")]
-    pub activation_window_secs: f64,
+    /// The admission window.
+    #[serde(default = "default_activation_window", with = "duration")]
+    pub activation_window: Duration,
     /// Outbound SCIM requests per second (AWS publishes no limit; 5 is conservative).
     #[serde(default = "default_requests_per_second")]
     #[serde(deserialize_with = "whole")]
@@ -427,10 +438,9 @@ pub struct ApplicationSettings {
     #[serde(default = "default_requests_burst")]
     #[serde(deserialize_with = "whole")]
     pub requests_burst: u32,
-    /// Seconds between two incremental sync cycles (Entra's provisioning cycle is 40 minutes).
-    #[serde(default = "default_cycle_interval")]
-    #[serde(deserialize_with = "whole")]
-    pub cycle_interval_secs: u64,
+    /// Time between two incremental sync cycles (Entra's provisioning cycle is 40 minutes).
+    #[serde(default = "default_cycle_interval", with = "duration")]
+    pub cycle_interval: Duration,
     /// What to do with characters AWS refuses in user attributes: `reject` or `strip`.
     #[serde(default)]
     pub character_policy: CharacterPolicySetting,
@@ -463,12 +473,12 @@ fn default_activation_limit() -> u32 {
     5
 }
 
-fn default_activation_window() -> f64 {
-    10.0
+fn default_activation_window() -> Duration {
+    Duration::from_secs(10)
 }
 
-fn default_cycle_interval() -> u64 {
-    2400
+fn default_cycle_interval() -> Duration {
+    Duration::from_secs(40 * 60)
 }
 
 fn default_requests_per_second() -> u32 {
@@ -509,11 +519,6 @@ impl ApplicationSettings {
         settings.character_policy = self.character_policy.into();
         settings
     }
-
-    /// The admission window as a duration.
-    pub fn activation_window(&self) -> Duration {
-        Duration::from_secs_f64(self.activation_window_secs)
-    }
 }
 
 impl Settings {
@@ -547,432 +552,12 @@ impl Settings {
     }
 
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        refuse_renamed_keys(&figment)?;
         let mut settings: Settings = figment
             .extract()
             .map_err(|e| ConfigError::Load(describe_figment_error(e)))?;
         settings.resolve_and_validate()?;
         Ok(settings)
-    }
-
-    /// Reads `…_file` secrets and checks every rule that spans keys.
-    fn resolve_and_validate(&mut self) -> Result<(), ConfigError> {
-        if self.server.listen.parse::<std::net::SocketAddr>().is_err() {
-            return Err(ConfigError::invalid(
-                "server.listen",
-                format!(
-                    "`{}` is not an address such as 0.0.0.0:8080",
-                    self.server.listen
-                ),
-            ));
-        }
-
-        self.database.url = resolve_secret(
-            "database.url",
-            self.database.url.take(),
-            self.database.url_file.as_deref(),
-        )?;
-        match &self.database.url {
-            None => return Err(ConfigError::invalid("database.url", "is required")),
-            Some(url) if url.expose().parse::<tokio_postgres::Config>().is_err() => {
-                return Err(ConfigError::invalid(
-                    "database.url",
-                    "is not a valid Postgres connection string",
-                ))
-            }
-            Some(_) => {}
-        }
-        if let Some(path) = &self.database.ca_file {
-            if !path.is_file() {
-                return Err(ConfigError::invalid(
-                    "database.ca_file",
-                    format!("{} is not a readable file", path.display()),
-                ));
-            }
-        }
-        if !(Duration::from_millis(10)..=Duration::from_secs(3600))
-            .contains(&self.server.metrics_refresh_interval)
-        {
-            return Err(ConfigError::invalid(
-                "server.metrics_refresh_interval",
-                "must be between 10ms and 1h",
-            ));
-        }
-        if self.database.max_connections == 0 {
-            return Err(ConfigError::invalid(
-                "database.max_connections",
-                "must be at least 1",
-            ));
-        }
-
-        self.validate_intake()?;
-        self.validate_dispatch()?;
-        self.validate_sync()?;
-        self.validate_admin()?;
-        self.validate_graph()?;
-        self.validate_applications()?;
-        Ok(())
-    }
-
-    fn validate_intake(&mut self) -> Result<(), ConfigError> {
-        let intake = &mut self.intake;
-        if intake.max_body_bytes < 1024 {
-            return Err(ConfigError::invalid(
-                "intake.max_body_bytes",
-                "must be at least 1024",
-            ));
-        }
-        intake.hmac_secret = resolve_secret(
-            "intake.hmac_secret",
-            intake.hmac_secret.take(),
-            intake.hmac_secret_file.as_deref(),
-        )?;
-        if intake.requests_per_second > 0 && intake.requests_burst == 0 {
-            return Err(ConfigError::invalid(
-                "intake.requests_burst",
-                "must be at least 1 while intake.requests_per_second is set",
-            ));
-        }
-        if intake.client_ip_header.is_some() {
-            return Err(ConfigError::invalid(
-                "intake.client_ip_header",
-                "was replaced by intake.trusted_proxies: list the addresses (CIDRs) of your reverse proxies and pimbridge reads X-Forwarded-For and Forwarded from them only",
-            ));
-        }
-        for proxy in &intake.trusted_proxies {
-            crate::auth::proxy::Cidr::parse(proxy).map_err(|reason| {
-                ConfigError::invalid("intake.trusted_proxies", format!("`{proxy}`: {reason}"))
-            })?;
-        }
-        crate::auth::proxy::ForwardingHeader::parse(&intake.proxy_header)
-            .map_err(|reason| ConfigError::invalid("intake.proxy_header", reason))?;
-        if intake.max_clock_skew > Duration::from_secs(24 * 3600) {
-            return Err(ConfigError::invalid(
-                "intake.max_clock_skew",
-                "must be at most 1d",
-            ));
-        }
-        if let Some(secret) = &intake.hmac_secret {
-            if secret.expose().len() < 16 {
-                return Err(ConfigError::invalid(
-                    "intake.hmac_secret",
-                    "must be at least 16 characters",
-                ));
-            }
-        }
-        if let Some(jwt) = &intake.jwt {
-            if jwt.issuers.is_empty() {
-                return Err(ConfigError::invalid(
-                    "intake.jwt.issuers",
-                    "must name at least one issuer",
-                ));
-            }
-            if jwt.audiences.is_empty() {
-                return Err(ConfigError::invalid(
-                    "intake.jwt.audiences",
-                    "must name at least one audience",
-                ));
-            }
-            if jwt.algorithms.is_empty() {
-                return Err(ConfigError::invalid(
-                    "intake.jwt.algorithms",
-                    "must name at least one algorithm",
-                ));
-            }
-            for alg in &jwt.algorithms {
-                crate::auth::jwt::parse_algorithm(alg)
-                    .map_err(|reason| ConfigError::invalid("intake.jwt.algorithms", reason))?;
-            }
-            match (&jwt.jwks_url, &jwt.jwks_file) {
-                (None, None) => {
-                    return Err(ConfigError::invalid(
-                        "intake.jwt.jwks_url",
-                        "set jwks_url or jwks_file",
-                    ))
-                }
-                (Some(_), Some(_)) => {
-                    return Err(ConfigError::invalid(
-                        "intake.jwt.jwks_url",
-                        "set only one of jwks_url and jwks_file",
-                    ))
-                }
-                (Some(url), None) => {
-                    let parsed = url::Url::parse(url).map_err(|e| {
-                        ConfigError::invalid("intake.jwt.jwks_url", format!("not a URL: {e}"))
-                    })?;
-                    if !matches!(parsed.scheme(), "http" | "https") {
-                        return Err(ConfigError::invalid(
-                            "intake.jwt.jwks_url",
-                            "must be an http(s) URL",
-                        ));
-                    }
-                }
-                (None, Some(path)) => {
-                    if !path.is_file() {
-                        return Err(ConfigError::invalid(
-                            "intake.jwt.jwks_file",
-                            format!("{} is not a readable file", path.display()),
-                        ));
-                    }
-                }
-            }
-        }
-        if intake.hmac_secret.is_none() && intake.jwt.is_none() {
-            return Err(ConfigError::invalid(
-                "intake.hmac_secret",
-                "events must be authenticated: set intake.hmac_secret (or hmac_secret_file) or configure [intake.jwt]",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_dispatch(&self) -> Result<(), ConfigError> {
-        let d = &self.dispatch;
-        if d.concurrency == 0 {
-            return Err(ConfigError::invalid(
-                "dispatch.concurrency",
-                "must be at least 1",
-            ));
-        }
-        if d.poll_interval_secs == 0 {
-            return Err(ConfigError::invalid(
-                "dispatch.poll_interval_secs",
-                "must be at least 1",
-            ));
-        }
-        if d.lease_secs < 1 {
-            return Err(ConfigError::invalid(
-                "dispatch.lease_secs",
-                "must be at least 1",
-            ));
-        }
-        if d.max_attempts < 1 {
-            return Err(ConfigError::invalid(
-                "dispatch.max_attempts",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_sync(&self) -> Result<(), ConfigError> {
-        if !(10..=3_600_000).contains(&self.sync.check_interval_ms) {
-            return Err(ConfigError::invalid(
-                "sync.check_interval_ms",
-                "must be between 10 and 3600000",
-            ));
-        }
-        if self.sync.max_attempts < 1 {
-            return Err(ConfigError::invalid(
-                "sync.max_attempts",
-                "must be at least 1",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_admin(&mut self) -> Result<(), ConfigError> {
-        let admin = &mut self.admin;
-        admin.token = resolve_secret(
-            "admin.token",
-            admin.token.take(),
-            admin.token_file.as_deref(),
-        )?;
-        if admin.requests_per_second > 0 && admin.requests_burst == 0 {
-            return Err(ConfigError::invalid(
-                "admin.requests_burst",
-                "must be at least 1 while admin.requests_per_second is set",
-            ));
-        }
-        if admin.token.as_ref().is_some_and(|t| t.expose().len() < 16) {
-            return Err(ConfigError::invalid(
-                "admin.token",
-                "must be at least 16 characters",
-            ));
-        }
-        if let (Some(admin), Some(hmac)) = (&admin.token, &self.intake.hmac_secret) {
-            if admin.expose() == hmac.expose() {
-                return Err(ConfigError::invalid(
-                    "admin.token",
-                    "must differ from intake.hmac_secret (the admin API needs its own credential)",
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    fn validate_graph(&mut self) -> Result<(), ConfigError> {
-        let Some(graph) = &mut self.graph else {
-            return Ok(());
-        };
-        for (key, value) in [
-            ("graph.tenant_id", &graph.tenant_id),
-            ("graph.client_id", &graph.client_id),
-        ] {
-            if value.trim().is_empty() {
-                return Err(ConfigError::invalid(key, "is empty"));
-            }
-        }
-        graph.client_secret = resolve_secret(
-            "graph.client_secret",
-            graph.client_secret.take(),
-            graph.client_secret_file.as_deref(),
-        )?;
-        if graph.client_secret.is_none() {
-            return Err(ConfigError::invalid(
-                "graph.client_secret",
-                "is required (or client_secret_file)",
-            ));
-        }
-        graph.client_state = resolve_secret(
-            "graph.client_state",
-            graph.client_state.take(),
-            graph.client_state_file.as_deref(),
-        )?;
-        match &graph.client_state {
-            None => {
-                return Err(ConfigError::invalid(
-                    "graph.client_state",
-                    "is required (or client_state_file): notifications are authenticated by it",
-                ))
-            }
-            Some(state) if !(16..=128).contains(&state.expose().len()) => {
-                return Err(ConfigError::invalid(
-                    "graph.client_state",
-                    "must be 16 to 128 characters (Graph's limit is 128)",
-                ))
-            }
-            Some(_) => {}
-        }
-        for (key, value) in [
-            ("graph.authority_url", &graph.authority_url),
-            ("graph.graph_url", &graph.graph_url),
-        ] {
-            let url = url::Url::parse(value)
-                .map_err(|e| ConfigError::invalid(key, format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid(key, "must be an http(s) URL"));
-            }
-        }
-        if let Some(url) = &graph.notification_url {
-            let parsed = url::Url::parse(url).map_err(|e| {
-                ConfigError::invalid("graph.notification_url", format!("not a URL: {e}"))
-            })?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid(
-                    "graph.notification_url",
-                    "must be an http(s) URL (Graph requires https)",
-                ));
-            }
-        }
-        if !(45..=41_760).contains(&graph.subscription_minutes) {
-            return Err(ConfigError::invalid(
-                "graph.subscription_minutes",
-                "must be between 45 and 41760 (Graph's maximum for groups)",
-            ));
-        }
-        if graph.renew_before_minutes >= graph.subscription_minutes {
-            return Err(ConfigError::invalid(
-                "graph.renew_before_minutes",
-                "must be less than graph.subscription_minutes",
-            ));
-        }
-        if !(10..=3_600_000).contains(&graph.subscription_check_interval_ms) {
-            return Err(ConfigError::invalid(
-                "graph.subscription_check_interval_ms",
-                "must be between 10 and 3600000",
-            ));
-        }
-        if !(10..=60_000).contains(&graph.resolve_interval_ms) {
-            return Err(ConfigError::invalid(
-                "graph.resolve_interval_ms",
-                "must be between 10 and 60000",
-            ));
-        }
-        Ok(())
-    }
-
-    fn validate_applications(&mut self) -> Result<(), ConfigError> {
-        let mut owners: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        for (name, app) in &mut self.applications {
-            let key = |field: &str| format!("applications.{name}.{field}");
-            if !is_valid_application_name(name) {
-                return Err(ConfigError::invalid(
-                    format!("applications.{name}"),
-                    "application names use lowercase letters, digits and `_`, starting with a letter (so that PIMBRIDGE_APPLICATIONS__<NAME>__… can override them)",
-                ));
-            }
-            let url = url::Url::parse(&app.scim_url)
-                .map_err(|e| ConfigError::invalid(key("scim_url"), format!("not a URL: {e}")))?;
-            if !matches!(url.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid(
-                    key("scim_url"),
-                    "must be an http(s) URL",
-                ));
-            }
-            app.scim_token = resolve_secret(
-                &key("scim_token"),
-                app.scim_token.take(),
-                app.scim_token_file.as_deref(),
-            )?;
-            if app.scim_token.is_none() {
-                return Err(ConfigError::invalid(
-                    key("scim_token"),
-                    "is required (or scim_token_file)",
-                ));
-            }
-            if app.groups.is_empty() {
-                return Err(ConfigError::invalid(
-                    key("groups"),
-                    "must list at least one Entra group object id",
-                ));
-            }
-            for group in &app.groups {
-                if group.trim().is_empty() {
-                    return Err(ConfigError::invalid(
-                        key("groups"),
-                        "contains an empty group id",
-                    ));
-                }
-                owners
-                    .entry(group.clone())
-                    .or_default()
-                    .insert(name.clone());
-            }
-            if app.activation_limit == 0 {
-                return Err(ConfigError::invalid(
-                    key("activation_limit"),
-                    "must be at least 1",
-                ));
-            }
-            if !(app.activation_window_secs.is_finite()
-                && app.activation_window_secs > 0.0
-                && app.activation_window_secs <= 3600.0)
-            {
-                return Err(ConfigError::invalid(
-                    key("activation_window_secs"),
-                    "must be more than 0 and at most 3600",
-                ));
-            }
-            if app.cycle_interval_secs == 0 {
-                return Err(ConfigError::invalid(
-                    key("cycle_interval_secs"),
-                    "must be at least 1",
-                ));
-            }
-            if app.requests_per_second == 0 {
-                return Err(ConfigError::invalid(
-                    key("requests_per_second"),
-                    "must be at least 1",
-                ));
-            }
-            if app.requests_burst == 0 {
-                return Err(ConfigError::invalid(
-                    key("requests_burst"),
-                    "must be at least 1",
-                ));
-            }
-        }
-        Ok(())
     }
 
     /// The applications each Entra group is assigned to (an event becomes one job per entry).
@@ -988,6 +573,112 @@ impl Settings {
         }
         routes
     }
+}
+
+/// Duration keys that counted in a unit before every duration became a string: the old name
+/// (below its section; `*` is any application), the new one, and the old unit.
+const RENAMED_DURATION_KEYS: &[(&str, &str, &str, Duration)] = &[
+    (
+        "server",
+        "shutdown_timeout_secs",
+        "shutdown_timeout",
+        SECOND,
+    ),
+    (
+        "database",
+        "connect_timeout_secs",
+        "connect_timeout",
+        SECOND,
+    ),
+    (
+        "intake",
+        "signature_tolerance_secs",
+        "signature_tolerance",
+        SECOND,
+    ),
+    (
+        "intake.jwt",
+        "jwks_min_refetch_secs",
+        "jwks_min_refetch",
+        SECOND,
+    ),
+    ("intake.jwt", "leeway_secs", "leeway", SECOND),
+    ("dispatch", "poll_interval_secs", "poll_interval", SECOND),
+    ("dispatch", "lease_secs", "lease", SECOND),
+    ("sync", "check_interval_ms", "check_interval", MILLISECOND),
+    (
+        "graph",
+        "resolve_interval_ms",
+        "resolve_interval",
+        MILLISECOND,
+    ),
+    (
+        "graph",
+        "subscription_minutes",
+        "subscription_lifetime",
+        MINUTE,
+    ),
+    ("graph", "renew_before_minutes", "renew_before", MINUTE),
+    (
+        "graph",
+        "subscription_check_interval_ms",
+        "subscription_check_interval",
+        MILLISECOND,
+    ),
+    (
+        "applications.*",
+        "activation_window_secs",
+        "activation_window",
+        SECOND,
+    ),
+    (
+        "applications.*",
+        "cycle_interval_secs",
+        "cycle_interval",
+        SECOND,
+    ),
+];
+
+const MILLISECOND: Duration = Duration::from_millis(1);
+const SECOND: Duration = Duration::from_secs(1);
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// Refuses a renamed key, naming the new key with the old value rewritten in the new form.
+fn refuse_renamed_keys(figment: &Figment) -> Result<(), ConfigError> {
+    let applications: Vec<String> = match figment.find_value("applications") {
+        Ok(figment::value::Value::Dict(_, apps)) => apps.keys().cloned().collect(),
+        _ => Vec::new(),
+    };
+    for (section, old, new, unit) in RENAMED_DURATION_KEYS {
+        let sections = match section.strip_suffix(".*") {
+            Some(parent) => applications
+                .iter()
+                .map(|name| format!("{parent}.{name}"))
+                .collect(),
+            None => vec![(*section).to_owned()],
+        };
+        for section in sections {
+            let Ok(value) = figment.find_value(&format!("{section}.{old}")) else {
+                continue;
+            };
+            let rewritten = value
+                .to_num_lossy()
+                // Integers are not floats to figment; whole numbers were the usual form.
+                .and_then(|n| {
+                    n.to_f64()
+                        .or_else(|| n.to_i128().map(|v| v as f64))
+                        .or_else(|| n.to_u128().map(|v| v as f64))
+                })
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .map(|n| duration::format(unit.mul_f64(n)));
+            return Err(ConfigError::Renamed {
+                old: format!("{section}.{old}"),
+                new: format!("{section}.{new}"),
+                value: rewritten.unwrap_or_else(|| duration::format(*unit * 10)),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Reads a whole number that may arrive written as a float: Helm turns YAML integers into floats,
@@ -1017,46 +708,6 @@ where
         }
     };
     T::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
-}
-
-fn is_valid_application_name(name: &str) -> bool {
-    let mut chars = name.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-        && name.len() <= 64
-}
-
-/// One of `inline` or the contents of `file`; an error when both are set or the file is unreadable.
-fn resolve_secret(
-    key: &str,
-    inline: Option<SecretString>,
-    file: Option<&Path>,
-) -> Result<Option<SecretString>, ConfigError> {
-    match (inline, file) {
-        (Some(_), Some(_)) => Err(ConfigError::invalid(
-            key,
-            format!("set only one of `{key}` and `{key}_file`"),
-        )),
-        (Some(value), None) if value.is_empty() => Err(ConfigError::invalid(key, "is empty")),
-        (Some(value), None) => Ok(Some(value)),
-        (None, Some(path)) => {
-            let raw = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid(
-                    format!("{key}_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let value = raw.trim_end_matches(['\n', '\r']);
-            if value.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}_file"),
-                    format!("{} is empty", path.display()),
-                ));
-            }
-            Ok(Some(SecretString::new(value)))
-        }
-        (None, None) => Ok(None),
-    }
 }
 
 /// Figment's errors name the key path and the source (file or environment variable); keep that.
@@ -1105,7 +756,7 @@ mod tests {
         assert_eq!(s.intake.max_body_bytes, 1024 * 1024);
         assert_eq!(s.applications["prod"].activation_limit, 5);
         assert_eq!(
-            s.applications["prod"].activation_window(),
+            s.applications["prod"].activation_window,
             Duration::from_secs(10)
         );
     }

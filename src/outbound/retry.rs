@@ -1,18 +1,19 @@
-//! When to try again, and how long to wait first.
+//! When to try an outbound request again, and how long to wait first.
 //!
-//! AWS publishes no SCIM rate limit and answers bursts with 429 (facts §5), sometimes with a
-//! `Retry-After` header. Clients that ignore it (idp-scim-sync) or retry without jitter
-//! (ssosync#13) turn one throttle into a cascade. So: exponential backoff with "equal
-//! jitter" (half fixed, half random, so a delay never collapses to zero), never shorter
-//! than the server asked for, inside a budget of attempts *and* elapsed time so a
-//! caller's job cannot hang on a sick endpoint.
+//! AWS and Graph publish no rate limits and answer bursts with 429, sometimes with a
+//! `Retry-After` header. Clients that ignore it, or retry without jitter, turn one throttle
+//! into a cascade. So: the jittered exponential [`Backoff`], never shorter than the server
+//! asked for, inside a budget of attempts *and* elapsed time so a caller's job cannot hang on
+//! a sick endpoint.
 //!
 //! The functions here are pure (the random draw is a parameter) so they are unit-tested
 //! without a clock.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
+
+use crate::backoff::{random_draw, Backoff};
 
 /// Default first backoff step.
 pub const DEFAULT_BASE_DELAY: Duration = Duration::from_millis(200);
@@ -54,17 +55,9 @@ impl RetryPolicy {
     /// uniformly in `[step/2, step]` driven by `jitter ∈ [0, 1)`. A server `Retry-After`
     /// raises the wait to at least that long.
     pub fn backoff(&self, retry: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
-        let exponent = retry.saturating_sub(1).min(31);
-        let step = self
-            .base_delay
-            .saturating_mul(1u32 << exponent)
-            .min(self.max_delay);
-        let jitter = jitter.clamp(0.0, 1.0);
-        let wait = step / 2 + step.mul_f64(jitter) / 2;
-        match retry_after {
-            Some(server) => wait.max(server.min(MAX_RETRY_AFTER)),
-            None => wait,
-        }
+        Backoff::new(self.base_delay, self.max_delay)
+            .jittered()
+            .delay(retry, retry_after.map(|d| d.min(MAX_RETRY_AFTER)), jitter)
     }
 
     /// Whether another attempt fits: `attempts` made so far, `elapsed` since the first,
@@ -74,17 +67,68 @@ impl RetryPolicy {
     }
 }
 
+/// One operation's spending of a [`RetryPolicy`]: attempts made, time since the first.
+#[derive(Debug)]
+pub struct Budget {
+    policy: RetryPolicy,
+    started: Instant,
+    attempts: u32,
+}
+
+/// A spent budget: what the caller's "gave up" error reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Spent {
+    pub attempts: u32,
+    pub elapsed: Duration,
+}
+
+impl Budget {
+    /// Starts the clock.
+    pub fn start(policy: RetryPolicy) -> Self {
+        Self {
+            policy,
+            started: Instant::now(),
+            attempts: 0,
+        }
+    }
+
+    /// Counts one attempt; returns its number (1 for the first).
+    pub fn count_attempt(&mut self) -> u32 {
+        self.attempts += 1;
+        self.attempts
+    }
+
+    /// Attempts counted so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The jittered wait before the next attempt, at least `retry_after`.
+    pub fn next_wait(&self, retry_after: Option<Duration>) -> Duration {
+        self.policy
+            .backoff(self.attempts, retry_after, random_draw())
+    }
+
+    /// `Err` when another attempt after `wait` would break the budget.
+    pub fn check(&self, wait: Duration) -> Result<(), Spent> {
+        let elapsed = self.started.elapsed();
+        if self.policy.allows(self.attempts, elapsed, wait) {
+            Ok(())
+        } else {
+            Err(Spent {
+                attempts: self.attempts,
+                elapsed,
+            })
+        }
+    }
+}
+
 /// Parses `Retry-After` as delta-seconds (RFC 9110 §10.2.3). The HTTP-date form is not
 /// seen from AWS and is ignored (the jittered backoff applies instead).
 pub fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let text = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     let seconds: u64 = text.parse().ok()?;
     Some(Duration::from_secs(seconds))
-}
-
-/// A uniform draw in `[0, 1)` for [`RetryPolicy::backoff`].
-pub fn random_jitter() -> f64 {
-    rand::random::<f64>()
 }
 
 #[cfg(test)]
@@ -166,6 +210,28 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_counts_attempts_and_reports_what_was_spent() {
+        let mut budget = Budget::start(RetryPolicy {
+            max_attempts: 3,
+            ..policy()
+        });
+        assert_eq!(budget.count_attempt(), 1);
+        let wait = budget.next_wait(None);
+        assert!(Duration::from_millis(50) <= wait && wait <= Duration::from_millis(100));
+        assert_eq!(budget.check(wait), Ok(()));
+        assert!(budget.next_wait(Some(Duration::from_secs(4))) >= Duration::from_secs(4));
+        assert!(
+            budget.check(Duration::from_secs(31)).is_err(),
+            "a wait past max_elapsed"
+        );
+        budget.count_attempt();
+        assert_eq!(budget.count_attempt(), 3);
+        let spent = budget.check(Duration::ZERO).unwrap_err();
+        assert_eq!(spent.attempts, 3);
+        assert_eq!(budget.attempts(), 3);
+    }
+
+    #[test]
     fn retry_after_parses_delta_seconds_only() {
         let mut headers = HeaderMap::new();
         assert_eq!(parse_retry_after(&headers), None);
@@ -178,13 +244,5 @@ mod tests {
         assert_eq!(parse_retry_after(&headers), None);
         headers.insert(RETRY_AFTER, HeaderValue::from_static("-1"));
         assert_eq!(parse_retry_after(&headers), None);
-    }
-
-    #[test]
-    fn random_jitter_stays_in_the_unit_interval() {
-        for _ in 0..1000 {
-            let j = random_jitter();
-            assert!((0.0..1.0).contains(&j));
-        }
     }
 }
