@@ -1,4 +1,4 @@
-//! Admission to the immediate lane: exact, per application, across replicas (DESIGN.md §3).
+//! Admission to the immediate lane: exact, per application, across replicas (docs/architecture.md).
 //!
 //! An activation goes to the immediate lane iff fewer than `limit` activations of the same
 //! application were admitted there in the `window` before now. The caller holds the application's

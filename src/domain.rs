@@ -69,7 +69,7 @@ pub struct Subject {
     pub group_attributes: Option<Value>,
 }
 
-/// Which path a job takes to AWS (DESIGN.md §1).
+/// Which path a job takes to AWS (docs/architecture.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Lane {

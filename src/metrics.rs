@@ -1,4 +1,4 @@
-//! Prometheus metrics (DESIGN.md §6). Names and labels are part of the external contract.
+//! Prometheus metrics (docs/architecture.md). Names and labels are part of the external contract.
 //!
 //! `Metrics` owns its own `Registry` (no global state, so tests can run many apps in one process)
 //! and is built once at start-up and shared. Per-instance counters and histograms live here;

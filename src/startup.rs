@@ -127,7 +127,11 @@ impl Application {
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         if let (Some(graph), Some(client)) = (&settings.graph, graph_client) {
             let resolver = Resolver {
-                state: state.clone(),
+                pool: state.pool.clone(),
+                intake: state.intake.clone(),
+                metrics: state.metrics.clone(),
+                bootstrapped: state.bootstrapped.clone(),
+                max_clock_skew: state.max_clock_skew,
                 graph: client.clone(),
                 interval: graph.resolve_interval,
                 owner: owner.clone(),

@@ -1,4 +1,4 @@
-//! Who may post events: an HMAC-signed body or a bearer JWT (DESIGN.md §2).
+//! Who may post events: an HMAC-signed body or a bearer JWT (docs/webhooks.md).
 //!
 //! [`Authenticator::authenticate`] looks at the headers and the raw body and either accepts the
 //! request or says why not, as an [`AuthError`] that the HTTP layer turns into 401 (or 503 when the

@@ -258,7 +258,7 @@ impl Default for DispatchSettings {
     }
 }
 
-/// Sync cycles: the deferred lane, deactivations and expired activations (DESIGN.md §5).
+/// Sync cycles: the deferred lane, deactivations and expired activations (docs/correctness.md).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SyncSettings {

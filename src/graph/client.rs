@@ -43,14 +43,14 @@ pub use crate::outbound::DEFAULT_REQUEST_TIMEOUT;
 /// Attempts per operation, the first included.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Extra time allowed to subscription create and renew: Graph holds the request open while
-/// it runs the validation handshake, which the receiver may take 10 s to answer (facts §1.2).
+/// it runs the validation handshake, which the receiver may take 10 s to answer (docs/webhooks.md).
 pub const VALIDATION_ALLOWANCE: Duration = Duration::from_secs(10);
-/// Longest `clientState` Graph keeps (facts §1.1 keeps to the stricter of two documented caps).
+/// Longest `clientState` Graph keeps (docs/webhooks.md keeps to the stricter of two documented caps).
 pub const MAX_CLIENT_STATE_CHARS: usize = 128;
 /// Upper bound on pages in one listing: 1,000 pages cover any group pimbridge could serve;
 /// more means the server's links never end.
 pub const MAX_PAGES: usize = 1_000;
-/// Path of the PIM-for-Groups assignment instances below the Graph base (facts §3.1).
+/// Path of the PIM-for-Groups assignment instances below the Graph base (docs/webhooks.md).
 const ASSIGNMENT_INSTANCES: [&str; 4] = [
     "identityGovernance",
     "privilegedAccess",

@@ -1,7 +1,7 @@
 //! What can go wrong talking to Microsoft Graph and its token endpoint, sorted by what the
 //! caller should do about it.
 //!
-//! A notification is only a hint (DESIGN.md §2): the caller resolves it through Graph and
+//! A notification is only a hint (docs/webhooks.md): the caller resolves it through Graph and
 //! decides from the variant alone whether to try again later ([`GraphError::is_transient`])
 //! or to stop and alert (credentials, permissions). The client secret is never part of an
 //! error: it only travels in the token request body, which no error captures, and the one
@@ -48,7 +48,7 @@ impl fmt::Display for GraphErrorResponse {
     }
 }
 
-/// The identity platform refused to issue a token (facts: client-credentials flow).
+/// The identity platform refused to issue a token.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TokenFailure {
     /// HTTP status of the token response.

@@ -1,8 +1,8 @@
 //! Microsoft Graph client for the Entra side.
 //!
-//! Graph sends no notifications for PIM resources (facts §3.3): a group-membership change
+//! Graph sends no notifications for PIM resources (docs/webhooks.md): a group-membership change
 //! notification is only a hint. pimbridge resolves it here, as an app with client
-//! credentials (DESIGN.md §2): the group's active PIM-for-Groups assignment instances
+//! credentials (docs/webhooks.md): the group's active PIM-for-Groups assignment instances
 //! (`assignmentType == "activated"` are activations, with their `endDateTime`), the user's
 //! attributes, the group's name. It also creates, renews and deletes the subscriptions that
 //! bring the hints.

@@ -16,13 +16,13 @@ use crate::secret::SecretString;
 
 /// `accessId` of a membership (as opposed to `owner`), the only kind pimbridge provisions.
 pub const ACCESS_MEMBER: &str = "member";
-/// `assignmentType` of an instance that a PIM activation created (facts §3.1).
+/// `assignmentType` of an instance that a PIM activation created (docs/webhooks.md).
 pub const ASSIGNMENT_ACTIVATED: &str = "activated";
 /// `assignmentType` of a standing (permanent or scheduled) assignment.
 pub const ASSIGNMENT_ASSIGNED: &str = "assigned";
 
 /// One active PIM-for-Groups assignment: a `privilegedAccessGroupAssignmentScheduleInstance`
-/// (facts §3.1). Graph lists only instances that are active now.
+/// (docs/webhooks.md). Graph lists only instances that are active now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AssignmentInstance {
@@ -88,8 +88,8 @@ pub struct GraphGroup {
     pub display_name: Option<String>,
 }
 
-/// The body of `POST /subscriptions` (facts §1.1). Basic notifications only: user and group
-/// resources support no rich notifications (facts §1.7).
+/// The body of `POST /subscriptions` (docs/webhooks.md). Basic notifications only: user and group
+/// resources support no rich notifications (docs/webhooks.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct NewSubscription {
@@ -106,7 +106,7 @@ pub struct NewSubscription {
     #[serde(rename = "expirationDateTime", with = "required_time")]
     pub expiration: OffsetDateTime,
     /// Echoed in every notification so the receiver can tell Graph from a forger (≤ 128
-    /// characters). Graph calls it optional; pimbridge always sets one (facts §1.1, §1.4).
+    /// characters). Graph calls it optional; pimbridge always sets one (docs/webhooks.md).
     #[serde(default, serialize_with = "expose_secret")]
     pub client_state: SecretString,
 }

@@ -1,4 +1,4 @@
-//! Entra audit-log records as Azure Monitor exports them (`POST /webhooks/audit`, DESIGN.md §2).
+//! Entra audit-log records as Azure Monitor exports them (`POST /webhooks/audit`, docs/webhooks.md).
 //!
 //! Diagnostic settings stream the `AuditLogs` category to an Event Hub, and a forwarder posts the
 //! Event Hub message as is: `{"records": [...]}`, each record an Azure Monitor envelope (`time`,
@@ -10,8 +10,7 @@
 //! [`parse_embedded`] reads the same records when they arrive inside another message (an Event
 //! Grid event's `data`, `POST /webhooks/eventgrid`), also as a single directoryAudit object.
 //!
-//! Much of the record format is not confirmed by Microsoft's documentation (facts/entra-graph.md
-//! §3.4), so parsing is defensive:
+//! Much of the record format is not confirmed by Microsoft's documentation (docs/webhooks.md), so parsing is defensive:
 //! - targets and details are found by their `type` / `key`, never by position; a target without
 //!   `type` by its `@odata.type` (`#microsoft.graph.targetResourceUser`), as older directoryAudit
 //!   examples write them;
@@ -68,7 +67,7 @@ const ROLE_KEYS: &[&str] = &[
 ];
 
 /// Activities that make a membership active: self-activation and an administrator's active
-/// assignment (DESIGN.md §1). Microsoft's list says "role" even for groups (the role being Member
+/// assignment (docs/architecture.md). Microsoft's list says "role" even for groups (the role being Member
 /// or Owner); third-party code also sees "group".
 const ACTIVATIONS: &[&str] = &[
     "Add member to role completed (PIM activation)",

@@ -1,4 +1,4 @@
-//! Our own JSON event (DESIGN.md §2): parsing and validation of a request body into domain events.
+//! Our own JSON event (docs/webhooks.md): parsing and validation of a request body into domain events.
 //!
 //! Validation is done by hand rather than by serde so that every error names the field and, in a
 //! batch, the element: `events[3].occurredAt: not an RFC 3339 timestamp`.

@@ -1,7 +1,7 @@
-//! Azure Event Grid deliveries (`POST /webhooks/eventgrid`, DESIGN.md §2): from a request body to
+//! Azure Event Grid deliveries (`POST /webhooks/eventgrid`, docs/webhooks.md): from a request body to
 //! the events it carries.
 //!
-//! Event Grid posts in one of two schemas (facts/entra-graph.md §2.2–§2.4):
+//! Event Grid posts in one of two schemas (docs/webhooks.md):
 //! - the Event Grid schema: an array of `{id, eventType, subject, eventTime, data, dataVersion,
 //!   …}`, as `application/json`. Its subscription handshake is such an array holding one
 //!   `Microsoft.EventGrid.SubscriptionValidationEvent`, whose `validationCode` is echoed back;

@@ -1,4 +1,4 @@
-//! Intake: from validated events to durable rows (DESIGN.md §1–§3).
+//! Intake: from validated events to durable rows (docs/architecture.md).
 //!
 //! [`Intake::record`] writes the events of one request and one job per application their group is
 //! assigned to, deciding each activation's lane, all in one transaction; the caller answers 2xx only

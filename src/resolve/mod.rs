@@ -1,4 +1,4 @@
-//! The Graph resolver: turns stored change-notification hints into events (DESIGN.md §2).
+//! The Graph resolver: turns stored change-notification hints into events (docs/webhooks.md).
 //!
 //! Every replica with `[graph]` configured polls `graph_hints` every `graph.resolve_interval`
 //! and claims due hints under a lease. For a hint's group it asks Graph which PIM assignment
@@ -12,7 +12,6 @@ pub mod subscriptions;
 
 use std::time::Duration;
 
-use actix_web::web;
 use serde_json::json;
 use time::OffsetDateTime;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +21,8 @@ use crate::graph::{users, AssignmentInstance, GraphClient, GraphError};
 use crate::intake::counting::{self, Outcome};
 use crate::intake::event::NewEvent;
 use crate::intake::validate;
-use crate::state::AppState;
+use crate::intake::Intake;
+use crate::metrics::Metrics;
 use crate::store::graph_hints::{self, ClaimedHint};
 use crate::store::StoreError;
 use plan::Known;
@@ -54,7 +54,15 @@ impl ResolveError {
 
 /// Resolves Graph hints from this replica.
 pub struct Resolver {
-    pub state: web::Data<AppState>,
+    /// The request pool (hints and events live there).
+    pub pool: deadpool_postgres::Pool,
+    /// Records resolved activations and deactivations like any other source.
+    pub intake: Intake,
+    pub metrics: Metrics,
+    /// Set once the schema is in place: resolving waits for it.
+    pub bootstrapped: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// How far ahead of our clock Graph's times may be.
+    pub max_clock_skew: Duration,
     pub graph: GraphClient,
     pub interval: Duration,
     pub owner: String,
@@ -64,7 +72,7 @@ impl Resolver {
     /// Resolves hints until `shutdown`.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
-            if self.state.is_bootstrapped() {
+            if self.bootstrapped.load(std::sync::atomic::Ordering::Acquire) {
                 if let Err(e) = self.round().await {
                     tracing::warn!(error.message = %e, "cannot claim Graph hints");
                 }
@@ -78,7 +86,7 @@ impl Resolver {
 
     async fn round(&self) -> Result<(), StoreError> {
         let hints = {
-            let db = self.state.pool.get().await?;
+            let db = self.pool.get().await?;
             graph_hints::claim(&db, &self.owner, LEASE_SECS, BATCH).await?
         };
         for hint in hints {
@@ -90,7 +98,7 @@ impl Resolver {
     #[tracing::instrument(name = "hint", skip_all, fields(hint.id = hint.id, group = %hint.group_id))]
     async fn handle(&self, hint: ClaimedHint) {
         let result = self.resolve(&hint.group_id).await;
-        let recorded = match self.state.pool.get().await {
+        let recorded = match self.pool.get().await {
             Ok(db) => match &result {
                 Ok(events) => {
                     tracing::info!(events, "Graph notification resolved");
@@ -99,7 +107,7 @@ impl Resolver {
                 Err(e) => {
                     let give_up = !e.is_transient() || hint.attempts >= MAX_ATTEMPTS;
                     let delay = retry_delay(hint.attempts, e);
-                    let reason = crate::error::error_chain(e);
+                    let reason = crate::telemetry::error_chain(e);
                     tracing::warn!(error.message = %reason, give_up, "cannot resolve the Graph notification");
                     graph_hints::fail(&db, hint.id, &self.owner, &reason, delay, give_up).await
                 }
@@ -121,7 +129,7 @@ impl Resolver {
             .into_iter()
             .partition(|i| i.is_member());
         self.ignore_owners(&owners);
-        let db = self.state.pool.get().await.map_err(StoreError::from)?;
+        let db = self.pool.get().await.map_err(StoreError::from)?;
         let known = latest_graph_events(&db, group_id).await?;
         let candidates: Vec<String> = plan::active_by_user(&instances)
             .into_iter()
@@ -180,7 +188,7 @@ impl Resolver {
         }
         // Graph's values pass the same bounds as every sender's; one that fails is skipped
         // (retrying would not change what Graph says).
-        let bounds = validate::Bounds::now(self.state.max_clock_skew);
+        let bounds = validate::Bounds::now(self.max_clock_skew);
         let events: Vec<NewEvent> = events
             .iter()
             .filter_map(|event| match validate::event_in(event, "", &bounds) {
@@ -195,12 +203,8 @@ impl Resolver {
         if events.is_empty() {
             return Ok(0);
         }
-        let summary = self
-            .state
-            .intake
-            .record(EventSource::Graph, &events)
-            .await?;
-        counting::count_summary(&self.state.metrics, EventSource::Graph, &summary);
+        let summary = self.intake.record(EventSource::Graph, &events).await?;
+        counting::count_summary(&self.metrics, EventSource::Graph, &summary);
         Ok(summary.accepted())
     }
 }
@@ -218,7 +222,7 @@ impl Resolver {
                 access = %owner.access_id, "a PIM ownership is not a membership; ignored");
         }
         counting::count(
-            &self.state.metrics,
+            &self.metrics,
             EventSource::Graph,
             EventKind::Activation.as_str(),
             Outcome::IgnoredOwner,

@@ -45,7 +45,7 @@ pub fn activation_id(instance: &AssignmentInstance) -> String {
 }
 
 /// The member instances that count as activations (PIM JIT `activated`, and an administrator's
-/// active `assigned` assignment, DESIGN.md §1), one per user: the one ending last.
+/// active `assigned` assignment, docs/architecture.md), one per user: the one ending last.
 pub fn active_by_user(instances: &[AssignmentInstance]) -> Vec<&AssignmentInstance> {
     let mut chosen: Vec<&AssignmentInstance> = Vec::new();
     for instance in instances

@@ -1,5 +1,5 @@
 //! Graph subscriptions, created and renewed by pimbridge when `graph.notification_url` is set
-//! (DESIGN.md §2): one per Entra group assigned to an application, on `/groups/{id}/members`, with
+//! (docs/webhooks.md): one per Entra group assigned to an application, on `/groups/{id}/members`, with
 //! the configured `clientState` and lifecycle notifications to the same URL.
 //!
 //! One replica at a time (an advisory lock) checks every `graph.subscription_check_interval`:
@@ -49,7 +49,7 @@ impl SubscriptionManager {
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
             if let Err(e) = self.check().await {
-                tracing::warn!(error.message = %crate::error::error_chain(&e),
+                tracing::warn!(error.message = %crate::telemetry::error_chain(&e),
                     "cannot check the Graph subscriptions; will try again");
             }
             tokio::select! {
@@ -99,7 +99,7 @@ impl SubscriptionManager {
                 }
             };
             if let Err(e) = outcome {
-                let reason = crate::error::error_chain(&e);
+                let reason = crate::telemetry::error_chain(&e);
                 tracing::warn!(group = %group, error.message = %reason, "Graph subscription not in place");
                 graph_subscriptions::record_error(db, group, &reason).await?;
             }

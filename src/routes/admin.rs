@@ -1,4 +1,4 @@
-//! The operators' API under `/admin/` (DESIGN.md §6), behind its own bearer token: applications
+//! The operators' API under `/admin/` (docs/architecture.md), behind its own bearer token: applications
 //! and their state, cycles (and starting one now), the provisioning log, jobs (and retrying failed
 //! ones), a connection test, on-demand provisioning, and clearing a quarantine.
 

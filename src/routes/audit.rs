@@ -1,4 +1,4 @@
-//! `POST /webhooks/audit`: Entra audit-log records as Azure Monitor exports them (DESIGN.md §2).
+//! `POST /webhooks/audit`: Entra audit-log records as Azure Monitor exports them (docs/webhooks.md).
 //!
 //! The same checks as `/v1/events`, in the same order and with the same errors: size (413) →
 //! authentication over the raw body (401) → content type (415) → parsing (400/413) → one

@@ -1,6 +1,6 @@
-//! `OPTIONS, POST /webhooks/eventgrid`: Azure Event Grid deliveries (DESIGN.md §2).
+//! `OPTIONS, POST /webhooks/eventgrid`: Azure Event Grid deliveries (docs/webhooks.md).
 //!
-//! - `OPTIONS` is the CloudEvents abuse-protection handshake (facts/entra-graph.md §2.2). It needs
+//! - `OPTIONS` is the CloudEvents abuse-protection handshake (docs/webhooks.md). It needs
 //!   no credentials, because Event Grid sends none, and it stores nothing: we consent to any origin
 //!   that asks, at any rate, since every delivery is authenticated anyway.
 //! - `POST` runs the same checks as `/v1/events`, in the same order: size (413) → authentication

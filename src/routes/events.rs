@@ -1,4 +1,4 @@
-//! `POST /v1/events`: our own JSON event, one or a batch (DESIGN.md §2).
+//! `POST /v1/events`: our own JSON event, one or a batch (docs/webhooks.md).
 //!
 //! Order of checks: size (413) → authentication over the raw body (401) → content type (415) →
 //! parsing (400/413) → one transaction (202 only after commit; 503 if the database is away).

@@ -1,5 +1,4 @@
-//! `POST /webhooks/graph`: Microsoft Graph change notifications (DESIGN.md §2; facts:
-//! entra-graph.md §1).
+//! `POST /webhooks/graph`: Microsoft Graph change notifications (docs/webhooks.md).
 //!
 //! The route answers the `validationToken` handshake, then hands the body to the notification
 //! parser ([`crate::intake::graph`]), which Event Grid deliveries from a Graph partner topic share:

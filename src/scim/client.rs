@@ -2,7 +2,7 @@
 //!
 //! One thin method per SCIM operation sits on three helpers: [`ScimClient::execute`] (pace,
 //! send, classify, retry), a filtered lookup and a create. Everything AWS is known to do
-//! to clients is absorbed here (facts §6, §7.4):
+//! to clients is absorbed here (docs/emulator.md):
 //!
 //! - throttling and 5xx: jittered exponential backoff that waits at least `Retry-After`,
 //!   within a budget of attempts and time;
@@ -46,7 +46,7 @@ use crate::outbound::{
 };
 use crate::secret::SecretString;
 
-/// AWS caps membership changes per PATCH /Groups at 100 (facts §3.4, §5).
+/// AWS caps membership changes per PATCH /Groups at 100 (docs/emulator.md).
 pub const MAX_MEMBER_CHANGES_PER_PATCH: usize = 100;
 /// Upper bound on pages when listing members: 1,000 pages of 100 covers the 100,000-user
 /// identity store limit; more means the server's cursor never ends.
@@ -55,7 +55,7 @@ pub const MAX_PAGES: usize = 1_000;
 const ACCEPT_SCIM_OR_JSON: &str = "application/scim+json, application/json";
 
 /// Default window after our own create in which a 404 is read as "not visible yet"
-/// (facts §6.3 saw 404 ~45 ms after a create).
+/// (docs/emulator.md saw 404 ~45 ms after a create).
 pub const DEFAULT_CONSISTENCY_WINDOW: Duration = Duration::from_secs(5);
 
 /// Receives one call per HTTP attempt (retries included), so the service can keep metrics
@@ -312,7 +312,7 @@ impl ScimClient {
         }
     }
 
-    /// `PUT /Users/{id}`: full replacement, as AWS's PutUser expects (facts §2.5).
+    /// `PUT /Users/{id}`: full replacement, as AWS's PutUser expects (docs/emulator.md).
     pub async fn update_user(&self, id: &str, user: &ScimUser) -> Result<ScimUser, ScimError> {
         let id = require_id("id", id)?;
         let body = self.prepare_user(user)?;
@@ -418,7 +418,7 @@ impl ScimClient {
     }
 
     /// `GET /Groups?filter=id eq "g" and members eq "u"`: one group in the result means
-    /// member. AWS answers 404 when the user does not exist (facts §3.2); a user that does
+    /// member. AWS answers 404 when the user does not exist (docs/emulator.md); a user that does
     /// not exist is not a member, so that is `Ok(false)`.
     pub async fn is_member(&self, group_id: &str, user_id: &str) -> Result<bool, ScimError> {
         let group_id = require_id("id", group_id)?;
@@ -446,7 +446,7 @@ impl ScimClient {
 
     /// Every member of a group: `GET /Users?cursor&filter=groups.value eq "g"`, then
     /// `cursor=<nextCursor>` until a page has none. Without the cursor AWS returns one
-    /// truncated page with a `totalResults` that lies (facts §6.5).
+    /// truncated page with a `totalResults` that lies (docs/emulator.md).
     pub async fn list_group_members(&self, group_id: &str) -> Result<Vec<ScimUser>, ScimError> {
         let group_id = require_id("id", group_id)?;
         let filter = format!("filter={}", encode(&eq_filter("groups.value", group_id)));

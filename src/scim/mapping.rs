@@ -2,7 +2,7 @@
 //!
 //! AWS refuses users without `userName`, `name.givenName`, `name.familyName` or
 //! `displayName`, more than one email or phone number, empty strings, and a handful of
-//! characters that Entra happily stores (facts §2.2, §6.10–11; Microsoft's AWS provisioning
+//! characters that Entra happily stores (docs/emulator.md; Microsoft's AWS provisioning
 //! tutorial). Finding that out from a 400 costs a request, a throttle token and a vague
 //! "violates schema" message; checking here costs nothing and names the attribute.
 //!
@@ -97,7 +97,7 @@ impl MappingError {
 /// Describes a character AWS refuses, or `None` if it is acceptable.
 ///
 /// The list is Microsoft's (tab, LF, CR, `"`, `<`, `>`, `;`, `:`, `%`) plus the zero-width
-/// space, which AWS rejects in names (facts §2.2).
+/// space, which AWS rejects in names (docs/emulator.md).
 fn refused_character(c: char) -> Option<&'static str> {
     Some(match c {
         '\t' => "a tab",

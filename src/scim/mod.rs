@@ -3,7 +3,7 @@
 //! pimbridge pushes Entra PIM group activations to AWS over SCIM. AWS's endpoint is
 //! strict (required attributes, refused characters, single-valued lists), throttles
 //! without publishing limits, is eventually consistent, and truncates listings unless
-//! paged by cursor (see `shared/facts/aws-scim.md`). This module hides all of that behind
+//! paged by cursor (see docs/emulator.md). This module hides all of that behind
 //! [`ScimClient`], one per AWS application:
 //!
 //! - [`types`]: RFC 7643/7644 wire types with AWS quirks (lenient error envelope);

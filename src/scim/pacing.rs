@@ -1,9 +1,9 @@
 //! Client-side pacing of SCIM requests.
 //!
 //! AWS does not publish a SCIM rate limit and throttles bursts of a few hundred requests
-//! (facts §5: ~200 users hit 429 within 10–15 s). Rather than learn the limit from 429s,
+//! (docs/emulator.md: ~200 users hit 429 within 10–15 s). Rather than learn the limit from 429s,
 //! each client (one per AWS application) spends tokens from a local bucket before every
-//! request, retries included. The default of 5 requests per second follows facts §7.4;
+//! request, retries included. The default of 5 requests per second follows docs/emulator.md;
 //! the burst lets a single PIM activation (lookup + PATCH + verify) go out at once.
 
 use std::num::NonZeroU32;

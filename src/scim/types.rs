@@ -4,7 +4,7 @@
 //! Every resource keeps the attributes we do not model in a flattened `extra` map, so a
 //! resource read from AWS and written back (PUT) loses nothing, and the RFC examples
 //! round-trip. Optional attributes are omitted when absent: AWS rejects empty strings
-//! (facts §6.11), so `None` must never turn into `""`.
+//! (docs/emulator.md), so `None` must never turn into `""`.
 
 use std::collections::BTreeMap;
 
@@ -207,7 +207,7 @@ pub struct Meta {
     pub version: Option<String>,
 }
 
-/// A SCIM Group (RFC 7643 §4.2). AWS never returns `members` on GET (facts §3.2).
+/// A SCIM Group (RFC 7643 §4.2). AWS never returns `members` on GET (docs/emulator.md).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ScimGroup {
@@ -242,7 +242,7 @@ pub struct GroupMember {
     pub display: Option<String>,
 }
 
-/// RFC 7644 §3.4.2 list response, in either of AWS's two shapes (facts §2.4):
+/// RFC 7644 §3.4.2 list response, in either of AWS's two shapes (docs/emulator.md):
 /// index mode (`totalResults`, which AWS sets to the page size, so never trust it) or
 /// cursor mode (`nextCursor` until the last page).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -282,7 +282,7 @@ impl PatchRequest {
     }
 
     /// `{"op": add|remove, "path": "members", "value": [{"value": id}, ...]}`: the member
-    /// change shape every working AWS client uses (facts §3.4). Never `replace`.
+    /// change shape every working AWS client uses (docs/emulator.md). Never `replace`.
     pub fn members(op: PatchOpKind, user_ids: &[&str]) -> Self {
         let value = user_ids
             .iter()
@@ -332,7 +332,7 @@ impl<'de> Deserialize<'de> for PatchOpKind {
 }
 
 /// An error body, parsed leniently: AWS sends `schema` (sic) and/or `schemas`, `status` as
-/// a string, `exceptionRequestId`, `timeStamp`, and no `scimType` (facts §4.1). Every field
+/// a string, `exceptionRequestId`, `timeStamp`, and no `scimType` (docs/emulator.md). Every field
 /// is optional so an odd body still yields whatever it has.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -496,7 +496,7 @@ mod tests {
       }
     }"#;
 
-    /// The AWS developer guide's CreateUser request (facts §2.1).
+    /// The AWS developer guide's CreateUser request (docs/emulator.md).
     const AWS_CREATE_USER: &str = r#"{
       "externalId": "701984",
       "userName": "bjensen",

@@ -1,4 +1,4 @@
-//! Quarantine of an application, as Entra does it (facts: entra-graph.md §4.4): entered when AWS
+//! Quarantine of an application, as Entra does it (docs/architecture.md): entered when AWS
 //! refuses the credentials or nearly every change fails; while in it, cycles back off (6 h, 12 h,
 //! 24 h, then daily) and activations go to the deferred lane; any success or an operator clears it.
 

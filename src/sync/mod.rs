@@ -31,7 +31,7 @@ pub struct CycleRunner {
     pub intervals: BTreeMap<String, f64>,
     /// Names this replica in the cycles it runs.
     pub owner: String,
-    /// Per application, the Entra groups each cycle asks Graph about again (DESIGN.md §5 step 4:
+    /// Per application, the Entra groups each cycle asks Graph about again (docs/correctness.md:
     /// reconciliation catches lost notifications); empty without `[graph]`.
     pub reconcile_groups: BTreeMap<String, Vec<String>>,
 }

@@ -1,4 +1,4 @@
-//! When a cycle puts its application in quarantine or takes it out (DESIGN.md §5).
+//! When a cycle puts its application in quarantine or takes it out (docs/correctness.md).
 //!
 //! Credentials AWS refuses quarantine at once. So do changes that overwhelmingly fail for good
 //! (at least five tried, none applied, nine in ten failed): that is a broken configuration, not a

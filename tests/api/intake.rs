@@ -111,16 +111,22 @@ async fn two_hundred_concurrent_posts_of_fifty_ids_leave_exactly_fifty_events() 
         let group = if i % 2 == 0 { GROUP_A } else { GROUP_AB };
         let body = activation(&format!("c-{}", i % 50), group, &format!("u{}", i % 50)).to_string();
         tasks.push(tokio::spawn(async move {
-            http.post(url)
-                .header("content-type", "application/json")
-                .header("x-pimbridge-signature", sign_now(body.as_bytes()))
-                .body(body)
-                .send()
-                .await
-                .unwrap()
-                .json::<Value>()
-                .await
-                .unwrap()
+            // As the forwarder contract says: a 503 (the pool is busy) is retried after a pause.
+            for _ in 0..20 {
+                let response = http
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-pimbridge-signature", sign_now(body.as_bytes()))
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .unwrap();
+                if response.status() != 503 {
+                    return response.json::<Value>().await.unwrap();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            panic!("still 503 after 20 tries");
         }));
     }
     let mut accepted = 0;
