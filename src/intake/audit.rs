@@ -446,7 +446,7 @@ impl Claim<'_> {
             group_id: required_text(group, "id", &group_path, MAX_ID_LEN)?,
             principal_id: required_text(user, "id", &user_path, MAX_ID_LEN)?,
             ends_at,
-            grant_id: None,
+            grant_id: pim_request(targets),
             user: attributes(
                 user,
                 &user_path,
@@ -513,6 +513,19 @@ impl Claim<'_> {
         }
         None
     }
+}
+
+/// The PIM request a record names (a target whose display name is "PIM request"): the grant an
+/// activation starts or extends, or the one a deactivation ends. Without it an activation's grant
+/// is the record itself and a deactivation ends every audit grant of the pair that started before.
+fn pim_request(targets: &[Value]) -> Option<String> {
+    targets
+        .iter()
+        .filter_map(Value::as_object)
+        .find(|t| text(t, "displayName").is_some_and(|n| n.eq_ignore_ascii_case("PIM request")))
+        .and_then(|t| text(t, "id"))
+        .filter(|id| id.len() <= MAX_ID_LEN)
+        .map(str::to_owned)
 }
 
 /// The first target of `kind` (`User`, `Group`), with how to name it in errors.

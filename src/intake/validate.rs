@@ -162,6 +162,9 @@ pub fn event_in(event: &NewEvent, prefix: &str, bounds: &Bounds) -> Result<NewEv
     text(&name("id"), &event.id)?;
     text(&name("groupId"), &event.group_id)?;
     text(&name("principalId"), &event.principal_id)?;
+    if let Some(grant) = &event.grant_id {
+        text(&name("grantId"), grant)?;
+    }
     if let Some(user) = &event.user {
         json(&name("user"), user)?;
     }
