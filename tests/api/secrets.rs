@@ -75,7 +75,7 @@ async fn no_secret_appears_in_logs_error_bodies_or_metrics() {
         r#"
         [server]
         listen = "127.0.0.1:{port}"
-        shutdown_timeout_secs = 5
+        shutdown_timeout = "5s"
         workers = 2
         metrics_refresh_interval = "50ms"
         [database]
@@ -83,10 +83,10 @@ async fn no_secret_appears_in_logs_error_bodies_or_metrics() {
         [intake]
         hmac_secret = "{HMAC}"
         [dispatch]
-        poll_interval_secs = 1
+        poll_interval = "1s"
         max_attempts = 2
         [sync]
-        check_interval_ms = 50
+        check_interval = "50ms"
         [admin]
         token = "{ADMIN}"
         [log]
@@ -99,7 +99,7 @@ async fn no_secret_appears_in_logs_error_bodies_or_metrics() {
         client_state = "{CLIENT_STATE}"
         authority_url = "{authority}"
         graph_url = "{graph_url}"
-        resolve_interval_ms = 20
+        resolve_interval = "20ms"
         [applications.alpha]
         scim_url = "{scim_url}"
         scim_token = "{SCIM_TOKEN}"
