@@ -1,6 +1,6 @@
 //! The dependency rule of docs/architecture.md, checked on the source: every `crate::<module>`
 //! path in `src/` is an edge between top-level modules; forbidden edges and circles fail the test,
-//! naming the file. Also: the repository stands on its own (no comment cites notes outside it).
+//! naming the file. Also: the repository stands on its own (no comment cites notes kept outside it).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -182,22 +182,19 @@ fn the_repository_cites_nothing_outside_itself() {
         }
     }
     files.push(root.join("README.md"));
+    // Written in pieces so that this file does not cite them itself.
     let needles = [
-        "DESIGN.md",
-        "../shared",
-        "facts/aws-scim",
-        "facts/entra-graph",
-        "facts/tooling",
+        concat!("DESIGN", ".md"),
+        concat!("../", "shared"),
+        concat!("facts/", "aws-scim"),
+        concat!("facts/", "entra-graph"),
+        concat!("facts/", "tooling"),
     ];
     let mut found = Vec::new();
     for file in files {
         let Ok(text) = std::fs::read_to_string(&file) else {
             continue;
         };
-        // This file names the needles in order to look for them.
-        if file.ends_with("tests/api/architecture.rs") {
-            continue;
-        }
         for needle in needles {
             if text.contains(needle) {
                 found.push(format!("{}: {needle}", file.display()));
