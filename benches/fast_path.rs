@@ -54,12 +54,11 @@ async fn drive(bench: &Bench, prefix: &str, users: &[String], rate: f64) -> (Vec
     for (i, user) in users.iter().enumerate() {
         let due = start + interval * i as u32;
         tokio::time::sleep_until(due.into()).await;
-        let body = event(
-            &format!("{prefix}-{i}"),
-            "activation",
-            user,
-            "2026-11-28T10:00:00Z",
-        );
+        // Dated now: an activation dated days ago has no running grant and is not sent.
+        let now = time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        let body = event(&format!("{prefix}-{i}"), "activation", user, &now);
         let request = bench.signed_post(body);
         tasks.push(tokio::spawn(async move {
             let sent = Instant::now();
