@@ -111,17 +111,7 @@ pub async fn lock(
     application: &str,
     pairs: &[Pair],
 ) -> Result<(), StoreError> {
-    let (users, groups) = columns(pairs);
-    client
-        .query(
-            "SELECT pg_advisory_lock($1, k) FROM (
-                 SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
-                 FROM unnest($3::text[], $4::text[]) AS p(u, g) ORDER BY k
-             ) keys",
-            &[&PAIR_LOCK_CLASS, &application, &users, &groups],
-        )
-        .await?;
-    Ok(())
+    for_each_key(client, "pg_advisory_lock", application, pairs).await
 }
 
 /// Releases the locks [`lock`] took on this connection.
@@ -130,13 +120,26 @@ pub async fn unlock(
     application: &str,
     pairs: &[Pair],
 ) -> Result<(), StoreError> {
+    for_each_key(client, "pg_advisory_unlock", application, pairs).await
+}
+
+/// Calls `function` (one of the two above, a fixed name of this module) on each pair's lock key,
+/// in key order.
+async fn for_each_key(
+    client: &impl GenericClient,
+    function: &'static str,
+    application: &str,
+    pairs: &[Pair],
+) -> Result<(), StoreError> {
     let (users, groups) = columns(pairs);
     client
         .query(
-            "SELECT pg_advisory_unlock($1, k) FROM (
-                 SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
-                 FROM unnest($3::text[], $4::text[]) AS p(u, g)
-             ) keys",
+            &format!(
+                "SELECT {function}($1, k) FROM (
+                     SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
+                     FROM unnest($3::text[], $4::text[]) AS p(u, g) ORDER BY k
+                 ) keys"
+            ),
             &[&PAIR_LOCK_CLASS, &application, &users, &groups],
         )
         .await?;
