@@ -252,7 +252,10 @@ pub async fn settle(
 /// How many memberships a cycle of `application` would remove now: those pimbridge owns, that
 /// AWS may still hold, and that have no active grant. An upper bound (a drift check may find some
 /// already gone); standing members are never counted, as they are never removed.
-pub async fn removals_due(client: &impl GenericClient, application: &str) -> Result<i64, StoreError> {
+pub async fn removals_due(
+    client: &impl GenericClient,
+    application: &str,
+) -> Result<i64, StoreError> {
     let row = client
         .query_one(
             "SELECT count(*) FROM aws_memberships m

@@ -13,8 +13,8 @@ use super::CycleRunner;
 use crate::domain::Action;
 use crate::provision::{Options, Origin, Outcome, PairRequest};
 use crate::store::cycles::{self, CycleCounts, StartedCycle, WorkPair};
-use crate::store::{aws_memberships, removal_holds};
 use crate::store::StoreError;
+use crate::store::{aws_memberships, removal_holds};
 
 /// Members per reconciliation: one PATCH's worth (AWS takes at most 100 changes per PATCH).
 const PAIRS_PER_BATCH: usize = 100;
@@ -228,8 +228,9 @@ impl CycleRunner {
                     let done = cycles::settle_applied(&tx, cycle.id, &pair.job_ids, member).await?;
                     completed.extend(done.into_iter().map(|job| (pair, job)));
                 }
-                // Held removals keep their jobs for the cycle an operator confirms.
-                Outcome::Held(_) => counts.retrying += 1,
+                // A held removal keeps its jobs: the next cycle asks again (Graph may have
+                // caught up, or an operator confirmed). Not a failure, so it does not count as one.
+                Outcome::Held(_) => counts.skipped += 1,
                 Outcome::Failed(failure) => {
                     let max = self.settings.max_attempts;
                     // Refused credentials are the application's problem, not the change's: keep
