@@ -10,6 +10,7 @@ mod decide;
 mod graph_check;
 mod reconcile;
 mod resolve;
+mod user_attributes;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -82,6 +83,15 @@ impl ProvisionError {
             _ => None,
         }
     }
+}
+
+/// The ids a provisioning-log entry links to, for the steps taken on the way to a change (user
+/// created or updated, group created).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct LogIds {
+    pub cycle_id: Option<i64>,
+    pub job_id: Option<i64>,
+    pub event_id: Option<i64>,
 }
 
 /// One application as the provisioner sees it: its SCIM client and its attribute mapping.

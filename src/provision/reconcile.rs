@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Object;
 
 use super::decide::{self, decide, Step};
-use super::{ProvisionError, Provisioner, Target};
+use super::resolve::CachedUser;
+use super::{LogIds, ProvisionError, Provisioner, Target};
 use crate::domain::{Action, Subject};
 use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance};
 use crate::store::provisioning_log::{self, Status};
@@ -33,6 +34,20 @@ pub struct PairRequest {
     /// The event that asked for it, for the log.
     pub event_id: Option<i64>,
     pub job_id: Option<i64>,
+}
+
+impl LogIds {
+    /// The ids of a request reconciled for `origin`.
+    fn of(origin: Origin, request: &PairRequest) -> Self {
+        Self {
+            cycle_id: match origin {
+                Origin::Cycle { cycle_id } => Some(cycle_id),
+                _ => None,
+            },
+            job_id: request.job_id,
+            event_id: request.event_id,
+        }
+    }
 }
 
 /// How a reconciliation behaves.
@@ -171,6 +186,7 @@ impl Provisioner {
         let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
         let mut adds = Vec::new();
         let mut removals = Vec::new();
+        let mut refresh = Vec::new();
         for (i, view) in views.iter().enumerate() {
             match decide(view) {
                 Step::Skip(_) | Step::Remove
@@ -178,12 +194,28 @@ impl Provisioner {
                 {
                     outcomes[i] = Some(Outcome::NotWanted);
                 }
-                Step::Skip(reason) => outcomes[i] = Some(Outcome::Unchanged(reason)),
+                Step::Skip(reason) => {
+                    // An event for a membership AWS already holds may still bring new attributes.
+                    if view.desired && requests[i].event_id.is_some() {
+                        refresh.push(i);
+                    }
+                    outcomes[i] = Some(Outcome::Unchanged(reason));
+                }
                 Step::Add { first } => adds.push((i, first)),
                 Step::Remove => match &options.hold_removals {
                     Some(reason) => outcomes[i] = Some(Outcome::Held(reason.clone())),
                     None => removals.push(i),
                 },
+            }
+        }
+
+        for i in refresh {
+            let log = LogIds::of(origin, &requests[i]);
+            if let Err(e) = self
+                .refresh_user(db, target, &requests[i].subject, log)
+                .await
+            {
+                tracing::warn!(error.message = %error_chain(&e), "cannot keep the user's attributes current");
             }
         }
 
@@ -204,7 +236,8 @@ impl Provisioner {
         let mut groups: BTreeMap<String, Option<String>> = BTreeMap::new();
         for (i, first) in adds {
             let subject = &requests[i].subject;
-            match self.ids(db, target, subject, true, &mut groups).await {
+            let log = LogIds::of(origin, &requests[i]);
+            match self.ids(db, target, subject, true, &mut groups, log).await {
                 Ok(Some((group, user))) => {
                     let planned = Planned {
                         index: i,
@@ -240,7 +273,14 @@ impl Provisioner {
         let mut to_remove = Vec::new();
         for i in removals {
             match self
-                .ids(db, target, &requests[i].subject, false, &mut groups)
+                .ids(
+                    db,
+                    target,
+                    &requests[i].subject,
+                    false,
+                    &mut groups,
+                    LogIds::default(),
+                )
                 .await
             {
                 Ok(Some((group, user))) => to_remove.push(Planned {
@@ -325,7 +365,10 @@ impl Provisioner {
                 continue;
             }
             let subject = &requests[i].subject;
-            let actual = match self.ids(db, target, subject, false, &mut groups).await {
+            let actual = match self
+                .ids(db, target, subject, false, &mut groups, LogIds::default())
+                .await
+            {
                 Ok(Some((group, user))) => target.client.is_member(&group, &user).await,
                 Ok(None) => Ok(false),
                 Err(ProvisionError::Scim(e)) => Err(e),
@@ -406,13 +449,15 @@ impl Provisioner {
         subject: &Subject,
         create: bool,
         groups: &mut BTreeMap<String, Option<String>>,
+        log: LogIds,
     ) -> Result<Option<(String, String)>, ProvisionError> {
         let cached = self.cached(db, subject).await?;
+        let cached_user = CachedUser::from(&cached);
         let group = match groups.get(&subject.group_id) {
             Some(known) => known.clone(),
             None => {
                 let group = self
-                    .group_id(db, target, subject, cached.group, create)
+                    .group_id(db, target, subject, cached.group, create, log)
                     .await?;
                 groups.insert(subject.group_id.clone(), group.clone());
                 group
@@ -422,7 +467,7 @@ impl Provisioner {
             return Ok(None);
         };
         let user = self
-            .user_id(db, target, subject, cached.user, create)
+            .user_id(db, target, subject, cached_user, create, log)
             .await?;
         Ok(user.map(|user| (group, user)))
     }
@@ -482,7 +527,10 @@ impl Provisioner {
                 self.forget(db, subject).await?;
                 let create = action == Action::Add;
                 let mut groups = BTreeMap::new();
-                match self.ids(db, target, subject, create, &mut groups).await? {
+                match self
+                    .ids(db, target, subject, create, &mut groups, LogIds::default())
+                    .await?
+                {
                     Some((group, user)) => {
                         Ok(patch(target, action, &group, &[user.as_str()]).await?)
                     }

@@ -4,12 +4,14 @@
 use deadpool_postgres::Object;
 use serde_json::Value;
 
-use super::{ProvisionError, Provisioner, Target};
+use super::user_attributes::snapshot;
+use super::{LogIds, ProvisionError, Provisioner, Target};
 use crate::config::UserNameAttribute;
 use crate::domain::Subject;
 use crate::graph::users;
 use crate::scim::mapping::{map_user, SourceUser};
 use crate::scim::{ScimClient, ScimError, ScimUser};
+use crate::store::provisioning_log::{self, Entry, LogAction, Status};
 use crate::store::scim_ids::{self, CachedPair, ObjectKind};
 
 impl Provisioner {
@@ -49,17 +51,27 @@ impl Provisioner {
         subject: &Subject,
         cached: Option<String>,
         create: bool,
+        log: LogIds,
     ) -> Result<Option<String>, ProvisionError> {
         if let Some(id) = cached {
             return Ok(Some(id));
         }
         let client = &target.client;
         let found = match attribute(subject.group_attributes.as_ref(), "displayName") {
-            Some(name) if create => Some(
-                client
+            Some(name) if create => {
+                let group = client
                     .create_or_get_group(name, Some(&subject.group_id))
-                    .await?,
-            ),
+                    .await?;
+                self.log_step(
+                    db,
+                    subject,
+                    log,
+                    LogAction::CreateGroup,
+                    "group created in AWS (or found there by displayName)",
+                )
+                .await?;
+                Some(group)
+            }
             Some(name) => client.find_group_by_display_name(name).await?,
             None => client.find_group_by_external_id(&subject.group_id).await?,
         };
@@ -82,17 +94,26 @@ impl Provisioner {
         db: &Object,
         target: &Target,
         subject: &Subject,
-        cached: Option<String>,
+        cached: CachedUser,
         create: bool,
+        log: LogIds,
     ) -> Result<Option<String>, ProvisionError> {
-        if let Some(id) = cached {
+        if let Some(id) = cached.id {
+            if create {
+                self.keep_user_current(db, target, subject, &id, cached.attributes, log)
+                    .await?;
+            }
             return Ok(Some(id));
         }
         let client = &target.client;
         let source = source_user(target, subject);
+        let mut created = false;
         let user = match &source {
             Some(source) if create => match map_user(source, client.character_policy()) {
-                Ok(user) => Some(client.create_user(&user).await?),
+                Ok(user) => {
+                    created = true;
+                    Some(client.create_user(&user).await?)
+                }
                 // Too little to create the user (an audit record names only the userName): use
                 // the user if AWS already has it, else complete it from Graph, otherwise say
                 // what is missing.
@@ -115,14 +136,30 @@ impl Provisioner {
             }
         };
         let user = match user {
-            None if create && source.is_none() => self.create_from_graph(target, subject).await?,
+            None if create && source.is_none() => {
+                created = true;
+                self.create_from_graph(target, subject).await?
+            }
             user => user,
         };
         match user {
-            Some(user) => self
-                .remember(db, subject, ObjectKind::User, &subject.principal_id, user.id)
-                .await
-                .map(Some),
+            Some(user) => {
+                let known = snapshot(&user);
+                let id = self
+                    .remember(db, subject, ObjectKind::User, &subject.principal_id, user.id)
+                    .await?;
+                scim_ids::put_attributes(db, &subject.application, &subject.principal_id, &known)
+                    .await?;
+                if created {
+                    self.log_step(db, subject, log, LogAction::CreateUser, "user created in AWS (or found there on a conflict)")
+                        .await?;
+                }
+                if create {
+                    self.keep_user_current(db, target, subject, &id, Some(known), log)
+                        .await?;
+                }
+                Ok(Some(id))
+            }
             None if create => Err(ProvisionError::MissingAttributes(
                 "user.userName, user.givenName, user.familyName and user.displayName are needed to create the user in AWS".into(),
             )),
@@ -176,8 +213,54 @@ impl Provisioner {
     }
 }
 
+/// The cached id of a user and what AWS holds for its attributes, where known.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CachedUser {
+    pub id: Option<String>,
+    pub attributes: Option<Value>,
+}
+
+impl From<&CachedPair> for CachedUser {
+    fn from(pair: &CachedPair) -> Self {
+        Self {
+            id: pair.user.clone(),
+            attributes: pair.user_attributes.clone(),
+        }
+    }
+}
+
+impl Provisioner {
+    /// Logs a step taken on the way to a change (user or group created).
+    async fn log_step(
+        &self,
+        db: &Object,
+        subject: &Subject,
+        log: LogIds,
+        action: LogAction,
+        reason: &str,
+    ) -> Result<(), ProvisionError> {
+        provisioning_log::append(
+            db,
+            &Entry {
+                cycle_id: log.cycle_id,
+                job_id: log.job_id,
+                event_id: log.event_id,
+                grant_id: None,
+                action,
+                subject,
+                status: Status::Succeeded,
+                error_code: None,
+                reason: Some(reason),
+                elapsed_secs: 0.0,
+            },
+        )
+        .await?;
+        Ok(())
+    }
+}
+
 /// The user as the event describes them, mapped per the application's userName source.
-fn source_user(target: &Target, subject: &Subject) -> Option<SourceUser> {
+pub(super) fn source_user(target: &Target, subject: &Subject) -> Option<SourceUser> {
     let user_name_from = match target.user_name_attribute {
         UserNameAttribute::UserPrincipalName => "userName",
         UserNameAttribute::Mail => "email",
@@ -224,28 +307,22 @@ impl Provisioner {
     ) -> Result<String, ProvisionError> {
         let target = self.target(&subject.application)?;
         let cached = self.cached(db, subject).await?.group;
+        if cached.is_some() {
+            self.log_step(
+                db,
+                subject,
+                LogIds::default(),
+                LogAction::CreateGroup,
+                "the group is already in AWS: nothing to create",
+            )
+            .await?;
+        }
         let group = self
-            .group_id(db, target, subject, cached, true)
+            .group_id(db, target, subject, cached, true, LogIds::default())
             .await?
             .ok_or_else(|| {
                 ProvisionError::MissingAttributes("group.displayName is needed".into())
             })?;
-        crate::store::provisioning_log::append(
-            db,
-            &crate::store::provisioning_log::Entry {
-                cycle_id: None,
-                job_id: None,
-                event_id: None,
-                grant_id: None,
-                action: crate::store::provisioning_log::LogAction::CreateGroup,
-                subject,
-                status: crate::store::provisioning_log::Status::Succeeded,
-                error_code: None,
-                reason: Some("group provisioned on demand by an operator"),
-                elapsed_secs: 0.0,
-            },
-        )
-        .await?;
         Ok(group)
     }
 }

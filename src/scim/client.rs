@@ -34,7 +34,7 @@ use super::mapping::{
 };
 use super::pacing::{Pacer, DEFAULT_BURST, DEFAULT_REQUESTS_PER_SECOND};
 use super::types::{
-    ListResponse, PatchOpKind, PatchRequest, ScimErrorBody, ScimGroup, ScimUser,
+    ListResponse, PatchOpKind, PatchOperation, PatchRequest, ScimErrorBody, ScimGroup, ScimUser,
     ServiceProviderConfig, CONTENT_TYPE_JSON, HEADER_REQUEST_ID, SCHEMA_ENTERPRISE_USER,
     SCHEMA_GROUP, SCHEMA_USER,
 };
@@ -323,6 +323,35 @@ impl ScimClient {
             segments: &segments,
             query: None,
             body: Some(to_json(&body)?),
+            depends_on: &depends_on,
+        };
+        let reply = self.execute(&call).await?;
+        decode(&call, &reply)
+    }
+
+    /// `PATCH /Users/{id}` replacing the given attributes, one operation with an explicit `path`
+    /// each (what AWS is known to accept; docs/emulator.md). Returns the user AWS now holds.
+    pub async fn patch_user(
+        &self,
+        id: &str,
+        changes: &[(&str, serde_json::Value)],
+    ) -> Result<ScimUser, ScimError> {
+        let id = require_id("id", id)?;
+        let operations = changes
+            .iter()
+            .map(|(path, value)| PatchOperation {
+                op: PatchOpKind::Replace,
+                path: Some((*path).to_owned()),
+                value: Some(value.clone()),
+            })
+            .collect();
+        let segments = ["Users", id];
+        let depends_on = [id];
+        let call = Call {
+            verb: Verb::Patch,
+            segments: &segments,
+            query: None,
+            body: Some(to_json(&PatchRequest::new(operations))?),
             depends_on: &depends_on,
         };
         let reply = self.execute(&call).await?;

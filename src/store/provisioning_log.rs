@@ -38,6 +38,8 @@ impl Status {
 pub enum LogAction {
     Add,
     Remove,
+    CreateUser,
+    UpdateUser,
     CreateGroup,
 }
 
@@ -46,6 +48,8 @@ impl LogAction {
         match self {
             Self::Add => "add",
             Self::Remove => "remove",
+            Self::CreateUser => "create_user",
+            Self::UpdateUser => "update_user",
             Self::CreateGroup => "create_group",
         }
     }

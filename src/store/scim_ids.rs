@@ -1,6 +1,7 @@
 //! Cache of AWS resource ids by Entra object id, per application.
 
 use deadpool_postgres::GenericClient;
+use serde_json::Value;
 
 use super::StoreError;
 
@@ -25,6 +26,8 @@ impl ObjectKind {
 pub struct CachedPair {
     pub user: Option<String>,
     pub group: Option<String>,
+    /// What pimbridge last knew AWS holds for the user's attributes, if it knows.
+    pub user_attributes: Option<Value>,
 }
 
 /// Reads the cached ids of one user and one group of an application in a single query.
@@ -36,7 +39,7 @@ pub async fn get_pair(
 ) -> Result<CachedPair, StoreError> {
     let rows = client
         .query(
-            "SELECT kind, aws_id FROM scim_ids
+            "SELECT kind, aws_id, attributes FROM scim_ids
              WHERE application = $1
                AND ((kind = 'user' AND entra_id = $2) OR (kind = 'group' AND entra_id = $3))",
             &[&application, &user_entra_id, &group_entra_id],
@@ -46,7 +49,10 @@ pub async fn get_pair(
     for row in rows {
         let aws_id: String = row.get(1);
         match row.get::<_, &str>(0) {
-            "user" => pair.user = Some(aws_id),
+            "user" => {
+                pair.user = Some(aws_id);
+                pair.user_attributes = row.get(2);
+            }
             _ => pair.group = Some(aws_id),
         }
     }
@@ -83,6 +89,24 @@ pub async fn forget(
         .execute(
             "DELETE FROM scim_ids WHERE application = $1 AND kind = $2 AND entra_id = $3",
             &[&application, &kind.as_str(), &entra_id],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Records what AWS holds for a cached user's attributes (after creating, finding, reading or
+/// updating the user).
+pub async fn put_attributes(
+    client: &impl GenericClient,
+    application: &str,
+    entra_id: &str,
+    attributes: &Value,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "UPDATE scim_ids SET attributes = $3
+             WHERE application = $1 AND kind = 'user' AND entra_id = $2",
+            &[&application, &entra_id, attributes],
         )
         .await?;
     Ok(())

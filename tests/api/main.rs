@@ -31,3 +31,4 @@ mod scim_client;
 mod secrets;
 mod shutdown;
 mod tls;
+mod user_attributes;
