@@ -351,6 +351,7 @@ async fn clear_quarantine(
 struct LogQuery {
     application: Option<String>,
     status: Option<String>,
+    action: Option<String>,
     cycle: Option<i64>,
     principal: Option<String>,
     group: Option<String>,
@@ -369,11 +370,32 @@ async fn provisioning_log(
     if let Some(name) = &q.application {
         application(&state, name)?;
     }
-    if let Some(status) = &q.status {
-        if !["succeeded", "skipped", "retrying", "failed"].contains(&status.as_str()) {
-            return Err(ApiError::InvalidRequest(format!(
-                "status: `{status}` is not one of succeeded, skipped, retrying, failed"
-            )));
+    const STATUSES: [&str; 6] = [
+        "succeeded",
+        "skipped",
+        "retrying",
+        "failed",
+        "superseded",
+        "held",
+    ];
+    const ACTIONS: [&str; 5] = [
+        "add",
+        "remove",
+        "create_user",
+        "update_user",
+        "create_group",
+    ];
+    for (key, value, allowed) in [
+        ("status", &q.status, &STATUSES[..]),
+        ("action", &q.action, &ACTIONS[..]),
+    ] {
+        if let Some(value) = value {
+            if !allowed.contains(&value.as_str()) {
+                return Err(ApiError::InvalidRequest(format!(
+                    "{key}: `{value}` is not one of {}",
+                    allowed.join(", ")
+                )));
+            }
         }
     }
     let since = q
@@ -392,6 +414,7 @@ async fn provisioning_log(
     let filter = reports::LogFilter {
         application: q.application,
         status: q.status,
+        action: q.action,
         cycle_id: q.cycle,
         principal_id: q.principal,
         group_id: q.group,

@@ -200,6 +200,8 @@ pub struct LogEntry {
 pub struct LogFilter {
     pub application: Option<String>,
     pub status: Option<String>,
+    /// `add`, `remove`, `create_user`, `update_user` or `create_group`.
+    pub action: Option<String>,
     pub cycle_id: Option<i64>,
     pub principal_id: Option<String>,
     pub group_id: Option<String>,
@@ -226,6 +228,7 @@ pub async fn provisioning_log(
                AND ($5::text IS NULL OR group_id = $5)
                AND ($6::timestamptz IS NULL OR finished_at >= $6)
                AND ($7::bigint IS NULL OR id < $7)
+               AND ($9::text IS NULL OR action = $9)
              ORDER BY id DESC LIMIT $8",
             &[
                 &filter.application,
@@ -236,6 +239,7 @@ pub async fn provisioning_log(
                 &filter.since,
                 &filter.before_id,
                 &filter.limit.clamp(1, MAX_LIMIT),
+                &filter.action,
             ],
         )
         .await?;

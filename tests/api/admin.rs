@@ -168,21 +168,23 @@ async fn the_provisioning_log_can_be_filtered() {
     let (_, of_cycle) = admin(
         &f.app,
         Method::GET,
-        &format!("/admin/provisioning-log?application=alpha&status=succeeded&cycle={cycle}"),
+        &format!(
+            "/admin/provisioning-log?application=alpha&status=succeeded&action=add&cycle={cycle}"
+        ),
         None,
     )
     .await;
     let (_, immediate) = admin(
         &f.app,
         Method::GET,
-        "/admin/provisioning-log?application=alpha&limit=1000",
+        "/admin/provisioning-log?application=alpha&action=add&limit=1000",
         None,
     )
     .await;
     let (_, one_user) = admin(
         &f.app,
         Method::GET,
-        "/admin/provisioning-log?principal=log-user-0",
+        "/admin/provisioning-log?principal=log-user-0&action=add",
         None,
     )
     .await;
@@ -358,7 +360,7 @@ async fn an_operator_can_provision_on_demand() {
     assert_eq!(malformed.status(), 400);
     assert_eq!(
         f.app
-            .count("SELECT count(*) FROM provisioning_log WHERE job_id IS NULL AND cycle_id IS NULL AND status = 'succeeded'")
+            .count("SELECT count(*) FROM provisioning_log WHERE job_id IS NULL AND cycle_id IS NULL AND status = 'succeeded' AND action IN ('add', 'remove')")
             .await,
         2
     );
