@@ -196,7 +196,7 @@ async fn the_end_of_a_short_grant_leaves_an_overlapping_long_one_in_force() {
     assert!(is_member(&f.a, "both"));
 
     // Act: the short grant ends; a cycle runs.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    age_grants(&f.app, 2.0).await;
     let cycle = run_cycle(&f.app, "alpha").await;
 
     // Assert: the long grant still runs, so the user keeps access and nothing was removed.
@@ -268,7 +268,7 @@ async fn an_activation_without_an_end_expires_after_the_longest_grant() {
     assert!(is_member(&f.a, "open"));
 
     // Act: the bound passes; a cycle runs.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
+    age_grants(&f.app, 3.0).await;
     run_cycle(&f.app, "alpha").await;
 
     // Assert: removed, and the grant says why it ended when it did.

@@ -237,3 +237,19 @@ pub async fn run_cycle(app: &TestApp, application: &str) -> CycleRow {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Lets `secs` seconds pass for every grant: their start, end, newest activation and early end
+/// move that far into the past, as if the time had gone by. Exact where a sleep would race a
+/// loaded machine (a grant due to end "in one second" has ended, whatever the scheduler did).
+pub async fn age_grants(app: &TestApp, secs: f64) {
+    app.db
+        .execute(
+            "UPDATE grants SET started_at = started_at - make_interval(secs => $1),
+                 ends_at = ends_at - make_interval(secs => $1),
+                 activated_at = activated_at - make_interval(secs => $1),
+                 ended_at = ended_at - make_interval(secs => $1)",
+            &[&secs],
+        )
+        .await
+        .unwrap();
+}
