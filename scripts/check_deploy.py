@@ -470,6 +470,22 @@ def walk(node, path):
 walk(schema, "")
 check(not undescribed, f"values.schema.json describes every value, strictly inside config: {undescribed or 'yes'}")
 
+
+def value_paths(node, path):
+    """Every value path of the schema, `<name>` standing for map keys."""
+    yield path
+    for key, child in (node.get("properties") or {}).items():
+        yield from value_paths(child, f"{path}.{key}" if path else key)
+    if isinstance(node.get("additionalProperties"), dict):
+        yield from value_paths(node["additionalProperties"], path + ".<name>")
+
+
+with open(os.path.join(CHART, "README.md")) as f:
+    chart_readme = f.read()
+paths = [p for p in value_paths(schema, "") if p]
+absent = [p for p in paths if f"| `{p}` |" not in chart_readme]
+check(not absent, f"charts/pimbridge/README.md describes all {len(paths)} values: missing {absent or 'none'}")
+
 # 6. Alerts: promtool check rules and the unit tests.
 check(PROMTOOL is not None, f"promtool is installed: {PROMTOOL}")
 if PROMTOOL:
