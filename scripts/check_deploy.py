@@ -480,6 +480,28 @@ def value_paths(node, path):
         yield from value_paths(node["additionalProperties"], path + ".<name>")
 
 
+# config/example.toml documents every configuration key (commented-out ones too): each must be in
+# the schema, or a key added to pimbridge would be refused by the chart. Secrets are left out on
+# purpose (they come from the Secret as *_file paths).
+SECRET_KEYS = {"database.url", "intake.hmac_secret", "admin.token", "graph.client_secret", "graph.client_state",
+               "applications.<name>.scim_token"}
+example_keys = set()
+section = None
+with open(os.path.join(ROOT, "config", "example.toml")) as f:
+    for line in f:
+        text = re.sub(r"^(#\s*)+", "", line.strip())
+        header = re.fullmatch(r"\[([a-z_.]+)\]", text)
+        if header:
+            section = re.sub(r"^applications\.[a-z0-9_]+$", "applications.<name>", header.group(1))
+            continue
+        key = re.match(r"^([a-z_]+) = ", text)
+        if key and section:
+            example_keys.add(f"{section}.{key.group(1)}")
+schema_config = {p[len("config."):] for p in value_paths(schema, "") if p.startswith("config.")}
+unknown_to_chart = sorted(k for k in example_keys - SECRET_KEYS if k not in schema_config)
+check(len(example_keys) > 50 and not unknown_to_chart,
+      f"every key of config/example.toml ({len(example_keys)}) is in values.schema.json (secrets excepted): missing {unknown_to_chart or 'none'}")
+
 with open(os.path.join(CHART, "README.md")) as f:
     chart_readme = f.read()
 paths = [p for p in value_paths(schema, "") if p]
