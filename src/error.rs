@@ -56,6 +56,9 @@ pub enum ApiError {
     UnknownApplication(String),
     #[error("{0}")]
     InvalidRequest(String),
+    /// A confirmation of held removals when the application's latest cycle held none.
+    #[error("the latest cycle of `{0}` held no removals: there is nothing to confirm")]
+    NothingHeld(String),
     /// A change AWS did not take (never a database failure: those become `Store`).
     #[error(transparent)]
     Provision(ProvisionError),
@@ -104,6 +107,7 @@ impl ApiError {
             Self::AdminUnauthorized => "invalid_admin_token",
             Self::UnknownApplication(_) => "unknown_application",
             Self::InvalidRequest(_) => "invalid_request",
+            Self::NothingHeld(_) => "nothing_held",
             Self::Provision(e) if e.is_auth() => "aws_refused_credentials",
             Self::Provision(e) if e.is_transient() => "aws_unavailable",
             Self::Provision(_) => "provisioning_refused",
@@ -156,6 +160,7 @@ impl ResponseError for ApiError {
             Self::InvalidNotification(_) => StatusCode::BAD_REQUEST,
             Self::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             Self::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NothingHeld(_) => StatusCode::CONFLICT,
             // AWS (or the way to it) failed: a gateway error, not ours.
             Self::Provision(e) if e.is_auth() || e.is_transient() => StatusCode::BAD_GATEWAY,
             Self::Provision(_) => StatusCode::UNPROCESSABLE_ENTITY,

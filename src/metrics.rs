@@ -39,6 +39,9 @@ pub struct Metrics {
     pub drift: IntCounterVec,
     /// Sync cycle durations by application.
     pub cycle_duration: HistogramVec,
+    /// 1 while the application's latest cycle is held (more removals due than
+    /// `max_removals_per_cycle`, waiting for an operator), refreshed in the background.
+    pub cycle_held: IntGaugeVec,
     /// Request handlers that panicked (answered 500 by `routes::recover`).
     pub handler_panics: IntCounter,
     /// Completed background refreshes of the gauges read from Postgres.
@@ -148,6 +151,13 @@ impl Metrics {
             .buckets(CYCLE_BUCKETS.to_vec()),
             &["application"],
         )?;
+        let cycle_held = IntGaugeVec::new(
+            Opts::new(
+                "pimbridge_cycle_held",
+                "1 while the application's latest sync cycle held its removals back (more were due than max_removals_per_cycle) and waits for an operator.",
+            ),
+            &["application"],
+        )?;
         let handler_panics = IntCounter::new(
             "pimbridge_handler_panics_total",
             "Request handlers that panicked and were answered with 500.",
@@ -169,6 +179,7 @@ impl Metrics {
         registry.register(Box::new(cycles.clone()))?;
         registry.register(Box::new(drift.clone()))?;
         registry.register(Box::new(cycle_duration.clone()))?;
+        registry.register(Box::new(cycle_held.clone()))?;
         registry.register(Box::new(
             prometheus::process_collector::ProcessCollector::for_self(),
         ))?;
@@ -185,6 +196,7 @@ impl Metrics {
             cycles,
             drift,
             cycle_duration,
+            cycle_held,
             handler_panics,
             shared_gauge_refreshes,
         })

@@ -182,6 +182,11 @@ impl Application {
                         .iter()
                         .map(|(name, app)| (name.clone(), app.cycle_interval.as_secs_f64()))
                         .collect(),
+                    max_removals: settings
+                        .applications
+                        .iter()
+                        .map(|(name, app)| (name.clone(), app.max_removals_per_cycle))
+                        .collect(),
                     owner,
                     reconcile_groups: if settings.graph.is_some() {
                         settings

@@ -453,6 +453,16 @@ pub struct ApplicationSettings {
     #[serde(default = "default_max_grant_duration")]
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub max_grant_duration: std::time::Duration,
+    /// Entra's accidental-deletions prevention: a cycle that would remove more memberships than
+    /// this removes none of them, is marked `held`, and waits for an operator to confirm
+    /// (`POST /admin/applications/{name}/removals/confirm`) or for the limit to be raised.
+    #[serde(default = "default_max_removals_per_cycle")]
+    #[serde(deserialize_with = "whole")]
+    pub max_removals_per_cycle: u32,
+}
+
+fn default_max_removals_per_cycle() -> u32 {
+    500
 }
 
 fn default_max_grant_duration() -> std::time::Duration {

@@ -404,6 +404,12 @@ impl Settings {
                     "must be at least 1",
                 ));
             }
+            if app.max_removals_per_cycle == 0 {
+                return Err(ConfigError::invalid(
+                    key("max_removals_per_cycle"),
+                    "must be at least 1 (every cycle with a removal would wait for an operator)",
+                ));
+            }
             if app.activation_window.is_zero() || app.activation_window > HOUR {
                 return Err(ConfigError::invalid(
                     key("activation_window"),

@@ -7,6 +7,7 @@
 //! requests for one pair are ever in flight together and a policy fix is made in one place.
 
 mod decide;
+mod graph_check;
 mod reconcile;
 mod resolve;
 

@@ -187,6 +187,16 @@ impl Provisioner {
             }
         }
 
+        // Entra may still make the user a member for another reason, or Graph may lag behind.
+        let mut confirmed_removals = Vec::with_capacity(removals.len());
+        for i in removals {
+            match self.entra_keeps(&requests[i].subject).await {
+                Some(reason) => outcomes[i] = Some(Outcome::Held(reason.to_owned())),
+                None => confirmed_removals.push(i),
+            }
+        }
+        let removals = confirmed_removals;
+
         // Resolve the AWS ids; a first add asks AWS whether the member is already there.
         let mut owned_new = vec![false; requests.len()];
         let mut to_add = Vec::new();

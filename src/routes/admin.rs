@@ -1,6 +1,7 @@
 //! The operators' API under `/admin/` (docs/architecture.md), behind its own bearer token: applications
 //! and their state, cycles (and starting one now), the provisioning log, jobs (and retrying failed
-//! ones), a connection test, on-demand provisioning, and clearing a quarantine.
+//! ones), a connection test, on-demand provisioning, confirming held removals, and clearing a
+//! quarantine.
 
 use std::collections::BTreeSet;
 use std::future::{ready, Ready};
@@ -17,7 +18,7 @@ use crate::domain::{Action, Subject};
 use crate::error::ApiError;
 use crate::provision::{Options, Origin, Outcome, PairRequest};
 use crate::state::AppState;
-use crate::store::{cycles, grants, jobs, quarantine, reports, StoreError};
+use crate::store::{cycles, grants, jobs, quarantine, removal_holds, reports, StoreError};
 
 /// Rows a listing returns unless `limit` says otherwise.
 const DEFAULT_LIMIT: i64 = 100;
@@ -41,6 +42,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(test_connection),
             )
             .route("/applications/{name}/provision", web::post().to(provision))
+            .route(
+                "/applications/{name}/removals/confirm",
+                web::post().to(confirm_removals),
+            )
             .route(
                 "/applications/{name}/quarantine/clear",
                 web::post().to(clear_quarantine),
@@ -148,6 +153,31 @@ async fn start_cycle(
     Ok(HttpResponse::Accepted().json(json!({
         "application": name,
         "message": "the cycle starts within sync.check_interval on a replica with sync enabled"
+    })))
+}
+
+/// Confirms the removals the application's latest (held) cycle held back, and starts a cycle
+/// now to make them. The confirmation covers as many removals as were held; if more are due by
+/// then, the cycle holds again.
+async fn confirm_removals(
+    _: Admin,
+    state: web::Data<AppState>,
+    name: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let name = application(&state, &name)?;
+    let db = connection(&state).await?;
+    let held = removal_holds::latest_held(&db, name)
+        .await?
+        .ok_or_else(|| ApiError::NothingHeld(name.to_owned()))?;
+    removal_holds::confirm(&db, name, held.removals_due).await?;
+    cycles::request_now(&db, name).await?;
+    tracing::warn!(application = %name, cycle.id = held.cycle_id, removals = held.removals_due,
+        "held removals confirmed by an operator; a cycle is due now");
+    Ok(HttpResponse::Accepted().json(json!({
+        "application": name,
+        "heldCycleId": held.cycle_id,
+        "removalsConfirmed": held.removals_due,
+        "message": "the next cycle removes up to this many memberships; it starts within sync.check_interval"
     })))
 }
 
@@ -284,6 +314,7 @@ async fn provision(
         Some(Outcome::Added) => ("added", None),
         Some(Outcome::Removed) => ("removed", None),
         Some(Outcome::Unchanged(reason)) => ("unchanged", Some((*reason).to_owned())),
+        Some(Outcome::Held(reason)) => ("held", Some(reason.clone())),
         Some(Outcome::Failed(failure)) => return Err(ApiError::ChangeFailed(failure.clone())),
         Some(other) => ("unchanged", Some(format!("{other:?}"))),
         None => ("unchanged", None),

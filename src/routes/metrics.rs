@@ -106,6 +106,7 @@ async fn refresh_shared_gauges(state: &AppState) -> bool {
         )
         .await
         .unwrap_or_default();
+    refresh_cycle_held(state, &client).await;
     for application in &state.applications {
         let in_quarantine = quarantined
             .iter()
@@ -128,4 +129,31 @@ async fn refresh_shared_gauges(state: &AppState) -> bool {
         }
     }
     true
+}
+
+/// Sets `pimbridge_cycle_held` from each application's latest finished cycle.
+async fn refresh_cycle_held(state: &AppState, client: &deadpool_postgres::Object) {
+    let Ok(held) = client
+        .query(
+            "SELECT a.name, c.outcome = 'held' FROM applications a
+             CROSS JOIN LATERAL (
+                 SELECT outcome FROM cycles
+                 WHERE application = a.name AND outcome <> 'running'
+                 ORDER BY id DESC LIMIT 1) c",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for application in &state.applications {
+        let is_held = held
+            .iter()
+            .any(|r| r.get::<_, &str>(0) == application && r.get::<_, bool>(1));
+        state
+            .metrics
+            .cycle_held
+            .with_label_values(&[application.as_str()])
+            .set(i64::from(is_held));
+    }
 }

@@ -248,3 +248,24 @@ pub async fn settle(
         .await?;
     Ok(())
 }
+
+/// How many memberships a cycle of `application` would remove now: those pimbridge owns, that
+/// AWS may still hold, and that have no active grant. An upper bound (a drift check may find some
+/// already gone); standing members are never counted, as they are never removed.
+pub async fn removals_due(
+    client: &impl GenericClient,
+    application: &str,
+) -> Result<i64, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM aws_memberships m
+             WHERE m.application = $1 AND m.aws_state <> 'absent' AND m.provenance = 'owned'
+               AND NOT EXISTS (
+                   SELECT 1 FROM grants g
+                   WHERE g.application = $1 AND g.principal_id = m.principal_id
+                     AND g.group_id = m.group_id AND g.effective_end > clock_timestamp())",
+            &[&application],
+        )
+        .await?;
+    Ok(row.get(0))
+}

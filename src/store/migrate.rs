@@ -34,6 +34,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "grants_and_aws_state",
         include_str!("../../sql/0006_grants_and_aws_state.sql"),
     ),
+    (
+        7,
+        "removal_threshold_and_user_attributes",
+        include_str!("../../sql/0007_removal_threshold_and_user_attributes.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).

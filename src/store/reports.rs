@@ -62,10 +62,12 @@ pub struct CycleReport {
     pub changes_failed: i32,
     pub changes_retrying: i32,
     pub error: Option<String>,
+    /// Removals due when the cycle started (what a `held` cycle held back).
+    pub removals_due: i32,
 }
 
 const CYCLE_COLUMNS: &str = "id, application, kind, owner, outcome, started_at, finished_at,
-    changes_planned, changes_applied, changes_skipped, changes_failed, changes_retrying, error";
+    changes_planned, changes_applied, changes_skipped, changes_failed, changes_retrying, error, removals_due";
 
 fn cycle(r: &Row) -> CycleReport {
     CycleReport {
@@ -82,6 +84,7 @@ fn cycle(r: &Row) -> CycleReport {
         changes_failed: r.get(10),
         changes_retrying: r.get(11),
         error: r.get(12),
+        removals_due: r.get(13),
     }
 }
 

@@ -14,6 +14,7 @@ use crate::domain::Action;
 use crate::provision::{Options, Origin, Outcome, PairRequest};
 use crate::store::cycles::{self, CycleCounts, StartedCycle, WorkPair};
 use crate::store::StoreError;
+use crate::store::{aws_memberships, removal_holds};
 
 /// Members per reconciliation: one PATCH's worth (AWS takes at most 100 changes per PATCH).
 const PAIRS_PER_BATCH: usize = 100;
@@ -72,6 +73,7 @@ impl CycleRunner {
             ..CycleCounts::default()
         };
         cycles::progress(db, cycle.id, &counts).await?;
+        let hold_removals = self.removal_threshold(db, application, cycle.id).await?;
         tracing::info!(cycle.id = cycle.id, application = %application, pairs = work.len(),
             initial = cycle.initial, "cycle started");
 
@@ -99,7 +101,7 @@ impl CycleRunner {
                 .collect();
             let options = Options {
                 verify: true,
-                hold_removals: None,
+                hold_removals: hold_removals.clone(),
                 retry_transient: true,
             };
             let origin = Origin::Cycle { cycle_id: cycle.id };
@@ -136,6 +138,8 @@ impl CycleRunner {
 
         let outcome = if interrupted {
             CycleOutcome::Interrupted
+        } else if hold_removals.is_some() && auth_failure.is_none() {
+            CycleOutcome::Held
         } else if auth_failure.is_some()
             || (counts.applied == 0 && counts.failed + counts.retrying > 0)
         {
@@ -152,6 +156,42 @@ impl CycleRunner {
             auth_failure,
             duration_secs: 0.0,
         })
+    }
+
+    /// The deletion threshold (Entra's accidental-deletions prevention): when more removals are
+    /// due than the application's `max_removals_per_cycle` and than an operator confirmed, the
+    /// reason every removal of this cycle is held for; `None` when the cycle may remove. Grants
+    /// ending one by one stay below the threshold and are never held. A confirmation is used up
+    /// by the cycle it lets through.
+    async fn removal_threshold(
+        &self,
+        db: &Object,
+        application: &str,
+        cycle_id: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let limit = i64::from(
+            self.max_removals
+                .get(application)
+                .copied()
+                .unwrap_or(u32::MAX),
+        );
+        let due = aws_memberships::removals_due(db, application).await?;
+        removal_holds::record_due(db, cycle_id, due).await?;
+        if due <= limit {
+            return Ok(None);
+        }
+        let confirmed = removal_holds::confirmed(db, application).await?;
+        if due <= confirmed {
+            removal_holds::consume(db, application).await?;
+            tracing::warn!(cycle.id = cycle_id, application = %application, removals = due,
+                limit, "removals above the threshold, confirmed by an operator: removing");
+            return Ok(None);
+        }
+        tracing::error!(cycle.id = cycle_id, application = %application, removals = due, limit,
+            "more removals due than max_removals_per_cycle: none are made until an operator confirms");
+        Ok(Some(format!(
+            "{due} removals were due, more than max_removals_per_cycle ({limit}): held until an operator confirms (POST /admin/applications/{application}/removals/confirm) or the limit is raised"
+        )))
     }
 
     /// Settles the jobs of a batch in one transaction (one durable commit per PATCH rather than
@@ -188,8 +228,9 @@ impl CycleRunner {
                     let done = cycles::settle_applied(&tx, cycle.id, &pair.job_ids, member).await?;
                     completed.extend(done.into_iter().map(|job| (pair, job)));
                 }
-                // Held removals keep their jobs for the cycle an operator confirms.
-                Outcome::Held(_) => counts.retrying += 1,
+                // A held removal keeps its jobs: the next cycle asks again (Graph may have
+                // caught up, or an operator confirmed). Not a failure, so it does not count as one.
+                Outcome::Held(_) => counts.skipped += 1,
                 Outcome::Failed(failure) => {
                     let max = self.settings.max_attempts;
                     // Refused credentials are the application's problem, not the change's: keep

@@ -29,6 +29,9 @@ pub struct CycleRunner {
     pub settings: SyncSettings,
     /// Seconds between cycles, per application.
     pub intervals: BTreeMap<String, f64>,
+    /// Per application, the most memberships one cycle removes without an operator's
+    /// confirmation (`max_removals_per_cycle`).
+    pub max_removals: BTreeMap<String, u32>,
     /// Names this replica in the cycles it runs.
     pub owner: String,
     /// Per application, the Entra groups each cycle asks Graph about again (docs/correctness.md:
