@@ -489,10 +489,15 @@ def value_paths(node, path):
 # only reads to refuse it with its new name.
 NOT_IN_SCHEMA = {"database.url", "intake.hmac_secret", "admin.token", "graph.client_secret", "graph.client_state",
                  "applications.<name>.scim_token", "intake.client_ip_header"}
-# Keys of the second listener and of the Graph certificate / workload identity credentials, being
-# added to pimbridge by a change in flight: accepted in the schema before the structs have them.
-BEING_ADDED = {"server.internal_listen", "graph.client_certificate_file", "graph.client_certificate_key_file",
-               "graph.federated_token_file"}
+# Keys being added to pimbridge by changes in flight — the second listener, secret file reloading,
+# the Graph certificate and workload identity credentials, replica liveness and retention —:
+# accepted in the schema
+# before the structs have them. Once merged, they are ordinary keys and this set can go.
+BEING_ADDED = {"server.internal_listen", "server.secret_reload_interval", "graph.client_certificate_file",
+               "graph.client_certificate_key_file", "graph.federated_token_file", "replica.heartbeat_interval", "replica.dead_after",
+               "retention.enabled", "retention.days", "retention.batch_size", "retention.interval",
+               *(f"retention.days_by_kind.{kind}" for kind in
+                 ("events", "jobs", "grants", "provisioning_log", "cycles", "graph_hints"))}
 
 
 def settings_keys():
@@ -505,9 +510,9 @@ def settings_keys():
 
     def walk(struct, prefix):
         for name, field_type in structs[struct]:
-            inner = re.search(r"\b(\w+Settings)\b", field_type)
-            if inner and inner.group(1) in structs:
-                walk(inner.group(1), f"{prefix}{name}.<name>." if "BTreeMap" in field_type else f"{prefix}{name}.")
+            inner = next((word for word in re.findall(r"\w+", field_type) if word in structs), None)
+            if inner:
+                walk(inner, f"{prefix}{name}.<name>." if "BTreeMap" in field_type else f"{prefix}{name}.")
             else:
                 keys.add(prefix + name)
 
