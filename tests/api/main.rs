@@ -23,6 +23,7 @@ mod hostile_input;
 mod intake;
 mod limit;
 mod membership;
+mod metrics_catalogue;
 mod model;
 mod postgres;
 mod quarantine;
