@@ -18,7 +18,7 @@ use std::time::Duration;
 use crate::config::UserNameAttribute;
 use crate::graph::{GraphClient, GraphError};
 use crate::scim::{ScimClient, ScimError};
-use crate::store::StoreError;
+use crate::store::{provisioning_log, StoreError};
 
 pub use decide::{decide, Step};
 pub use reconcile::{Failure, Options, Origin, Outcome, PairRequest, Reconciled};
@@ -92,6 +92,34 @@ pub(crate) struct LogIds {
     pub cycle_id: Option<i64>,
     pub job_id: Option<i64>,
     pub event_id: Option<i64>,
+}
+
+impl LogIds {
+    /// Logs a step taken on the way to a change, linked to these ids.
+    pub(super) async fn append(
+        self,
+        db: &deadpool_postgres::Object,
+        subject: &crate::domain::Subject,
+        action: provisioning_log::LogAction,
+        status: provisioning_log::Status,
+        error_code: Option<&str>,
+        reason: &str,
+    ) -> Result<(), ProvisionError> {
+        let entry = provisioning_log::Entry {
+            cycle_id: self.cycle_id,
+            job_id: self.job_id,
+            event_id: self.event_id,
+            grant_id: None,
+            action,
+            subject,
+            status,
+            error_code,
+            reason: Some(reason),
+            elapsed_secs: 0.0,
+        };
+        provisioning_log::append(db, &entry).await?;
+        Ok(())
+    }
 }
 
 /// One application as the provisioner sees it: its SCIM client and its attribute mapping.

@@ -11,7 +11,7 @@ use crate::domain::Subject;
 use crate::graph::users;
 use crate::scim::mapping::{map_user, SourceUser};
 use crate::scim::{ScimClient, ScimError, ScimUser};
-use crate::store::provisioning_log::{self, Entry, LogAction, Status};
+use crate::store::provisioning_log::{LogAction, Status};
 use crate::store::scim_ids::{self, CachedPair, ObjectKind};
 
 impl Provisioner {
@@ -62,11 +62,12 @@ impl Provisioner {
                 let group = client
                     .create_or_get_group(name, Some(&subject.group_id))
                     .await?;
-                self.log_step(
+                log.append(
                     db,
                     subject,
-                    log,
                     LogAction::CreateGroup,
+                    Status::Succeeded,
+                    None,
                     "group created in AWS (or found there by displayName)",
                 )
                 .await?;
@@ -151,7 +152,7 @@ impl Provisioner {
                 scim_ids::put_attributes(db, &subject.application, &subject.principal_id, &known)
                     .await?;
                 if created {
-                    self.log_step(db, subject, log, LogAction::CreateUser, "user created in AWS (or found there on a conflict)")
+                    log.append(db, subject, LogAction::CreateUser, Status::Succeeded, None, "user created in AWS (or found there on a conflict)")
                         .await?;
                 }
                 if create {
@@ -229,36 +230,6 @@ impl From<&CachedPair> for CachedUser {
     }
 }
 
-impl Provisioner {
-    /// Logs a step taken on the way to a change (user or group created).
-    async fn log_step(
-        &self,
-        db: &Object,
-        subject: &Subject,
-        log: LogIds,
-        action: LogAction,
-        reason: &str,
-    ) -> Result<(), ProvisionError> {
-        provisioning_log::append(
-            db,
-            &Entry {
-                cycle_id: log.cycle_id,
-                job_id: log.job_id,
-                event_id: log.event_id,
-                grant_id: None,
-                action,
-                subject,
-                status: Status::Succeeded,
-                error_code: None,
-                reason: Some(reason),
-                elapsed_secs: 0.0,
-            },
-        )
-        .await?;
-        Ok(())
-    }
-}
-
 /// The user as the event describes them, mapped per the application's userName source.
 pub(super) fn source_user(target: &Target, subject: &Subject) -> Option<SourceUser> {
     let user_name_from = match target.user_name_attribute {
@@ -308,14 +279,16 @@ impl Provisioner {
         let target = self.target(&subject.application)?;
         let cached = self.cached(db, subject).await?.group;
         if cached.is_some() {
-            self.log_step(
-                db,
-                subject,
-                LogIds::default(),
-                LogAction::CreateGroup,
-                "the group is already in AWS: nothing to create",
-            )
-            .await?;
+            LogIds::default()
+                .append(
+                    db,
+                    subject,
+                    LogAction::CreateGroup,
+                    Status::Succeeded,
+                    None,
+                    "the group is already in AWS: nothing to create",
+                )
+                .await?;
         }
         let group = self
             .group_id(db, target, subject, cached, true, LogIds::default())

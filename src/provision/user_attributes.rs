@@ -14,7 +14,7 @@ use crate::domain::Subject;
 use crate::scim::mapping::{check_user, SourceUser};
 use crate::scim::types::{MultiValuedAttribute, Name};
 use crate::scim::ScimUser;
-use crate::store::provisioning_log::{self, Entry, LogAction, Status};
+use crate::store::provisioning_log::{LogAction, Status};
 use crate::store::scim_ids;
 use crate::telemetry::error_chain;
 
@@ -160,8 +160,15 @@ impl Provisioner {
         let mut next = user_from(&known, &wanted);
         if let Err(refused) = check_user(&mut next, client.character_policy()) {
             let reason = format!("the new attributes cannot be sent: {refused}");
-            return self
-                .log_user_step(db, subject, log, Status::Failed, "invalid_user", &reason)
+            return log
+                .append(
+                    db,
+                    subject,
+                    LogAction::UpdateUser,
+                    Status::Failed,
+                    Some("invalid_user"),
+                    &reason,
+                )
                 .await;
         }
         let wanted = match snapshot(&next) {
@@ -186,16 +193,30 @@ impl Provisioner {
                 tracing::info!(principal_id = %subject.principal_id, changed = %changed,
                     "user attributes updated in AWS");
                 let reason = format!("attributes changed in Entra: {changed}");
-                self.log_user_step(db, subject, log, Status::Succeeded, "", &reason)
-                    .await
+                log.append(
+                    db,
+                    subject,
+                    LogAction::UpdateUser,
+                    Status::Succeeded,
+                    None,
+                    &reason,
+                )
+                .await
             }
             Err(e) => {
                 let e = ProvisionError::from(e);
                 let reason = format!("updating {changed} failed: {}", error_chain(&e));
                 tracing::warn!(principal_id = %subject.principal_id, error.message = %reason,
                     "cannot update the user's attributes in AWS; the membership change goes on");
-                self.log_user_step(db, subject, log, Status::Failed, &e.code(), &reason)
-                    .await
+                log.append(
+                    db,
+                    subject,
+                    LogAction::UpdateUser,
+                    Status::Failed,
+                    Some(&e.code()),
+                    &reason,
+                )
+                .await
             }
         }
     }
@@ -220,35 +241,6 @@ impl Provisioner {
             }
             None => Ok(()),
         }
-    }
-
-    /// Logs a user update (an empty `code` for none).
-    async fn log_user_step(
-        &self,
-        db: &deadpool_postgres::Object,
-        subject: &Subject,
-        log: LogIds,
-        status: Status,
-        code: &str,
-        reason: &str,
-    ) -> Result<(), ProvisionError> {
-        provisioning_log::append(
-            db,
-            &Entry {
-                cycle_id: log.cycle_id,
-                job_id: log.job_id,
-                event_id: log.event_id,
-                grant_id: None,
-                action: LogAction::UpdateUser,
-                subject,
-                status,
-                error_code: (!code.is_empty()).then_some(code),
-                reason: Some(reason),
-                elapsed_secs: 0.0,
-            },
-        )
-        .await?;
-        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 
-use super::events::{commit_events, count_rejection, read_authenticated_json};
+use super::events::{commit_unless_empty, counting_rejections, read_authenticated_json};
 use crate::domain::EventSource;
 use crate::error::ApiError;
 use crate::intake::audit::{parse_records, AuditBatch};
@@ -36,11 +36,12 @@ async fn post_audit(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = accept(&request, payload, &state).await;
-    if let Err(error) = &result {
-        count_rejection(&state, EventSource::Audit, error);
-    }
-    result
+    counting_rejections(
+        &state,
+        EventSource::Audit,
+        accept(&request, payload, &state),
+    )
+    .await
 }
 
 async fn accept(
@@ -58,12 +59,8 @@ async fn accept(
     }
 
     // A batch of only unrelated records has nothing to store.
-    let (accepted, duplicates) = if batch.events.is_empty() {
-        (0, 0)
-    } else {
-        let summary = commit_events(state, EventSource::Audit, &batch.events).await?;
-        (summary.accepted(), summary.duplicates())
-    };
+    let (accepted, duplicates) =
+        commit_unless_empty(state, EventSource::Audit, &batch.events).await?;
     count_ignored(state, &batch);
     tracing::debug!(?caller, "audit intake committed");
     Ok(HttpResponse::Accepted().json(Accepted {

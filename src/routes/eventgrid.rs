@@ -20,7 +20,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use super::events::{commit_events, count_rejection, media_type, read_authenticated};
+use super::events::{commit_unless_empty, counting_rejections, media_type, read_authenticated};
 use crate::domain::EventSource;
 use crate::error::ApiError;
 use crate::intake::counting::{self, Outcome};
@@ -76,11 +76,12 @@ async fn post_eventgrid(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = accept(&request, payload, &state).await;
-    if let Err(error) = &result {
-        count_rejection(&state, EventSource::EventGrid, error);
-    }
-    result
+    counting_rejections(
+        &state,
+        EventSource::EventGrid,
+        accept(&request, payload, &state),
+    )
+    .await
 }
 
 async fn accept(
@@ -125,12 +126,8 @@ async fn accept(
         return Err(ApiError::NotReady);
     }
     // A delivery of only skipped events has nothing to store.
-    let (accepted, duplicates) = if batch.events.is_empty() {
-        (0, 0)
-    } else {
-        let summary = commit_events(state, EventSource::EventGrid, &batch.events).await?;
-        (summary.accepted(), summary.duplicates())
-    };
+    let (accepted, duplicates) =
+        commit_unless_empty(state, EventSource::EventGrid, &batch.events).await?;
     let recorded = match graph_items {
         Some(items) => {
             let recorded = notifications::record(&state.pool, &state.intake, items).await?;

@@ -36,11 +36,7 @@ async fn post_events(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let result = accept(&request, payload, &state).await;
-    if let Err(error) = &result {
-        count_rejection(&state, EventSource::Api, error);
-    }
-    result
+    counting_rejections(&state, EventSource::Api, accept(&request, payload, &state)).await
 }
 
 async fn accept(
@@ -100,6 +96,33 @@ pub(crate) async fn commit_events(
     let summary = state.intake.record(source, &events).await?;
     counting::count_summary(&state.metrics, source, &summary);
     Ok(summary)
+}
+
+/// Stores `events` like [`commit_events`]; a batch with nothing to store (only records that
+/// were skipped) stores nothing. Returns (accepted, duplicates).
+pub(crate) async fn commit_unless_empty(
+    state: &AppState,
+    source: EventSource,
+    events: &[NewEvent],
+) -> Result<(usize, usize), ApiError> {
+    if events.is_empty() {
+        return Ok((0, 0));
+    }
+    let summary = commit_events(state, source, events).await?;
+    Ok((summary.accepted(), summary.duplicates()))
+}
+
+/// Runs an intake handler's work, counting a refused request once, as rejected, for `source`.
+pub(crate) async fn counting_rejections(
+    state: &AppState,
+    source: EventSource,
+    work: impl std::future::Future<Output = Result<HttpResponse, ApiError>>,
+) -> Result<HttpResponse, ApiError> {
+    let result = work.await;
+    if let Err(error) = &result {
+        count_rejection(state, source, error);
+    }
+    result
 }
 
 /// Counts a refused request (one `rejected` sample, type `unknown`) and logs why, unless the
