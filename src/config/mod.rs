@@ -561,6 +561,12 @@ impl Settings {
         Self::from_figment(Figment::new().merge(Toml::string(toml)))
     }
 
+    /// Resolves the secret files and validates settings built in code, as loading does.
+    pub fn validated(mut self) -> Result<Self, ConfigError> {
+        self.resolve_and_validate()?;
+        Ok(self)
+    }
+
     fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
         refuse_renamed_keys(&figment)?;
         let mut settings: Settings = figment

@@ -12,13 +12,13 @@ use crate::helpers::*;
 const ADMIN_TOKEN: &str = "admin-token-0123456789abcdef";
 
 /// The cycles fixture with the admin API on.
-async fn spawn_admin(extra: &str) -> Fixture {
-    let f = spawn_with_cycles(extra).await;
-    let toml = format!(
-        "{}\n        [admin]\n        token = \"{ADMIN_TOKEN}\"\n        requests_per_second = 0\n",
-        cycle_settings(&f.database_url, &f.a, &f.b, extra)
+async fn spawn_admin() -> Fixture {
+    let f = spawn_with_cycles(|_| {}).await;
+    let settings = with_admin(
+        cycle_settings(&f.database_url, &f.a, &f.b, |_| {}),
+        ADMIN_TOKEN,
     );
-    let app = spawn_app_with(toml, &f.database_url).await;
+    let app = spawn_app_with(settings, &f.database_url).await;
     Fixture { app, ..f }
 }
 
@@ -84,7 +84,7 @@ async fn the_admin_api_is_off_without_a_token() {
 
 #[tokio::test]
 async fn the_admin_api_needs_its_own_token() {
-    let f = spawn_admin("").await;
+    let f = spawn_admin().await;
 
     let none = call(&f.app, Method::GET, "/admin/applications", None, None).await;
     let wrong = call(
@@ -117,7 +117,7 @@ async fn the_admin_api_needs_its_own_token() {
 #[tokio::test]
 async fn operators_see_queues_and_cycles_and_can_start_a_cycle() {
     // Arrange: seven activations wait in the deferred lane.
-    let f = spawn_admin("").await;
+    let f = spawn_admin().await;
     f.app.post_events(&activations("adm", GROUP_A, 12)).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     let (_, before) = admin(&f.app, Method::GET, "/admin/applications/alpha", None).await;
@@ -160,7 +160,7 @@ async fn operators_see_queues_and_cycles_and_can_start_a_cycle() {
 
 #[tokio::test]
 async fn the_provisioning_log_can_be_filtered() {
-    let f = spawn_admin("").await;
+    let f = spawn_admin().await;
     f.app.post_events(&activations("log", GROUP_A, 8)).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     let cycle = cycle_now(&f.app, "alpha").await;
@@ -226,7 +226,7 @@ async fn the_provisioning_log_can_be_filtered() {
 #[tokio::test]
 async fn failed_jobs_stay_visible_and_can_be_retried() {
     // Arrange: AWS refuses the first request once, so the immediate job fails for good.
-    let f = spawn_admin("").await;
+    let f = spawn_admin().await;
     f.a.inject(Fault::error(400, 1));
     f.app
         .post_events(&activation("retry-1", GROUP_A, "retry-user"))
@@ -277,7 +277,7 @@ async fn failed_jobs_stay_visible_and_can_be_retried() {
 
 #[tokio::test]
 async fn the_connection_test_reports_what_aws_says() {
-    let f = spawn_admin("").await;
+    let f = spawn_admin().await;
 
     let ok = admin(
         &f.app,
@@ -308,7 +308,7 @@ async fn the_connection_test_reports_what_aws_says() {
 
 #[tokio::test]
 async fn an_operator_can_provision_on_demand() {
-    let f = spawn_admin("").await;
+    let f = spawn_admin().await;
     let user = json!({"userName": "ondemand@contoso.com", "givenName": "On", "familyName": "Demand",
                       "displayName": "On Demand", "email": "ondemand@contoso.com"});
     let path = "/admin/applications/alpha/provision";
@@ -368,7 +368,7 @@ async fn an_operator_can_provision_on_demand() {
 
 #[tokio::test]
 async fn an_operator_can_clear_a_quarantine() {
-    let f = spawn_admin("").await;
+    let f = spawn_admin().await;
     f.app
         .db
         .execute(

@@ -6,13 +6,13 @@ use crate::postgres::PgServer;
 
 const TOKEN: &str = "admin-token-guard-0123456789";
 
-async fn spawn_admin(limits: &str) -> TestApp {
+/// An app whose admin API allows `per_second` requests per client (0: no limit), `burst` at once.
+async fn spawn_admin(per_second: u32, burst: u32) -> TestApp {
     let url = PgServer::shared().fresh_database().await;
-    let toml = format!(
-        "{}\n        [admin]\n        token = \"{TOKEN}\"\n        {limits}\n",
-        test_settings(&url)
-    );
-    spawn_app_with(toml, &url).await
+    let mut settings = with_admin(test_settings(&url), TOKEN);
+    settings.admin.requests_per_second = per_second;
+    settings.admin.requests_burst = burst;
+    spawn_app_with(settings, &url).await
 }
 
 async fn list(app: &TestApp, token: &str) -> u16 {
@@ -28,7 +28,7 @@ async fn list(app: &TestApp, token: &str) -> u16 {
 
 #[tokio::test]
 async fn guessing_tokens_is_rate_limited_per_client() {
-    let app = spawn_admin("requests_per_second = 1\n        requests_burst = 3").await;
+    let app = spawn_admin(1, 3).await;
 
     let mut statuses = Vec::new();
     for guess in ["a", "b", "c", "d", TOKEN] {
@@ -55,7 +55,7 @@ async fn guessing_tokens_is_rate_limited_per_client() {
 
 #[tokio::test]
 async fn only_the_exact_token_opens_the_admin_api() {
-    let app = spawn_admin("requests_per_second = 0").await;
+    let app = spawn_admin(0, 1).await;
     let prefix = &TOKEN[..TOKEN.len() - 1];
     let longer = format!("{TOKEN}0");
     let changed_last = format!("{prefix}X");

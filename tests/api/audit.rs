@@ -18,15 +18,7 @@ fn fixture(text: &str) -> Value {
 
 /// Posts `body` to /webhooks/audit, signed with the test secret.
 async fn post_audit(app: &TestApp, body: Vec<u8>, content_type: &str) -> reqwest::Response {
-    let signature = sign_now(&body);
-    app.http
-        .post(format!("{}/webhooks/audit", app.address))
-        .header("content-type", content_type)
-        .header(hmac::SIGNATURE_HEADER, signature)
-        .body(body)
-        .send()
-        .await
-        .expect("request sent")
+    app.post_signed("/webhooks/audit", body, content_type).await
 }
 
 async fn post_audit_json(app: &TestApp, body: &Value) -> reqwest::Response {
@@ -662,27 +654,9 @@ mod thin_users {
         let a = emulator().await;
         let b = emulator().await;
         let database_url = PgServer::shared().fresh_database().await;
-        let mut toml = dispatch_settings(&database_url, &a, &b, "");
-        if let Some(graph) = graph {
-            let client = graph.client_settings();
-            toml.push_str(&format!(
-                "
-                [graph]
-                tenant_id = \"{}\"
-                client_id = \"{}\"
-                client_secret = \"{}\"
-                client_state = \"graph-client-state-0123456789\"
-                authority_url = \"{}\"
-                graph_url = \"{}\"
-                ",
-                client.tenant_id,
-                client.client_id,
-                client.client_secret.expose(),
-                client.authority_url,
-                client.graph_url,
-            ));
-        }
-        let app = spawn_app_with(toml, &database_url).await;
+        let mut settings = dispatch_settings(&database_url, &a, &b, |_| {});
+        settings.graph = graph.map(testkit::graph::graph_section);
+        let app = spawn_app_with(settings, &database_url).await;
         Fixture {
             app,
             a,

@@ -95,12 +95,10 @@ async fn jwks_server(set: JwkSet) -> JwksServer {
 
 async fn spawn_jwt_app(jwks_url: &str) -> TestApp {
     let url = PgServer::shared().fresh_database().await;
-    let settings = test_settings(&url).replace(
-        "[log]",
-        &format!(
-            "[intake.jwt]\nissuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\", \"ES256\"]\njwks_url = \"{jwks_url}\"\njwks_min_refetch = \"0s\"\nleeway = \"0s\"\n[log]"
-        ),
-    );
+    let mut settings = test_settings(&url);
+    settings.intake.jwt = Some(section(&format!(
+        "issuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\nalgorithms = [\"RS256\", \"ES256\"]\njwks_url = \"{jwks_url}\"\njwks_min_refetch = \"0s\"\nleeway = \"0s\""
+    )));
     spawn_app_with(settings, &url).await
 }
 
@@ -372,13 +370,11 @@ async fn keys_can_come_from_a_jwks_file_instead_of_a_url() {
     };
     std::fs::write(&file, serde_json::to_string(&set).unwrap()).unwrap();
     let url = PgServer::shared().fresh_database().await;
-    let settings = test_settings(&url).replace(
-        "[log]",
-        &format!(
-            "[intake.jwt]\nissuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"{}\"\n[log]",
-            file.display()
-        ),
-    );
+    let mut settings = test_settings(&url);
+    settings.intake.jwt = Some(section(&format!(
+        "issuers = [\"{ISSUER}\"]\naudiences = [\"{AUDIENCE}\"]\njwks_file = \"{}\"",
+        file.display()
+    )));
     let app = spawn_app_with(settings, &url).await;
 
     let good = token(Algorithm::RS256, "file-key", &rsa, &claims());

@@ -67,13 +67,14 @@ fn each_bad_configuration_is_refused_naming_its_key() {
     let cases: Vec<Case> = vec![
         (
             "typo in a key",
-            GOOD.replace("[intake]", "[intake]\nhmac_secert = \"x\""),
+            edit(GOOD, "[intake]", "[intake]\nhmac_secert = \"x\""),
             vec![],
             "hmac_secert",
         ),
         (
             "bad type",
-            GOOD.replace(
+            edit(
+                GOOD,
                 "groups = [\"g1\"]",
                 "groups = [\"g1\"]\nactivation_limit = \"five\"",
             ),
@@ -82,7 +83,8 @@ fn each_bad_configuration_is_refused_naming_its_key() {
         ),
         (
             "zero window",
-            GOOD.replace(
+            edit(
+                GOOD,
                 "groups = [\"g1\"]",
                 "groups = [\"g1\"]\nactivation_window = \"0s\"",
             ),
@@ -103,7 +105,8 @@ fn each_bad_configuration_is_refused_naming_its_key() {
         ),
         (
             "missing token file",
-            GOOD.replace(
+            edit(
+                GOOD,
                 "scim_token = \"t\"",
                 "scim_token_file = \"/nonexistent/token\"",
             ),
@@ -112,7 +115,8 @@ fn each_bad_configuration_is_refused_naming_its_key() {
         ),
         (
             "bad database url",
-            GOOD.replace(
+            edit(
+                GOOD,
                 "postgres://postgres@127.0.0.1:5432/pimbridge",
                 "postgres://host:notaport/db",
             ),
@@ -153,13 +157,13 @@ fn each_bad_configuration_is_refused_naming_its_key() {
         ),
         (
             "a bad client IP header",
-            GOOD.replace("[intake]", "[intake]\nclient_ip_header = \"not a header\""),
+            edit(GOOD, "[intake]", "[intake]\nclient_ip_header = \"not a header\""),
             vec![],
             "intake.client_ip_header",
         ),
         (
             "a zero cycle interval",
-            GOOD.replace("groups = [\"g1\"]", "groups = [\"g1\"]\ncycle_interval = \"0s\""),
+            edit(GOOD, "groups = [\"g1\"]", "groups = [\"g1\"]\ncycle_interval = \"0s\""),
             vec![],
             "applications.prod.cycle_interval",
         ),
@@ -181,7 +185,8 @@ fn each_bad_configuration_is_refused_naming_its_key() {
 #[test]
 fn durations_are_read_in_human_form_and_bad_ones_refused_naming_the_key() {
     for good in ["500ms", "10s", "40m", "6h", "1d", "1h30m"] {
-        let toml = GOOD.replace(
+        let toml = edit(
+            GOOD,
             "[intake]",
             &format!("[intake]\nsignature_tolerance = \"{good}\""),
         );
@@ -258,7 +263,7 @@ fn environment_variables_override_file_keys() {
 #[tokio::test]
 async fn the_migrate_subcommand_applies_every_migration_once() {
     let url = crate::postgres::PgServer::shared().fresh_database().await;
-    let toml = GOOD.replace("postgres://postgres@127.0.0.1:5432/pimbridge", &url);
+    let toml = edit(GOOD, "postgres://postgres@127.0.0.1:5432/pimbridge", &url);
     let dir = std::env::temp_dir().join(format!("pimbridge-mig-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.toml");
@@ -314,4 +319,11 @@ async fn the_migrate_subcommand_applies_every_migration_once() {
         .get(0);
     assert_eq!(registered, 1, "configured applications are registered");
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// `text` with `from` replaced by `to`; a `from` that is not there fails the test rather than
+/// leaving the text unchanged (and the test testing nothing).
+fn edit(text: &str, from: &str, to: &str) -> String {
+    assert!(text.contains(from), "`{from}` is not in the configuration");
+    text.replace(from, to)
 }

@@ -66,7 +66,7 @@ fn is_member(emulator: &aws_scim_emulator::RunningEmulator, principal: &str) -> 
 #[tokio::test]
 async fn the_overflow_waits_for_the_next_cycle_which_adds_it_in_one_patch() {
     // Arrange: 12 activations; 5 go at once, 7 wait.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.app.post_events(&activations("over", GROUP_A, 12)).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     assert_eq!(members(&f.a), 5);
@@ -141,7 +141,7 @@ async fn the_overflow_waits_for_the_next_cycle_which_adds_it_in_one_patch() {
 #[tokio::test]
 async fn a_deactivation_is_applied_only_by_a_cycle() {
     // Arrange: an active membership, then its deactivation.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.app.post_events(&activation("d-on", GROUP_A, "dee")).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     assert!(is_member(&f.a, "dee"));
@@ -181,7 +181,7 @@ async fn a_deactivation_is_applied_only_by_a_cycle() {
 #[tokio::test]
 async fn an_activation_that_follows_a_deactivation_wins() {
     // Arrange: one slot per window, so after the first activation everything is deferred.
-    let f = spawn_with_cycles("activation_limit = 1").await;
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
     f.app
         .post_events(&event_at("activation", "w-1", "win", -30))
         .await;
@@ -214,7 +214,7 @@ async fn an_activation_that_follows_a_deactivation_wins() {
 #[tokio::test]
 async fn a_deactivation_older_than_the_membership_changes_nothing() {
     // Arrange: the activation happened after the deactivation, which arrives late.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.app
         .post_events(&event_at("activation", "late-1", "late", -10))
         .await;
@@ -234,7 +234,7 @@ async fn a_deactivation_older_than_the_membership_changes_nothing() {
 #[tokio::test]
 async fn a_deactivation_followed_by_a_newer_one_arriving_first_still_removes() {
     // Arrange: a deferred activation and a deactivation of someone AWS never saw.
-    let f = spawn_with_cycles("activation_limit = 1").await;
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
     f.app
         .post_events(&activation("slot", GROUP_A, "slot-holder"))
         .await;
@@ -263,7 +263,7 @@ async fn a_deactivation_followed_by_a_newer_one_arriving_first_still_removes() {
 #[tokio::test]
 async fn an_ended_activation_is_removed_by_the_cycle() {
     // Arrange: an activation that ends in one second.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     let mut event = activation("short", GROUP_A, "brief");
     event["endsAt"] = json!(at(1));
     f.app.post_events(&event).await;
@@ -293,7 +293,7 @@ async fn an_ended_activation_is_removed_by_the_cycle() {
 
 #[tokio::test]
 async fn an_activation_that_has_already_ended_is_not_sent() {
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     let mut event = event_at("activation", "stale", "gone", -7200);
     event["endsAt"] = json!(at(-3600));
 
@@ -307,7 +307,7 @@ async fn an_activation_that_has_already_ended_is_not_sent() {
 
 #[tokio::test]
 async fn two_hundred_fifty_deferred_activations_go_out_in_three_patches() {
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.app.post_events(&activations("bulk", GROUP_A, 255)).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     let before = group_patches(&f.a);
@@ -322,9 +322,9 @@ async fn two_hundred_fifty_deferred_activations_go_out_in_three_patches() {
 #[tokio::test]
 async fn one_replica_runs_each_cycle() {
     // Arrange: a second replica with cycles on, on the same database.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     let _second = spawn_app_with(
-        cycle_settings(&f.database_url, &f.a, &f.b, ""),
+        cycle_settings(&f.database_url, &f.a, &f.b, |_| {}),
         &f.database_url,
     )
     .await;
@@ -356,7 +356,7 @@ async fn one_replica_runs_each_cycle() {
 #[tokio::test]
 async fn an_aws_outage_keeps_the_changes_for_the_next_cycle() {
     // Arrange: seven deferred activations, and AWS failing every request.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.app.post_events(&activations("out", GROUP_A, 12)).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     f.a.inject(Fault::error(500, 100_000));
@@ -401,7 +401,7 @@ async fn an_aws_outage_keeps_the_changes_for_the_next_cycle() {
 async fn a_change_aws_refuses_is_failed_with_its_reason() {
     // Arrange: a deferred activation into a group AWS does not have yet and whose name it
     // reserves (GROUP_AB is assigned to alpha too).
-    let f = spawn_with_cycles("activation_limit = 1").await;
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
     f.app
         .post_events(&activation("slot", GROUP_A, "slot-holder"))
         .await;
@@ -438,7 +438,7 @@ async fn a_change_aws_refuses_is_failed_with_its_reason() {
 
 #[tokio::test]
 async fn a_cycle_left_running_by_a_dead_replica_is_marked_interrupted() {
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     let dead: i64 = f
         .app
         .db
@@ -466,7 +466,7 @@ async fn a_cycle_left_running_by_a_dead_replica_is_marked_interrupted() {
 #[tokio::test]
 async fn cycles_follow_the_configured_interval() {
     // Arrange: the fixture's cycle interval is one hour; its initial cycles have run.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
 
     // Act: one more cycle.
     let cycle = run_cycle(&f.app, "alpha").await;

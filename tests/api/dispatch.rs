@@ -14,7 +14,7 @@ use crate::postgres::PgServer;
 #[tokio::test]
 async fn the_first_five_activations_per_application_reach_aws_at_once_and_the_rest_are_deferred() {
     // Arrange
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
 
     // Act: 12 activations for alpha and 3 for beta within one second.
     let (batch_a, batch_b) = (activations("a", GROUP_A, 12), activations("b", GROUP_B, 3));
@@ -176,7 +176,7 @@ async fn the_window_slides_the_sixth_at_nine_point_nine_seconds_waits_and_at_ten
 
 #[tokio::test]
 async fn with_a_short_window_the_lane_reopens_once_the_window_has_slid() {
-    let f = spawn_with_emulators("activation_window = \"1s\"").await;
+    let f = spawn_with_emulators(|app| app.activation_window = Duration::from_secs(1)).await;
     f.app.post_events(&activations("s", GROUP_A, 6)).await;
     assert_eq!(
         f.app
@@ -205,9 +205,9 @@ async fn with_a_short_window_the_lane_reopens_once_the_window_has_slid() {
 
 #[tokio::test]
 async fn two_replicas_on_one_database_admit_exactly_five_of_twenty_concurrent_activations() {
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     let second = spawn_app_with(
-        dispatch_settings(&f.database_url, &f.a, &f.b, ""),
+        dispatch_settings(&f.database_url, &f.a, &f.b, |_| {}),
         &f.database_url,
     )
     .await;
@@ -240,7 +240,7 @@ async fn two_replicas_on_one_database_admit_exactly_five_of_twenty_concurrent_ac
 
 #[tokio::test]
 async fn a_redelivered_activation_takes_no_slot_and_sends_no_second_patch() {
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     let first = activation("again-1", GROUP_A, "again-user");
     f.app.post_events(&first).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
@@ -263,7 +263,7 @@ async fn a_redelivered_activation_takes_no_slot_and_sends_no_second_patch() {
 
 #[tokio::test]
 async fn a_known_user_and_group_cost_exactly_one_patch() {
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     f.app
         .post_events(&activation("known-1", GROUP_A, "known-user"))
         .await;
@@ -288,8 +288,8 @@ async fn accepted_by_an_intake_only_replica(
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let intake_only_settings =
-        dispatch_settings(&database_url, &a, &b, "").replace("enabled = true", "enabled = false");
+    let mut intake_only_settings = dispatch_settings(&database_url, &a, &b, |_| {});
+    intake_only_settings.dispatch.enabled = false;
     let app = spawn_app_with(intake_only_settings, &database_url).await;
     let response = app
         .post_events(&activation(id, GROUP_A, &format!("{id}-user")))
@@ -306,7 +306,11 @@ async fn jobs_committed_before_a_crash_are_sent_once_after_restart() {
     assert_eq!(members(&a), 0);
 
     // Act: a replica with a dispatcher starts.
-    let app = spawn_app_with(dispatch_settings(&database_url, &a, &b, ""), &database_url).await;
+    let app = spawn_app_with(
+        dispatch_settings(&database_url, &a, &b, |_| {}),
+        &database_url,
+    )
+    .await;
 
     // Assert
     wait_for_no_pending(&app, Duration::from_secs(5)).await;
@@ -329,7 +333,11 @@ async fn a_job_claimed_by_a_replica_that_died_is_taken_over_and_applied_once() {
         .unwrap();
     intake_only.stop().await;
 
-    let app = spawn_app_with(dispatch_settings(&database_url, &a, &b, ""), &database_url).await;
+    let app = spawn_app_with(
+        dispatch_settings(&database_url, &a, &b, |_| {}),
+        &database_url,
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(members(&a), 0, "a live lease is respected");
 
@@ -345,7 +353,7 @@ async fn a_job_claimed_by_a_replica_that_died_is_taken_over_and_applied_once() {
 
 #[tokio::test]
 async fn throttling_and_server_errors_are_retried_until_the_job_completes() {
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     f.a.inject(Fault::throttle(2, 1));
     f.a.inject(Fault::error(500, 2));
 
@@ -368,7 +376,7 @@ async fn throttling_and_server_errors_are_retried_until_the_job_completes() {
 
 #[tokio::test]
 async fn a_request_aws_refuses_marks_the_job_failed_with_the_reason() {
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     let mut event = activation("refused-1", GROUP_A, "refused-user");
     // AWS reserves this name; the emulator answers 400 as AWS does.
     event["group"] = json!({"displayName": "AWSAdministrators"});
@@ -397,7 +405,7 @@ async fn a_request_aws_refuses_marks_the_job_failed_with_the_reason() {
 
 #[tokio::test]
 async fn an_activation_without_user_attributes_fails_with_a_missing_attributes_reason() {
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     let mut event = activation("bare-1", GROUP_A, "bare-user");
     event.as_object_mut().unwrap().remove("user");
 
@@ -416,7 +424,7 @@ async fn an_activation_without_user_attributes_fails_with_a_missing_attributes_r
 
 #[tokio::test]
 async fn a_cached_id_that_aws_no_longer_knows_is_resolved_again() {
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     f.app
         .post_events(&activation("stale-1", GROUP_A, "stale-user"))
         .await;
@@ -458,7 +466,10 @@ async fn a_cached_id_that_aws_no_longer_knows_is_resolved_again() {
 
 #[tokio::test]
 async fn an_application_can_map_mail_rather_than_the_user_principal_name_to_user_name() {
-    let f = spawn_with_emulators("user_name_attribute = \"mail\"").await;
+    let f = spawn_with_emulators(|app| {
+        app.user_name_attribute = pimbridge::config::UserNameAttribute::Mail
+    })
+    .await;
     let mut event = activation("mail-1", GROUP_A, "mail-user");
     event["user"]["userName"] = json!("mail-user@contoso.onmicrosoft.com");
     event["user"]["email"] = json!("mail.user@contoso.com");
@@ -481,8 +492,8 @@ async fn a_job_whose_retries_run_out_is_failed_with_the_last_error() {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let settings = dispatch_settings(&database_url, &a, &b, "")
-        .replace("max_attempts = 4", "max_attempts = 1");
+    let mut settings = dispatch_settings(&database_url, &a, &b, |_| {});
+    settings.dispatch.max_attempts = 1;
     let app = spawn_app_with(settings, &database_url).await;
     a.inject(Fault::error(503, u64::MAX));
 

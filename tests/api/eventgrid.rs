@@ -788,9 +788,13 @@ async fn with_graph_configured_graph_notifications_become_hints_after_their_clie
 ) {
     // Arrange: Graph configured with the fixture's clientState.
     let url = crate::postgres::PgServer::shared().fresh_database().await;
-    let toml = crate::graph::graph_settings(&url, "http://127.0.0.1:9")
-        .replace("graph-client-state-0123456789", "not-a-real-client-state");
-    let app = spawn_app_with(toml, &url).await;
+    let mut settings = crate::graph::graph_settings(&url, "http://127.0.0.1:9");
+    if let Some(graph) = settings.graph.as_mut() {
+        graph.client_state = Some(pimbridge::secret::SecretString::new(
+            "not-a-real-client-state",
+        ));
+    }
+    let app = spawn_app_with(settings, &url).await;
     let forged = GRAPH.replace("not-a-real-client-state", "forged-client-state-000");
 
     // Act

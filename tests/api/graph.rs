@@ -2,28 +2,34 @@
 
 use serde_json::{json, Value};
 
+use std::time::Duration;
+
+use pimbridge::config::Settings;
+use pimbridge::graph::GraphClientSettings;
+use pimbridge::secret::SecretString;
+use testkit::graph::{graph_section_at, GRAPH_CLIENT_STATE};
+
 use crate::helpers::*;
 use crate::postgres::PgServer;
 
-pub const CLIENT_STATE: &str = "graph-client-state-0123456789";
+pub const CLIENT_STATE: &str = GRAPH_CLIENT_STATE;
 
-/// The test settings plus a `[graph]` section whose endpoints are `graph_base`.
-pub fn graph_settings(database_url: &str, graph_base: &str) -> String {
-    format!(
-        "{}
-        [graph]
-        tenant_id = \"11111111-2222-3333-4444-555555555555\"
-        client_id = \"66666666-7777-8888-9999-000000000000\"
-        client_secret = \"graph-client-secret\"
-        client_state = \"{CLIENT_STATE}\"
-        authority_url = \"{graph_base}\"
-        graph_url = \"{graph_base}/v1.0\"
-        # The resolver looks once at start-up, then not for a minute: these tests see the hints
-        # the webhook stored, untouched.
-        resolve_interval = \"1m\"
-        ",
-        test_settings(database_url)
-    )
+/// The test settings plus a `[graph]` section whose endpoints are `graph_base`. The resolver
+/// looks once at start-up, then not for a minute: these tests see the hints the webhook stored,
+/// untouched.
+pub fn graph_settings(database_url: &str, graph_base: &str) -> Settings {
+    let mut client = GraphClientSettings::new(
+        "11111111-2222-3333-4444-555555555555",
+        "66666666-7777-8888-9999-000000000000",
+        SecretString::new("graph-client-secret"),
+    );
+    client.authority_url = graph_base.to_owned();
+    client.graph_url = format!("{graph_base}/v1.0");
+    let mut graph = graph_section_at(&client);
+    graph.resolve_interval = Duration::from_secs(60);
+    let mut settings = test_settings(database_url);
+    settings.graph = Some(graph);
+    settings
 }
 
 async fn spawn_graph_app() -> TestApp {
@@ -296,36 +302,17 @@ mod resolution {
                 mail: Some(format!("{id}@contoso.com")),
             });
         }
-        let f = spawn_with_cycles("").await;
-        let client = graph.client_settings();
-        let mut base = cycle_settings(&f.database_url, &f.a, &f.b, "");
-        let mut managed = String::new();
+        let f = spawn_with_cycles(|_| {}).await;
+        let mut settings = cycle_settings(&f.database_url, &f.a, &f.b, |_| {});
+        let mut section = testkit::graph::graph_section(&graph);
+        section.resolve_interval = Duration::from_millis(20);
         if let Some(port) = managed_on_port {
-            base = base.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
-            managed = format!(
-                "notification_url = \"http://127.0.0.1:{port}/webhooks/graph\"
-            subscription_check_interval = \"50ms\""
-            );
+            settings.server.listen = format!("127.0.0.1:{port}");
+            section.notification_url = Some(format!("http://127.0.0.1:{port}/webhooks/graph"));
+            section.subscription_check_interval = Duration::from_millis(50);
         }
-        let toml = format!(
-            "{base}
-            [graph]
-            tenant_id = \"{}\"
-            client_id = \"{}\"
-            client_secret = \"{}\"
-            client_state = \"{CLIENT_STATE}\"
-            authority_url = \"{}\"
-            graph_url = \"{}\"
-            resolve_interval = \"20ms\"
-            {managed}
-            ",
-            client.tenant_id,
-            client.client_id,
-            client.client_secret.expose(),
-            client.authority_url,
-            client.graph_url,
-        );
-        let app = spawn_app_with(toml, &f.database_url).await;
+        settings.graph = Some(section);
+        let app = spawn_app_with(settings, &f.database_url).await;
         GraphFixture {
             f: Fixture { app, ..f },
             graph,

@@ -19,26 +19,11 @@ async fn spawn_with_graph(graph: &RunningGraphEmulator) -> Fixture {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let client = graph.client_settings();
-    let toml = format!(
-        "{}
-        [graph]
-        tenant_id = \"{}\"
-        client_id = \"{}\"
-        client_secret = \"{}\"
-        client_state = \"graph-client-state-0123456789\"
-        authority_url = \"{}\"
-        graph_url = \"{}\"
-        resolve_interval = \"1m\"
-        ",
-        cycle_settings(&database_url, &a, &b, ""),
-        client.tenant_id,
-        client.client_id,
-        client.client_secret.expose(),
-        client.authority_url,
-        client.graph_url,
-    );
-    let app = spawn_app_with(toml, &database_url).await;
+    let mut settings = cycle_settings(&database_url, &a, &b, |_| {});
+    let mut section = testkit::graph::graph_section(graph);
+    section.resolve_interval = Duration::from_secs(60);
+    settings.graph = Some(section);
+    let app = spawn_app_with(settings, &database_url).await;
     wait_for_initial_cycles(&app).await;
     Fixture {
         app,

@@ -65,7 +65,7 @@ async fn readiness_waits_for_a_database_that_is_down_at_start_up() {
     let server = PgServer::private();
     let url = server.fresh_database().await;
     server.stop();
-    let settings = pimbridge::config::Settings::from_toml_str(&test_settings(&url)).unwrap();
+    let settings = test_settings(&url);
     let application = pimbridge::startup::Application::build(settings)
         .await
         .unwrap();
@@ -141,8 +141,9 @@ async fn metrics_expose_event_counters_and_process_metrics() {
 async fn readiness_stays_200_while_500_requests_hold_the_request_pool() {
     // Arrange: a request pool of two connections, so that a burst queues for it.
     let url = PgServer::shared().fresh_database().await;
-    let toml = test_settings(&url).replace("max_connections = 8", "max_connections = 2");
-    let app = spawn_app_with(toml, &url).await;
+    let mut settings = test_settings(&url);
+    settings.database.max_connections = 2;
+    let app = spawn_app_with(settings, &url).await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
@@ -222,11 +223,9 @@ async fn a_scrape_runs_no_query_the_gauges_are_refreshed_in_the_background() {
 async fn a_scrape_reads_memory_only_not_the_database() {
     // Arrange: gauges refreshed once after start-up, then not for an hour.
     let url = PgServer::shared().fresh_database().await;
-    let toml = test_settings(&url).replace(
-        "metrics_refresh_interval = \"50ms\"",
-        "metrics_refresh_interval = \"1h\"",
-    );
-    let app = spawn_app_with(toml, &url).await;
+    let mut settings = test_settings(&url);
+    settings.server.metrics_refresh_interval = std::time::Duration::from_secs(3600);
+    let app = spawn_app_with(settings, &url).await;
     let refreshes = |text: &str| metric_value(text, "pimbridge_shared_gauge_refreshes_total", &[]);
     let mut first = app.scrape().await;
     for _ in 0..100 {

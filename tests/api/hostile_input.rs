@@ -137,11 +137,9 @@ async fn our_events_with_unstorable_values_get_400_naming_the_field() {
 #[tokio::test]
 async fn an_occurred_at_within_the_configured_skew_is_accepted_and_beyond_it_refused() {
     let url = PgServer::shared().fresh_database().await;
-    let toml = test_settings(&url).replace(
-        "requests_per_second = 0",
-        "requests_per_second = 0\n        max_clock_skew = \"2m\"",
-    );
-    let app = spawn_app_with(toml, &url).await;
+    let mut settings = test_settings(&url);
+    settings.intake.max_clock_skew = std::time::Duration::from_secs(120);
+    let app = spawn_app_with(settings, &url).await;
 
     let mut soon = activation("skew-ok", GROUP_A, "u1");
     soon["occurredAt"] = json!(at(60));
@@ -304,11 +302,7 @@ async fn event_grid_deliveries_with_unstorable_values_get_400() {
 async fn the_admin_log_filters_refuse_unstorable_values_with_400() {
     const TOKEN: &str = "admin-token-hostile-0123456789";
     let url = PgServer::shared().fresh_database().await;
-    let toml = format!(
-        "{}\n        [admin]\n        token = \"{TOKEN}\"\n        requests_per_second = 0\n",
-        test_settings(&url)
-    );
-    let app = spawn_app_with(toml, &url).await;
+    let app = spawn_app_with(with_admin(test_settings(&url), TOKEN), &url).await;
     let get = |query: &'static str| {
         app.http
             .request(

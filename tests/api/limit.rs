@@ -5,13 +5,16 @@ use serde_json::Value;
 use crate::helpers::*;
 use crate::postgres::PgServer;
 
-async fn spawn_limited(extra: &str) -> TestApp {
+/// An app that lets each client send one request per second, three at once, behind the
+/// reverse proxies `trusted` (which write `proxy_header`).
+async fn spawn_limited(trusted: &[&str], proxy_header: &str) -> TestApp {
     let url = PgServer::shared().fresh_database().await;
-    let toml = test_settings(&url).replace(
-        "requests_per_second = 0",
-        &format!("requests_per_second = 1\n        requests_burst = 3\n        {extra}"),
-    );
-    spawn_app_with(toml, &url).await
+    let mut settings = test_settings(&url);
+    settings.intake.requests_per_second = 1;
+    settings.intake.requests_burst = 3;
+    settings.intake.trusted_proxies = trusted.iter().map(|p| (*p).to_owned()).collect();
+    settings.intake.proxy_header = proxy_header.to_owned();
+    spawn_app_with(settings, &url).await
 }
 
 async fn post_as(app: &TestApp, id: &str, client: Option<&str>) -> reqwest::Response {
@@ -29,7 +32,7 @@ async fn post_as(app: &TestApp, id: &str, client: Option<&str>) -> reqwest::Resp
 
 #[tokio::test]
 async fn a_client_over_its_limit_gets_429_and_nothing_is_stored() {
-    let app = spawn_limited("").await;
+    let app = spawn_limited(&[], "X-Forwarded-For").await;
 
     let mut statuses = Vec::new();
     let mut refused = None;
@@ -85,7 +88,7 @@ async fn post_forwarded(app: &TestApp, id: &str, lines: &[(&str, &str)]) -> u16 
 #[tokio::test]
 async fn a_random_x_forwarded_for_from_an_untrusted_peer_does_not_evade_the_limit() {
     // No proxy is trusted: the header is the client's own word and is ignored.
-    let app = spawn_limited("trusted_proxies = [\"10.0.0.0/8\"]").await;
+    let app = spawn_limited(&["10.0.0.0/8"], "X-Forwarded-For").await;
 
     let mut statuses = Vec::new();
     for i in 0..5 {
@@ -106,7 +109,7 @@ async fn a_random_x_forwarded_for_from_an_untrusted_peer_does_not_evade_the_limi
 #[tokio::test]
 async fn behind_a_trusted_proxy_a_forged_first_line_does_not_choose_the_client() {
     // The test client is the proxy (127.0.0.1); 192.0.2.0/24 are proxies further in.
-    let app = spawn_limited("trusted_proxies = [\"127.0.0.1/32\", \"192.0.2.0/24\"]").await;
+    let app = spawn_limited(&["127.0.0.1/32", "192.0.2.0/24"], "X-Forwarded-For").await;
 
     let mut statuses = Vec::new();
     for i in 0..4 {
@@ -144,7 +147,7 @@ async fn behind_a_trusted_proxy_a_forged_first_line_does_not_choose_the_client()
 
 #[tokio::test]
 async fn addresses_with_ports_are_not_collapsed_into_the_proxys_bucket() {
-    let app = spawn_limited("trusted_proxies = [\"127.0.0.1/32\"]").await;
+    let app = spawn_limited(&["127.0.0.1/32"], "X-Forwarded-For").await;
 
     // One client uses its burst; on another port it is still the same client.
     for i in 0..3 {
@@ -186,9 +189,7 @@ async fn addresses_with_ports_are_not_collapsed_into_the_proxys_bucket() {
 
 #[tokio::test]
 async fn the_forwarded_header_is_read_when_configured() {
-    let app =
-        spawn_limited("trusted_proxies = [\"127.0.0.1/32\"]\n        proxy_header = \"Forwarded\"")
-            .await;
+    let app = spawn_limited(&["127.0.0.1/32"], "Forwarded").await;
 
     let mut statuses = Vec::new();
     for i in 0..4 {
@@ -212,21 +213,35 @@ async fn the_forwarded_header_is_read_when_configured() {
 #[test]
 fn the_old_client_ip_header_key_is_refused_naming_its_replacement() {
     let url = "postgres://postgres@127.0.0.1:1/x";
-    let toml = test_settings(url).replace(
-        "requests_per_second = 0",
-        "requests_per_second = 0\n        client_ip_header = \"X-Forwarded-For\"",
+    let toml = format!(
+        "{}\n[intake]\nclient_ip_header = \"X-Forwarded-For\"\n",
+        without_intake(url)
     );
     let error = pimbridge::config::Settings::from_toml_str(&toml)
         .unwrap_err()
         .to_string();
     assert!(error.contains("intake.client_ip_header"), "{error}");
     assert!(error.contains("intake.trusted_proxies"), "{error}");
-    let bad = test_settings(url).replace(
-        "requests_per_second = 0",
-        "requests_per_second = 0\n        trusted_proxies = [\"10.0.0.0/40\"]",
+    let bad = format!(
+        "{}\n[intake]\ntrusted_proxies = [\"10.0.0.0/40\"]\n",
+        without_intake(url)
     );
     let error = pimbridge::config::Settings::from_toml_str(&bad)
         .unwrap_err()
         .to_string();
     assert!(error.contains("intake.trusted_proxies"), "{error}");
+}
+
+/// The test configuration as a file holds it, without its `[intake]` section (a test adds its
+/// own), so that the refusal of one key can be shown on an otherwise valid file.
+fn without_intake(url: &str) -> String {
+    let toml = test_settings_toml(url);
+    let start = toml
+        .find("[intake]")
+        .expect("the test settings have [intake]");
+    let end = start
+        + toml[start..]
+            .find("[dispatch]")
+            .expect("[dispatch] follows [intake]");
+    format!("{}{}", &toml[..start], &toml[end..])
 }

@@ -136,7 +136,7 @@ fn event(kind: &str, id: &str, principal: &str, occurred: i64, ends: Option<i64>
 async fn an_add_whose_reply_was_lost_is_still_removed_after_a_deactivation() {
     // Arrange: every PATCH reaches AWS but its reply is lost, so the immediate job never learns
     // that the add happened and fails after its attempts.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.a.inject(Fault::lost_reply(100).for_methods(&["PATCH"]));
     f.app
         .post_events(&event("activation", "lost-1", "lost", -60, Some(3600)))
@@ -158,7 +158,7 @@ async fn an_add_whose_reply_was_lost_is_still_removed_after_a_deactivation() {
 #[tokio::test]
 async fn a_membership_removed_by_hand_is_put_back_while_its_grant_runs() {
     // Arrange: one immediate slot; the first activation is added at once.
-    let f = spawn_with_cycles("activation_limit = 1").await;
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
     f.app
         .post_events(&event("activation", "re-1", "again", -60, Some(3600)))
         .await;
@@ -185,7 +185,7 @@ async fn a_membership_removed_by_hand_is_put_back_while_its_grant_runs() {
 #[tokio::test]
 async fn the_end_of_a_short_grant_leaves_an_overlapping_long_one_in_force() {
     // Arrange: a long grant, then a newer short one for the same user and group.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.app
         .post_events(&event("activation", "long", "both", -120, Some(8 * 3600)))
         .await;
@@ -211,7 +211,7 @@ async fn the_end_of_a_short_grant_leaves_an_overlapping_long_one_in_force() {
 #[tokio::test]
 async fn a_member_aws_held_before_pimbridge_is_never_removed() {
     // Arrange: a standing member in AWS (added by hand or by Entra's own provisioning job).
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     standing_member_in_aws(&f.a, "perm").await;
 
     // Act: the user also activates through PIM, then deactivates; a cycle runs.
@@ -244,7 +244,7 @@ async fn a_member_aws_held_before_pimbridge_is_never_removed() {
 #[tokio::test]
 async fn a_deactivation_never_removes_a_member_pimbridge_did_not_add() {
     // Arrange: a member pimbridge has never seen an activation for.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     standing_member_in_aws(&f.a, "hand").await;
 
     // Act
@@ -260,7 +260,7 @@ async fn a_deactivation_never_removes_a_member_pimbridge_did_not_add() {
 #[tokio::test]
 async fn an_activation_without_an_end_expires_after_the_longest_grant() {
     // Arrange: grants last at most 2 s in this application.
-    let f = spawn_with_cycles("max_grant_duration = \"2s\"").await;
+    let f = spawn_with_cycles(|app| app.max_grant_duration = Duration::from_secs(2)).await;
     f.app
         .post_events(&event("activation", "open-1", "open", 0, None))
         .await;
@@ -285,7 +285,7 @@ async fn an_activation_without_an_end_expires_after_the_longest_grant() {
 
 #[tokio::test]
 async fn an_end_beyond_the_longest_grant_is_shortened_and_noted() {
-    let f = spawn_with_cycles("max_grant_duration = \"1h\"").await;
+    let f = spawn_with_cycles(|app| app.max_grant_duration = Duration::from_secs(3600)).await;
     f.app
         .post_events(&event(
             "activation",
@@ -315,7 +315,7 @@ async fn an_end_beyond_the_longest_grant_is_shortened_and_noted() {
 #[tokio::test]
 async fn a_targeted_deactivation_ends_only_the_grant_it_names() {
     // Arrange: two grants of one pair from the same source, named by grantId.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     let mut one = event("activation", "g-1", "named", -120, Some(3600));
     one["grantId"] = json!("instance-1");
     let mut two = event("activation", "g-2", "named", -60, Some(3600));

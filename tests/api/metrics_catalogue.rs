@@ -137,7 +137,7 @@ fn split_labels(text: &str) -> Vec<&str> {
 #[tokio::test]
 async fn docs_metrics_txt_lists_exactly_what_pimbridge_exports() {
     // Arrange: one immediate slot per window; both lanes, an unrouted event.
-    let f = spawn_with_cycles("activation_limit = 1").await;
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
     let response = f
         .app
         .post_events(&json!([
@@ -162,14 +162,10 @@ async fn docs_metrics_txt_lists_exactly_what_pimbridge_exports() {
 
     // A second app, with a limit of one request, refuses the second with 429.
     let url = PgServer::shared().fresh_database().await;
-    let limited = spawn_app_with(
-        test_settings(&url).replace(
-            "requests_per_second = 0",
-            "requests_per_second = 1\n        requests_burst = 1",
-        ),
-        &url,
-    )
-    .await;
+    let mut settings = test_settings(&url);
+    settings.intake.requests_per_second = 1;
+    settings.intake.requests_burst = 1;
+    let limited = spawn_app_with(settings, &url).await;
     let mut statuses = Vec::new();
     for i in 0..3 {
         let body = json!(activation(&format!("lim-{i}"), GROUP_A, "lim"));

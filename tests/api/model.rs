@@ -956,8 +956,15 @@ impl Run {
         let mut run = Run {
             seed,
             features,
-            app: spawn_killable_app(settings(&database_url, &emu.scim_base_url()), &database_url)
-                .await,
+            app: spawn_killable_app(
+                pimbridge::config::Settings::from_toml_str(&settings(
+                    &database_url,
+                    &emu.scim_base_url(),
+                ))
+                .expect("the model's settings are valid"),
+                &database_url,
+            )
+            .await,
             emu,
             scim,
             started: Instant::now(),

@@ -43,7 +43,7 @@ fn quarantined_metric(metrics: &str) -> f64 {
 #[tokio::test]
 async fn refused_credentials_quarantine_the_application_until_a_cycle_succeeds() {
     // Arrange: AWS refuses alpha's token.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.a.inject(Fault::error(401, 1_000_000));
 
     // Act 1: an activation meets the 401.
@@ -112,7 +112,7 @@ async fn refused_credentials_quarantine_the_application_until_a_cycle_succeeds()
 #[tokio::test]
 async fn a_quarantined_application_with_nothing_to_do_is_probed() {
     // Arrange: quarantined earlier, no pending changes.
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.app
         .db
         .execute(
@@ -138,7 +138,7 @@ async fn a_quarantined_application_with_nothing_to_do_is_probed() {
 
 #[tokio::test]
 async fn an_outage_does_not_quarantine() {
-    let f = spawn_with_cycles("").await;
+    let f = spawn_with_cycles(|_| {}).await;
     f.app.post_events(&activations("o", GROUP_A, 12)).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
     f.a.inject(Fault::error(503, 1_000_000));
@@ -152,7 +152,7 @@ async fn an_outage_does_not_quarantine() {
 #[tokio::test]
 async fn changes_that_nearly_all_fail_for_good_quarantine_the_application() {
     // Arrange: five deferred activations without the attributes needed to create the users.
-    let f = spawn_with_cycles("activation_limit = 1").await;
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
     f.app
         .post_events(&activation("slot", GROUP_A, "slot-holder"))
         .await;

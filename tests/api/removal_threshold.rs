@@ -18,11 +18,11 @@ async fn spawn_with_threshold() -> Fixture {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let toml = format!(
-        "{}\n        [admin]\n        token = \"{ADMIN_TOKEN}\"\n        requests_per_second = 0\n",
-        cycle_settings(&database_url, &a, &b, "max_removals_per_cycle = 2")
+    let settings = with_admin(
+        cycle_settings(&database_url, &a, &b, |app| app.max_removals_per_cycle = 2),
+        ADMIN_TOKEN,
     );
-    let app = spawn_app_with(toml, &database_url).await;
+    let app = spawn_app_with(settings, &database_url).await;
     wait_for_initial_cycles(&app).await;
     Fixture {
         app,

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::helpers::test_settings;
+use crate::helpers::test_settings_toml;
 use crate::postgres::{free_port, PgServer};
 
 #[tokio::test]
@@ -14,12 +14,10 @@ async fn sigterm_stops_the_service_and_it_exits_zero() {
     let dir = std::env::temp_dir().join(format!("pimbridge-sig-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        test_settings(&url).replace("127.0.0.1:0", &format!("127.0.0.1:{port}")),
-    )
-    .unwrap();
+    std::fs::write(&config, test_settings_toml(&url)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pimbridge"))
+        // As an operator would override one key of the file.
+        .env("PIMBRIDGE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
         .arg("--config")
         .arg(&config)
         .arg("serve")

@@ -74,13 +74,8 @@ async fn the_service_talks_to_a_tls_only_postgres_and_verifies_its_certificate()
     assert!(wrong.get().await.is_err());
 
     // The whole service runs on it: ready, and events are stored.
-    let settings = test_settings(&url).replace(
-        "connect_timeout = \"2s\"",
-        &format!(
-            "connect_timeout = \"2s\"\n        ca_file = \"{}\"",
-            ca_file.display()
-        ),
-    );
+    let mut settings = test_settings(&url);
+    settings.database.ca_file = Some(ca_file.clone());
     let name = url
         .rsplit_once('/')
         .unwrap()

@@ -37,7 +37,7 @@ fn user_patches(emulator: &RunningEmulator) -> usize {
 
 #[tokio::test]
 async fn a_renamed_user_is_updated_in_aws_once_with_the_next_activation() {
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     f.app
         .post_events(&activation("ren-1", GROUP_A, "ren"))
         .await;
@@ -92,7 +92,7 @@ async fn a_renamed_user_is_updated_in_aws_once_with_the_next_activation() {
 #[tokio::test]
 async fn a_deferred_activation_of_a_member_still_brings_its_new_attributes() {
     // Arrange: one immediate slot; the user is added at once.
-    let f = spawn_with_cycles("activation_limit = 1").await;
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
     f.app
         .post_events(&activation("late-1", GROUP_A, "late"))
         .await;
@@ -119,7 +119,7 @@ async fn a_deferred_activation_of_a_member_still_brings_its_new_attributes() {
 #[tokio::test]
 async fn a_refused_update_does_not_hold_back_the_membership() {
     // Arrange: another user in AWS already has the name ours is renamed to.
-    let f = spawn_with_emulators("").await;
+    let f = spawn_with_emulators(|_| {}).await;
     f.app
         .post_events(&activation("taken-1", GROUP_A, "first"))
         .await;

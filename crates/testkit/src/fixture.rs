@@ -4,6 +4,8 @@
 use std::time::{Duration, Instant};
 
 use aws_scim_emulator::{EmulatorSettings, RunningEmulator, DEFAULT_TOKEN};
+use pimbridge::config::{ApplicationSettings, Settings};
+use pimbridge::secret::SecretString;
 use serde_json::Value;
 
 use crate::helpers::*;
@@ -23,28 +25,31 @@ pub async fn emulator() -> RunningEmulator {
     .unwrap()
 }
 
-/// Test settings with `alpha` → `a` and `beta` → `b`, the dispatcher on, and `extra` TOML lines
-/// appended to each application.
+/// Test settings with `alpha` → `a` and `beta` → `b`, the dispatcher on, and `tweak` applied
+/// to each application.
 pub fn dispatch_settings(
     database_url: &str,
     a: &RunningEmulator,
     b: &RunningEmulator,
-    extra: &str,
-) -> String {
-    let toml = test_settings(database_url)
-        .replace(
-            "[dispatch]\n        enabled = false",
-            "[dispatch]\n        enabled = true\n        poll_interval = \"1s\"\n        lease = \"2s\"\n        max_attempts = 4",
-        )
-        .replacen("http://127.0.0.1:9/scim/v2", &a.scim_base_url(), 1)
-        .replacen("http://127.0.0.1:9/scim/v2", &b.scim_base_url(), 1)
-        .replace("\"alpha-token\"", &format!("\"{DEFAULT_TOKEN}\"\n        requests_per_second = 200\n        requests_burst = 50\n        {extra}"))
-        .replace("\"beta-token\"", &format!("\"{DEFAULT_TOKEN}\"\n        requests_per_second = 200\n        requests_burst = 50\n        {extra}"));
-    assert!(
-        toml.contains("enabled = true"),
-        "the dispatcher is switched on"
-    );
-    toml
+    tweak: impl Fn(&mut ApplicationSettings),
+) -> Settings {
+    let mut settings = test_settings(database_url);
+    settings.dispatch.enabled = true;
+    settings.dispatch.poll_interval = Duration::from_secs(1);
+    settings.dispatch.lease = Duration::from_secs(2);
+    settings.dispatch.max_attempts = 4;
+    for (name, emulator) in [("alpha", a), ("beta", b)] {
+        let app = settings
+            .applications
+            .get_mut(name)
+            .expect("the test applications");
+        app.scim_url = emulator.scim_base_url();
+        app.scim_token = Some(SecretString::new(DEFAULT_TOKEN));
+        app.requests_per_second = 200;
+        app.requests_burst = 50;
+        tweak(app);
+    }
+    settings
 }
 
 pub struct Fixture {
@@ -54,12 +59,12 @@ pub struct Fixture {
     pub database_url: String,
 }
 
-pub async fn spawn_with_emulators(extra: &str) -> Fixture {
+pub async fn spawn_with_emulators(tweak: impl Fn(&mut ApplicationSettings)) -> Fixture {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
     let app = spawn_app_with(
-        dispatch_settings(&database_url, &a, &b, extra),
+        dispatch_settings(&database_url, &a, &b, tweak),
         &database_url,
     )
     .await;
@@ -128,11 +133,11 @@ pub fn activations(prefix: &str, group: &str, n: usize) -> Value {
 
 /// Like [`spawn_with_emulators`], with sync cycles on: replicas look for due cycles every 20 ms,
 /// and cycles after the initial one run only when a test asks ([`run_cycle`]).
-pub async fn spawn_with_cycles(extra: &str) -> Fixture {
+pub async fn spawn_with_cycles(tweak: impl Fn(&mut ApplicationSettings)) -> Fixture {
     let a = emulator().await;
     let b = emulator().await;
     let database_url = PgServer::shared().fresh_database().await;
-    let app = spawn_app_with(cycle_settings(&database_url, &a, &b, extra), &database_url).await;
+    let app = spawn_app_with(cycle_settings(&database_url, &a, &b, tweak), &database_url).await;
     wait_for_initial_cycles(&app).await;
     Fixture {
         app,
@@ -142,20 +147,22 @@ pub async fn spawn_with_cycles(extra: &str) -> Fixture {
     }
 }
 
-/// Settings of [`spawn_with_cycles`], for more replicas on the same database.
+/// Settings of [`spawn_with_cycles`], for more replicas on the same database: cycles every
+/// hour per application (so that only the initial ones run unasked), looked for every 20 ms.
 pub fn cycle_settings(
     database_url: &str,
     a: &RunningEmulator,
     b: &RunningEmulator,
-    extra: &str,
-) -> String {
-    let extra = format!("cycle_interval = \"1h\"\n        {extra}");
-    let toml = dispatch_settings(database_url, a, b, &extra).replace(
-        "[sync]\n        enabled = false",
-        "[sync]\n        enabled = true\n        check_interval = \"20ms\"\n        max_attempts = 3",
-    );
-    assert!(toml.contains("check_interval"), "sync cycles are on");
-    toml
+    tweak: impl Fn(&mut ApplicationSettings),
+) -> Settings {
+    let mut settings = dispatch_settings(database_url, a, b, |app| {
+        app.cycle_interval = Duration::from_secs(3600);
+        tweak(app);
+    });
+    settings.sync.enabled = true;
+    settings.sync.check_interval = Duration::from_millis(20);
+    settings.sync.max_attempts = 3;
+    settings
 }
 
 /// Waits until both applications' initial cycles have finished.

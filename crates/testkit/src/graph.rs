@@ -23,3 +23,24 @@ impl GraphEmulatorClient for RunningGraphEmulator {
         client
     }
 }
+
+/// The clientState test apps and Graph emulators agree on.
+pub const GRAPH_CLIENT_STATE: &str = "graph-client-state-0123456789";
+
+/// A `[graph]` section that reaches `emulator` with its tenant and app credentials and
+/// [`GRAPH_CLIENT_STATE`]; tests set further fields on it.
+pub fn graph_section(emulator: &RunningGraphEmulator) -> pimbridge::config::GraphSettings {
+    graph_section_at(&emulator.client_settings())
+}
+
+/// Like [`graph_section`], for any client settings (a Graph that is not there, say).
+pub fn graph_section_at(client: &GraphClientSettings) -> pimbridge::config::GraphSettings {
+    crate::helpers::section(&format!(
+        "tenant_id = \"{}\"\nclient_id = \"{}\"\nclient_secret = \"{}\"\nclient_state = \"{GRAPH_CLIENT_STATE}\"\nauthority_url = \"{}\"\ngraph_url = \"{}\"\n",
+        client.tenant_id,
+        client.client_id,
+        client.client_secret.expose(),
+        client.authority_url,
+        client.graph_url,
+    ))
+}

@@ -22,8 +22,22 @@ pub const GROUP_AB: &str = "33333333-cccc-4ccc-8ccc-000000000003";
 /// Group assigned to no application.
 pub const GROUP_UNKNOWN: &str = "99999999-dddd-4ddd-8ddd-000000000009";
 
-/// The configuration of a test app; tests adjust it before spawning.
-pub fn test_settings(database_url: &str) -> String {
+/// The configuration of a test app as typed settings; tests set fields before spawning.
+pub fn test_settings(database_url: &str) -> Settings {
+    Settings::from_toml_str(&test_settings_toml(database_url)).expect("the test settings are valid")
+}
+
+/// Deserializes one section of the configuration (e.g. a `GraphSettings`) from TOML, for the
+/// sections whose defaults only the configuration knows.
+pub fn section<T: serde::de::DeserializeOwned>(toml: &str) -> T {
+    use figment::providers::Format;
+    figment::Figment::from(figment::providers::Toml::string(toml))
+        .extract()
+        .expect("a valid configuration section")
+}
+
+/// The test configuration as a file would hold it, for the tests that start the binary.
+pub fn test_settings_toml(database_url: &str) -> String {
     format!(
         r#"
         [server]
@@ -63,7 +77,7 @@ pub struct TestApp {
     pub database_url: String,
     pub db: tokio_postgres::Client,
     pub http: reqwest::Client,
-    settings_toml: String,
+    settings: Settings,
     shutdown: CancellationToken,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     /// The app's own runtime, when it may be killed ([`spawn_killable_app`]): dropping a runtime
@@ -78,24 +92,24 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(test_settings(&url), &url).await
 }
 
-/// Starts an app from a TOML configuration whose database is `database_url`.
-pub async fn spawn_app_with(settings_toml: String, database_url: &str) -> TestApp {
-    spawn_app_with_assertions_via(settings_toml, database_url).await
+/// Starts an app with `settings` (validated as at start-up) whose database is `database_url`.
+pub async fn spawn_app_with(settings: Settings, database_url: &str) -> TestApp {
+    spawn_app_with_assertions_via(settings, database_url).await
 }
 
-/// Starts an app from a TOML configuration; the test's own queries (`TestApp::db`) connect with
+/// Starts an app with `settings`; the test's own queries (`TestApp::db`) connect with
 /// `database_url`, without TLS.
-pub async fn spawn_app_with_assertions_via(settings_toml: String, database_url: &str) -> TestApp {
-    spawn(settings_toml, database_url, false).await
+pub async fn spawn_app_with_assertions_via(settings: Settings, database_url: &str) -> TestApp {
+    spawn(settings, database_url, false).await
 }
 
 /// Like [`spawn_app_with`], on a runtime of its own, so that [`TestApp::kill`] can stop it
 /// abruptly.
-pub async fn spawn_killable_app(settings_toml: String, database_url: &str) -> TestApp {
-    spawn(settings_toml, database_url, true).await
+pub async fn spawn_killable_app(settings: Settings, database_url: &str) -> TestApp {
+    spawn(settings, database_url, true).await
 }
 
-async fn spawn(settings_toml: String, database_url: &str, killable: bool) -> TestApp {
+async fn spawn(settings: Settings, database_url: &str, killable: bool) -> TestApp {
     if std::env::var("TEST_LOG").is_ok() {
         pimbridge::telemetry::init(&pimbridge::config::LogSettings::default());
     }
@@ -108,7 +122,7 @@ async fn spawn(settings_toml: String, database_url: &str, killable: bool) -> Tes
         database_url: database_url.to_owned(),
         db,
         http: reqwest::Client::new(),
-        settings_toml,
+        settings,
         shutdown: CancellationToken::new(),
         task: None,
         runtime: None,
@@ -121,7 +135,11 @@ async fn spawn(settings_toml: String, database_url: &str, killable: bool) -> Tes
 
 impl TestApp {
     async fn start(&mut self) {
-        let settings = Settings::from_toml_str(&self.settings_toml).expect("valid test settings");
+        let settings = self
+            .settings
+            .clone()
+            .validated()
+            .expect("valid test settings");
         if self.killable {
             return self.start_on_own_runtime(settings).await;
         }
@@ -214,9 +232,19 @@ impl TestApp {
     }
 
     pub async fn post_events_raw(&self, body: Vec<u8>, content_type: &str) -> reqwest::Response {
+        self.post_signed("/v1/events", body, content_type).await
+    }
+
+    /// POSTs `body` to `path`, signed with the test HMAC secret.
+    pub async fn post_signed(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        content_type: &str,
+    ) -> reqwest::Response {
         let signature = sign_now(&body);
         self.http
-            .post(format!("{}/v1/events", self.address))
+            .post(format!("{}{path}", self.address))
             .header("content-type", content_type)
             .header(hmac::SIGNATURE_HEADER, signature)
             .body(body)
@@ -331,4 +359,12 @@ pub fn metric_value(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f6
         })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// `settings` with the admin API on behind `token`, without its per-client limit (tests call it
+/// far faster than an operator would).
+pub fn with_admin(mut settings: Settings, token: &str) -> Settings {
+    settings.admin.token = Some(pimbridge::secret::SecretString::new(token));
+    settings.admin.requests_per_second = 0;
+    settings
 }
