@@ -10,7 +10,7 @@ use crate::config::UserNameAttribute;
 use crate::domain::Subject;
 use crate::graph::users;
 use crate::scim::mapping::{map_user, SourceUser};
-use crate::scim::{ScimClient, ScimError, ScimUser};
+use crate::scim::{ScimClient, ScimError, ScimGroup, ScimUser};
 use crate::store::provisioning_log::{LogAction, Status};
 use crate::store::scim_ids::{self, CachedPair, ObjectKind};
 
@@ -58,23 +58,17 @@ impl Provisioner {
         }
         let client = &target.client;
         let found = match attribute(subject.group_attributes.as_ref(), "displayName") {
-            Some(name) if create => {
-                let group = client
-                    .create_or_get_group(name, Some(&subject.group_id))
-                    .await?;
-                log.append(
-                    db,
-                    subject,
-                    LogAction::CreateGroup,
-                    Status::Succeeded,
-                    None,
-                    "group created in AWS (or found there by displayName)",
-                )
-                .await?;
-                Some(group)
-            }
+            Some(name) if create => Some(self.create_group(db, target, subject, name, log).await?),
             Some(name) => client.find_group_by_display_name(name).await?,
-            None => client.find_group_by_external_id(&subject.group_id).await?,
+            None => match client.find_group_by_external_id(&subject.group_id).await? {
+                Some(group) => Some(group),
+                // The event does not name the group: Graph does, when configured.
+                None if create => match self.group_name_from_graph(subject).await? {
+                    Some(name) => Some(self.create_group(db, target, subject, &name, log).await?),
+                    None => None,
+                },
+                None => None,
+            },
         };
         match found {
             Some(group) => self
@@ -82,10 +76,52 @@ impl Provisioner {
                 .await
                 .map(Some),
             None if create => Err(ProvisionError::MissingAttributes(
-                "group.displayName is needed to find or create the group in AWS".into(),
+                "group.displayName is needed to find or create the group in AWS (or [graph], to read it from Entra)".into(),
             )),
             None => Ok(None),
         }
+    }
+
+    /// Creates (or finds by displayName) the subject's group in AWS, and logs the step.
+    async fn create_group(
+        &self,
+        db: &Object,
+        target: &Target,
+        subject: &Subject,
+        name: &str,
+        log: LogIds,
+    ) -> Result<ScimGroup, ProvisionError> {
+        let group = target
+            .client
+            .create_or_get_group(name, Some(&subject.group_id))
+            .await?;
+        log.append(
+            db,
+            subject,
+            LogAction::CreateGroup,
+            Status::Succeeded,
+            None,
+            "group created in AWS (or found there by displayName)",
+        )
+        .await?;
+        Ok(group)
+    }
+
+    /// The group's display name in Entra; `None` without `[graph]` or when Graph does not know
+    /// the group.
+    async fn group_name_from_graph(
+        &self,
+        subject: &Subject,
+    ) -> Result<Option<String>, ProvisionError> {
+        let Some(graph) = &self.graph else {
+            return Ok(None);
+        };
+        let group = graph.group(&subject.group_id).await?;
+        if group.is_some() {
+            tracing::info!(group_id = %subject.group_id,
+                "the request does not name the group; its display name comes from Graph");
+        }
+        Ok(group.and_then(|g| g.display_name))
     }
 
     /// The AWS id of the subject's user: cached, found, or (with `create`) created from the

@@ -407,3 +407,61 @@ async fn an_operator_can_clear_a_quarantine() {
         .get(0);
     assert!(due_in < 3600.0, "a cycle is due soon: {due_in}");
 }
+
+#[tokio::test]
+async fn a_group_is_provisioned_alone_with_its_name_from_the_request_or_from_graph() {
+    // Arrange: Graph knows GROUP_B's display name; the admin API is on.
+    let graph = graph_emulator::RunningGraphEmulator::start(
+        graph_emulator::GraphEmulatorSettings::default(),
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+    )
+    .await
+    .unwrap();
+    graph.add_group(graph_emulator::GraphGroup {
+        id: GROUP_B.into(),
+        display_name: Some("AWS-Auditors".into()),
+    });
+    let f = spawn_with_emulators(|_| {}).await;
+    let mut settings = with_admin(
+        dispatch_settings(&f.database_url, &f.a, &f.b, |_| {}),
+        ADMIN_TOKEN,
+    );
+    settings.graph = Some(testkit::graph::graph_section(&graph));
+    let app = spawn_app_with(settings, &f.database_url).await;
+
+    // Act: one group named in the request, one named by Graph alone.
+    let named = admin(
+        &app,
+        Method::POST,
+        "/admin/applications/alpha/provision",
+        Some(json!({"action": "add", "groupId": GROUP_A, "group": {"displayName": "AWS-Admins"}})),
+    )
+    .await;
+    let from_graph = admin(
+        &app,
+        Method::POST,
+        "/admin/applications/beta/provision",
+        Some(json!({"action": "add", "groupId": GROUP_B})),
+    )
+    .await;
+
+    // Assert: both groups exist in AWS with no member, and the steps are logged.
+    assert_eq!(named.0, 200, "{:?}", named.1);
+    assert_eq!(from_graph.0, 200, "{:?}", from_graph.1);
+    assert_eq!(from_graph.1["action"], "create_group");
+    let names = |e: &aws_scim_emulator::RunningEmulator| -> Vec<String> {
+        e.state()
+            .groups
+            .iter()
+            .map(|g| g.display_name.clone())
+            .collect()
+    };
+    assert_eq!(names(&f.a), ["AWS-Admins"]);
+    assert_eq!(names(&f.b), ["AWS-Auditors"]);
+    assert_eq!(members(&f.a), 0);
+    assert_eq!(
+        app.count("SELECT count(*) FROM provisioning_log WHERE action = 'create_group'")
+            .await,
+        2
+    );
+}
