@@ -6,8 +6,8 @@
 //! that a scrape never queries the database.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// All metrics of one process.
@@ -25,8 +25,10 @@ pub struct Metrics {
     pub scim_requests: IntCounterVec,
     /// SCIM request durations by application and method.
     pub scim_request_duration: HistogramVec,
-    /// Jobs waiting per application and lane, refreshed at scrape time.
+    /// Jobs waiting per application and lane, refreshed in the background.
     pub queue_depth: IntGaugeVec,
+    /// Age of the oldest waiting job per application and lane, refreshed in the background.
+    pub queue_oldest_age: GaugeVec,
     /// Intake requests refused with 429 by the per-client limit, by route.
     pub inbound_rate_limited: IntCounterVec,
     /// 1 while an application is quarantined, refreshed at scrape time.
@@ -115,6 +117,13 @@ impl Metrics {
             ),
             &["application", "lane"],
         )?;
+        let queue_oldest_age = GaugeVec::new(
+            Opts::new(
+                "pimbridge_queue_oldest_age_seconds",
+                "Age of the oldest job waiting to be applied, by application and lane (0 when none waits).",
+            ),
+            &["application", "lane"],
+        )?;
         let inbound_rate_limited = IntCounterVec::new(
             Opts::new(
                 "pimbridge_inbound_rate_limited_total",
@@ -174,6 +183,7 @@ impl Metrics {
         registry.register(Box::new(scim_requests.clone()))?;
         registry.register(Box::new(scim_request_duration.clone()))?;
         registry.register(Box::new(queue_depth.clone()))?;
+        registry.register(Box::new(queue_oldest_age.clone()))?;
         registry.register(Box::new(inbound_rate_limited.clone()))?;
         registry.register(Box::new(application_quarantined.clone()))?;
         registry.register(Box::new(cycles.clone()))?;
@@ -191,6 +201,7 @@ impl Metrics {
             scim_requests,
             scim_request_duration,
             queue_depth,
+            queue_oldest_age,
             inbound_rate_limited,
             application_quarantined,
             cycles,

@@ -91,7 +91,9 @@ async fn refresh_shared_gauges(state: &AppState) -> bool {
     };
     let Ok(rows) = client
         .query(
-            "SELECT application, lane, count(*) FROM jobs
+            "SELECT application, lane, count(*),
+                    extract(epoch FROM now() - min(created_at))::float8
+             FROM jobs
              WHERE state IN ('pending', 'running') GROUP BY application, lane",
             &[],
         )
@@ -117,15 +119,22 @@ async fn refresh_shared_gauges(state: &AppState) -> bool {
             .with_label_values(&[application.as_str()])
             .set(i64::from(in_quarantine));
         for lane in ["immediate", "deferred"] {
-            let depth = rows
+            let row = rows
                 .iter()
-                .find(|r| r.get::<_, &str>(0) == application && r.get::<_, &str>(1) == lane)
-                .map_or(0, |r| r.get::<_, i64>(2));
+                .find(|r| r.get::<_, &str>(0) == application && r.get::<_, &str>(1) == lane);
+            let labels = [application.as_str(), lane];
+            let depth = row.map_or(0, |r| r.get::<_, i64>(2));
             state
                 .metrics
                 .queue_depth
-                .with_label_values(&[application.as_str(), lane])
+                .with_label_values(&labels)
                 .set(depth);
+            let oldest = row.map_or(0.0, |r| r.get::<_, f64>(3).max(0.0));
+            state
+                .metrics
+                .queue_oldest_age
+                .with_label_values(&labels)
+                .set(oldest);
         }
     }
     true

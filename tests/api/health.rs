@@ -217,6 +217,19 @@ async fn a_scrape_runs_no_query_the_gauges_are_refreshed_in_the_background() {
         1.0,
         "the refreshed gauge shows the waiting job"
     );
+    // The job waits (no dispatcher here): its age is what the stuck-lane alert reads.
+    let oldest = |m: &str, lane: &str| {
+        metric_value(
+            m,
+            "pimbridge_queue_oldest_age_seconds",
+            &[("application", "alpha"), ("lane", lane)],
+        )
+    };
+    let first = oldest(&metrics, "immediate");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let later = oldest(&app.metrics().await, "immediate");
+    assert!(first >= 0.0 && later > first, "{first} then {later}");
+    assert_eq!(oldest(&metrics, "deferred"), 0.0, "nothing waits there");
 }
 
 #[tokio::test]
