@@ -2,7 +2,7 @@
 //! and what pimbridge knows of AWS, optionally look in AWS, decide, write ahead, send, record,
 //! unlock. Changes go out grouped per AWS group, at most 100 members per PATCH (the client chunks).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
@@ -112,6 +112,10 @@ pub struct Reconciled {
     /// Owned pairs without an active grant that AWS still held.
     pub drift_lingering: u32,
 }
+
+/// From how many owned pairs of one group a drift check lists the group's members once instead of
+/// asking about each pair (a listing costs a request per 100 members).
+const LIST_MEMBERS_FROM: usize = 10;
 
 /// Why nothing is sent when AWS does not know the user or the group.
 const UNKNOWN_TO_AWS: &str = "AWS does not know the user or the group: there is no membership";
@@ -360,15 +364,42 @@ impl Provisioner {
         report: &mut Reconciled,
     ) {
         let mut groups = BTreeMap::new();
+        // Several owned pairs of one group are checked with one listing of its members (a page
+        // per 100) rather than one request each.
+        let mut owned_per_group: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, view) in views.iter().enumerate() {
+            if view.provenance == Some(Provenance::Owned) {
+                *owned_per_group
+                    .entry(requests[i].subject.group_id.as_str())
+                    .or_default() += 1;
+            }
+        }
+        let mut listed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (i, view) in views.iter_mut().enumerate() {
             if view.provenance != Some(Provenance::Owned) {
                 continue;
             }
             let subject = &requests[i].subject;
+            let list = owned_per_group
+                .get(subject.group_id.as_str())
+                .is_some_and(|&n| n >= LIST_MEMBERS_FROM);
             let actual = match self
                 .ids(db, target, subject, false, &mut groups, LogIds::default())
                 .await
             {
+                Ok(Some((group, user))) if list => match listed.get(&group) {
+                    Some(members) => Ok(members.contains(&user)),
+                    None => match target.client.list_group_members(&group).await {
+                        Ok(members) => {
+                            let members: BTreeSet<String> =
+                                members.into_iter().filter_map(|u| u.id).collect();
+                            let present = members.contains(&user);
+                            listed.insert(group, members);
+                            Ok(present)
+                        }
+                        Err(e) => Err(e),
+                    },
+                },
                 Ok(Some((group, user))) => target.client.is_member(&group, &user).await,
                 Ok(None) => Ok(false),
                 Err(ProvisionError::Scim(e)) => Err(e),
@@ -425,8 +456,7 @@ impl Provisioner {
             }
             match target.client.list_group_members(&group).await {
                 Ok(members) => {
-                    let ids: std::collections::BTreeSet<String> =
-                        members.into_iter().filter_map(|u| u.id).collect();
+                    let ids: BTreeSet<String> = members.into_iter().filter_map(|u| u.id).collect();
                     for p in pairs {
                         let held = ids.contains(&p.user);
                         answers.push((p, Ok(held)));

@@ -339,3 +339,36 @@ async fn a_targeted_deactivation_ends_only_the_grant_it_names() {
     run_cycle(&f.app, "alpha").await;
     assert!(!is_member(&f.a, "named"));
 }
+
+#[tokio::test]
+async fn a_cycle_checks_many_pairs_of_one_group_with_one_listing_and_still_finds_drift() {
+    // Arrange: twelve members pimbridge owns; one is removed by hand in AWS.
+    let f = spawn_with_cycles(|app| app.activation_limit = 20).await;
+    f.app.post_events(&activations("many", GROUP_A, 12)).await;
+    wait_for_no_pending(&f.app, Duration::from_secs(10)).await;
+    assert_eq!(members(&f.a), 12);
+    remove_in_aws(&f.a, "many-user-3").await;
+    f.a.clear_request_log();
+
+    // Act
+    run_cycle(&f.app, "alpha").await;
+
+    // Assert: put back; the check was one listing of the group, not a request per member.
+    assert_eq!(members(&f.a), 12);
+    let gets: Vec<String> =
+        f.a.request_log()
+            .iter()
+            .filter(|r| r.method == "GET")
+            .map(|r| r.path.clone())
+            .collect();
+    assert!(
+        gets.len() <= 2,
+        "one listing (and its last page), not twelve checks: {gets:?}"
+    );
+    let drift = metric_value(
+        &f.app.metrics().await,
+        "pimbridge_drift_total",
+        &[("application", "alpha"), ("kind", "missing")],
+    );
+    assert_eq!(drift, 1.0);
+}
