@@ -11,6 +11,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use deadpool_postgres::Pool;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -114,15 +115,22 @@ impl Application {
         });
 
         let shutdown = CancellationToken::new();
+        // Workers start once migrations have run: before that their tables may not exist.
+        let (migrated, ready) = watch::channel(false);
         let mut background = vec![(
             "bootstrap",
             tokio::spawn(bootstrap(
                 pool.clone(),
                 applications,
                 bootstrapped,
+                migrated,
                 shutdown.clone(),
             )),
         )];
+        let gated = {
+            let shutdown = shutdown.clone();
+            move |work: Work| after_bootstrap(ready.clone(), shutdown.clone(), work)
+        };
         // Names this replica in leases and cycles.
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         if let (Some(graph), Some(client)) = (&settings.graph, graph_client) {
@@ -138,7 +146,7 @@ impl Application {
             };
             background.push((
                 "graph resolver",
-                tokio::spawn(resolver.run(shutdown.clone())),
+                tokio::spawn(gated(Box::pin(resolver.run(shutdown.clone())))),
             ));
             if let Some(url) = &graph.notification_url {
                 let manager = SubscriptionManager {
@@ -153,7 +161,7 @@ impl Application {
                 };
                 background.push((
                     "graph subscriptions",
-                    tokio::spawn(manager.run(shutdown.clone())),
+                    tokio::spawn(gated(Box::pin(manager.run(shutdown.clone())))),
                 ));
             }
         }
@@ -169,7 +177,10 @@ impl Application {
                     tls: store::tls::connector(settings.database.ca_file.as_deref())?,
                     owner: owner.clone(),
                 };
-                background.push(("dispatcher", tokio::spawn(dispatcher.run(shutdown.clone()))));
+                background.push((
+                    "dispatcher",
+                    tokio::spawn(gated(Box::pin(dispatcher.run(shutdown.clone())))),
+                ));
             }
             if settings.sync.enabled {
                 let runner = CycleRunner {
@@ -193,17 +204,20 @@ impl Application {
                         BTreeMap::new()
                     },
                 };
-                background.push(("sync", tokio::spawn(runner.run(shutdown.clone()))));
+                background.push((
+                    "sync",
+                    tokio::spawn(gated(Box::pin(runner.run(shutdown.clone())))),
+                ));
             }
         }
 
         background.push((
             "metrics gauges",
-            tokio::spawn(routes::metrics::refresh_loop(
+            tokio::spawn(gated(Box::pin(routes::metrics::refresh_loop(
                 state.clone(),
                 settings.server.metrics_refresh_interval,
                 shutdown.clone(),
-            )),
+            )))),
         ));
         if state.inbound_limiter.is_some() || state.admin_limiter.is_some() {
             background.push((
@@ -323,11 +337,28 @@ fn hostname() -> String {
         .unwrap_or_else(|| "pimbridge".to_owned())
 }
 
+/// A background task that waits for start-up's migrations.
+type Work = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `work` once bootstrap has migrated the database (never, if shutdown comes first).
+async fn after_bootstrap(
+    mut migrated: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    work: Work,
+) {
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        ready = migrated.wait_for(|done| *done) => if ready.is_err() { return },
+    }
+    work.await;
+}
+
 /// Applies migrations and registers applications, retrying until the database answers.
 async fn bootstrap(
     pool: Pool,
     applications: Vec<String>,
     done: Arc<AtomicBool>,
+    migrated: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
     let backoff = Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX);
@@ -339,10 +370,11 @@ async fn bootstrap(
             Ok(applied) => {
                 tracing::info!(migrations_applied = applied, "database ready");
                 done.store(true, Ordering::Release);
+                migrated.send_replace(true);
                 return;
             }
             Err(e) => {
-                tracing::warn!(error.message = %crate::error::error_chain(&*e), retry_in_ms = delay.as_millis() as u64,
+                tracing::warn!(error.message = %crate::telemetry::error_chain(&*e), retry_in_ms = delay.as_millis() as u64,
                     "database not ready");
             }
         }

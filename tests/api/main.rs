@@ -28,4 +28,5 @@ mod quarantine;
 mod scim_client;
 mod secrets;
 mod shutdown;
+mod startup;
 mod tls;
