@@ -29,6 +29,7 @@ use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
 use crate::provision::{Provisioner, Target};
 use crate::proxy::{ForwardingHeader, TrustedProxies};
+use crate::replica::Heartbeat;
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::routes;
@@ -51,6 +52,8 @@ pub struct Application {
     state: web::Data<AppState>,
     shutdown: CancellationToken,
     background: Vec<(&'static str, JoinHandle<()>)>,
+    /// Stopped after the other tasks, so that jobs finishing during shutdown keep their leases.
+    heartbeat: Option<(CancellationToken, JoinHandle<()>)>,
     shutdown_timeout: Duration,
 }
 
@@ -128,7 +131,7 @@ impl Application {
             )),
         )];
         let gated = {
-            let shutdown = shutdown.clone();
+            let (ready, shutdown) = (ready.clone(), shutdown.clone());
             move |work: Work| after_bootstrap(ready.clone(), shutdown.clone(), work)
         };
         // Names this replica in leases and cycles.
@@ -165,6 +168,27 @@ impl Application {
                 ));
             }
         }
+        // Leases are taken only once this replica is known alive (docs/architecture.md).
+        let (registered, alive) = watch::channel(false);
+        let mut heartbeat = None;
+        if settings.dispatch.enabled || settings.sync.enabled {
+            let stop = CancellationToken::new();
+            let beating = Heartbeat {
+                pool: store::build_pool(&DatabaseSettings {
+                    max_connections: 1,
+                    ..settings.database.clone()
+                })?,
+                owner: owner.clone(),
+                settings: settings.replica.clone(),
+                registered,
+            };
+            let task = after_bootstrap(
+                ready.clone(),
+                stop.clone(),
+                Box::pin(beating.run(stop.clone())),
+            );
+            heartbeat = Some((stop, tokio::spawn(task)));
+        }
         if settings.dispatch.enabled || settings.sync.enabled {
             let metrics = state.metrics.clone();
             if settings.dispatch.enabled {
@@ -176,10 +200,15 @@ impl Application {
                     database_url: settings.database.url.clone().unwrap_or_default(),
                     tls: store::tls::connector(settings.database.ca_file.as_deref())?,
                     owner: owner.clone(),
+                    dead_after: settings.replica.dead_after,
                 };
                 background.push((
                     "dispatcher",
-                    tokio::spawn(gated(Box::pin(dispatcher.run(shutdown.clone())))),
+                    tokio::spawn(after_bootstrap(
+                        alive.clone(),
+                        shutdown.clone(),
+                        Box::pin(dispatcher.run(shutdown.clone())),
+                    )),
                 ));
             }
             if settings.sync.enabled {
@@ -248,6 +277,7 @@ impl Application {
             state,
             shutdown,
             background,
+            heartbeat,
             shutdown_timeout,
         })
     }
@@ -289,6 +319,15 @@ impl Application {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::error!(task = name, error.message = %e, "task panicked"),
                 Err(_) => tracing::warn!(task = name, "task did not stop in time"),
+            }
+        }
+        if let Some((stop, task)) = self.heartbeat {
+            stop.cancel();
+            if tokio::time::timeout(self.shutdown_timeout, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = "heartbeat", "task did not stop in time");
             }
         }
         served.context("server task failed")??;
@@ -340,7 +379,8 @@ fn hostname() -> String {
 /// A background task that waits for start-up's migrations.
 type Work = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-/// Runs `work` once bootstrap has migrated the database (never, if shutdown comes first).
+/// Runs `work` once `migrated` says so (bootstrap has migrated the database, or the heartbeat has
+/// registered this replica); never, if shutdown comes first.
 async fn after_bootstrap(
     mut migrated: watch::Receiver<bool>,
     shutdown: CancellationToken,

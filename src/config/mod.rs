@@ -72,6 +72,8 @@ pub struct Settings {
     pub graph: Option<GraphSettings>,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub replica: ReplicaSettings,
     /// AWS IAM Identity Center targets, keyed by a short name used in metrics and logs.
     #[serde(default)]
     pub applications: BTreeMap<String, ApplicationSettings>,
@@ -252,8 +254,33 @@ impl Default for DispatchSettings {
             enabled: true,
             concurrency: 8,
             poll_interval: Duration::from_secs(2),
-            lease: Duration::from_secs(60),
+            // Renewed every third of it while the job is in hand; only a replica that is alive but
+            // stuck waits it out (a dead one is seen through `replica`).
+            lease: Duration::from_secs(15),
             max_attempts: 8,
+        }
+    }
+}
+
+/// Liveness of this replica, so that others take its leases over in seconds after a crash
+/// (docs/architecture.md, "Crash recovery").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaSettings {
+    /// How often this replica records that it is alive.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// A replica whose last heartbeat is older than this is dead, and its leases are taken over
+    /// (a crash that closes its sessions is seen at once, without waiting for this).
+    #[serde(with = "duration")]
+    pub dead_after: Duration,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            dead_after: Duration::from_secs(5),
         }
     }
 }

@@ -68,6 +68,7 @@ impl Settings {
         self.validate_dispatch()?;
         self.validate_sync()?;
         self.validate_admin()?;
+        self.validate_replica()?;
         self.validate_graph()?;
         self.validate_applications()?;
         Ok(())
@@ -209,6 +210,24 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "dispatch.max_attempts",
                 "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_replica(&self) -> Result<(), ConfigError> {
+        let r = &self.replica;
+        if !(TEN_MS * 10..=MINUTE).contains(&r.heartbeat_interval) {
+            return Err(ConfigError::invalid(
+                "replica.heartbeat_interval",
+                "must be between 100ms and 1m",
+            ));
+        }
+        // Three missed beats before a live replica could be taken for dead.
+        if r.dead_after < r.heartbeat_interval * 3 || r.dead_after > 10 * MINUTE {
+            return Err(ConfigError::invalid(
+                "replica.dead_after",
+                "must be at least three replica.heartbeat_interval and at most 10m",
             ));
         }
         Ok(())

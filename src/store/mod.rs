@@ -13,6 +13,7 @@ pub mod jobs;
 pub mod migrate;
 pub mod provisioning_log;
 pub mod quarantine;
+pub mod replicas;
 pub mod reports;
 pub mod scim_ids;
 pub mod tls;

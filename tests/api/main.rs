@@ -25,6 +25,7 @@ mod membership;
 mod model;
 mod postgres;
 mod quarantine;
+mod recovery;
 mod scim_client;
 mod secrets;
 mod shutdown;
