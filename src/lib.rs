@@ -22,6 +22,7 @@ pub mod provision;
 pub mod proxy;
 pub mod replica;
 pub mod resolve;
+pub mod retention;
 pub mod routes;
 pub mod scim;
 pub mod secret;

@@ -32,6 +32,7 @@ use crate::proxy::{ForwardingHeader, TrustedProxies};
 use crate::replica::Heartbeat;
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
+use crate::retention::Retention;
 use crate::routes;
 use crate::scim::{RequestObserver, ScimClient};
 use crate::state::AppState;
@@ -240,6 +241,16 @@ impl Application {
             }
         }
 
+        if settings.retention.enabled {
+            let retention = Retention {
+                pool: state.pool.clone(),
+                settings: settings.retention.clone(),
+            };
+            background.push((
+                "retention",
+                tokio::spawn(gated(Box::pin(retention.run(shutdown.clone())))),
+            ));
+        }
         background.push((
             "metrics gauges",
             tokio::spawn(gated(Box::pin(routes::metrics::refresh_loop(

@@ -74,6 +74,8 @@ pub struct Settings {
     pub log: LogSettings,
     #[serde(default)]
     pub replica: ReplicaSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// AWS IAM Identity Center targets, keyed by a short name used in metrics and logs.
     #[serde(default)]
     pub applications: BTreeMap<String, ApplicationSettings>,
@@ -283,6 +285,72 @@ impl Default for ReplicaSettings {
             dead_after: Duration::from_secs(5),
         }
     }
+}
+
+/// Deleting old history in small batches, one replica at a time (docs/operations.md, "Retention").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Run retention from this replica (one replica at a time runs a pass).
+    pub enabled: bool,
+    /// Days kept of every kind of history without a value of its own in `days_by_kind`.
+    #[serde(deserialize_with = "whole")]
+    pub days: u32,
+    /// Days kept per kind, overriding `days`.
+    pub days_by_kind: RetentionDays,
+    /// Rows deleted per statement (and per transaction): small, so that locks stay short.
+    #[serde(deserialize_with = "whole")]
+    pub batch_size: usize,
+    /// Time between passes.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            days: 90,
+            days_by_kind: RetentionDays::default(),
+            batch_size: 1000,
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// Days kept of `kind` (a name of [`RetentionDays`]' fields).
+    pub fn days_of(&self, kind: &str) -> u32 {
+        let d = &self.days_by_kind;
+        let own = match kind {
+            "events" => d.events,
+            "jobs" => d.jobs,
+            "grants" => d.grants,
+            "provisioning_log" => d.provisioning_log,
+            "cycles" => d.cycles,
+            "graph_hints" => d.graph_hints,
+            _ => None,
+        };
+        own.unwrap_or(self.days)
+    }
+}
+
+/// Per-kind retention in days; unset kinds keep `retention.days`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionDays {
+    #[serde(deserialize_with = "whole_opt")]
+    pub events: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub jobs: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub grants: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub provisioning_log: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub cycles: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub graph_hints: Option<u32>,
 }
 
 /// Sync cycles: the deferred lane, deactivations and expired activations (docs/correctness.md).
@@ -735,6 +803,15 @@ where
         }
     };
     T::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+}
+
+/// [`whole`] for an optional key.
+fn whole_opt<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    whole(deserializer).map(Some)
 }
 
 /// Figment's errors name the key path and the source (file or environment variable); keep that.

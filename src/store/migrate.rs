@@ -34,6 +34,7 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "grants_and_aws_state",
         include_str!("../../sql/0006_grants_and_aws_state.sql"),
     ),
+    (8, "retention", include_str!("../../sql/0008_retention.sql")),
     (9, "replicas", include_str!("../../sql/0009_replicas.sql")),
 ];
 

@@ -15,6 +15,7 @@ pub mod provisioning_log;
 pub mod quarantine;
 pub mod replicas;
 pub mod reports;
+pub mod retention;
 pub mod scim_ids;
 pub mod tls;
 

@@ -26,6 +26,7 @@ mod model;
 mod postgres;
 mod quarantine;
 mod recovery;
+mod retention;
 mod scim_client;
 mod secrets;
 mod shutdown;
