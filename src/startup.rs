@@ -74,8 +74,8 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("intake authentication: {e}"))?;
         let bootstrapped = Arc::new(AtomicBool::new(false));
         let applications: Vec<String> = settings.applications.keys().cloned().collect();
-        // One SCIM client per application, shared by both lanes and the admin API, so that all
-        // draw on one outbound rate limit per application.
+        // Two SCIM clients per application: one for the immediate lane, one for cycles and the
+        // admin API, each with its own outbound rate limit.
         let graph_client = match &settings.graph {
             Some(graph) => Some(
                 GraphClient::new(graph.client_settings())
@@ -83,13 +83,17 @@ impl Application {
             ),
             None => None,
         };
-        let mut provisioner = build_provisioner(&settings, &metrics)?;
+        let mut provisioner = build_provisioner(&settings, &metrics, Lane::Cycles)?;
+        // The immediate lane spends a budget of its own (docs/architecture.md, "Outbound budgets").
+        let mut immediate = build_provisioner(&settings, &metrics, Lane::Immediate)?;
         // Users an event names too thinly (audit records carry no given or family name) are
         // completed from Graph when it is configured.
         if let Some(client) = &graph_client {
             provisioner = provisioner.with_graph(client.clone());
+            immediate = immediate.with_graph(client.clone());
         }
         let provisioner = Arc::new(provisioner);
+        let immediate = Arc::new(immediate);
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             probe_pool,
@@ -194,7 +198,7 @@ impl Application {
             let metrics = state.metrics.clone();
             if settings.dispatch.enabled {
                 let dispatcher = Dispatcher {
-                    provisioner: provisioner.clone(),
+                    provisioner: immediate,
                     pool: pool.clone(),
                     metrics: metrics.clone(),
                     settings: settings.dispatch.clone(),
@@ -347,12 +351,29 @@ impl Application {
     }
 }
 
-/// One SCIM client per application, each reporting to the SCIM metrics.
-fn build_provisioner(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Provisioner> {
+/// Whose outbound budget a provisioner's SCIM clients spend.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// The dispatcher: `immediate_requests_per_second` / `immediate_requests_burst`.
+    Immediate,
+    /// Cycles and the admin API: `requests_per_second` / `requests_burst`.
+    Cycles,
+}
+
+/// One SCIM client per application for `lane`, each reporting to the SCIM metrics.
+fn build_provisioner(
+    settings: &Settings,
+    metrics: &Metrics,
+    lane: Lane,
+) -> anyhow::Result<Provisioner> {
     let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
         let observer: Arc<dyn RequestObserver> = Arc::new(ScimObserver::new(metrics.clone(), name));
-        let client = ScimClient::new(app.scim_client_settings(), Some(observer))
+        let client_settings = match lane {
+            Lane::Immediate => app.immediate_scim_client_settings(),
+            Lane::Cycles => app.scim_client_settings(),
+        };
+        let client = ScimClient::new(client_settings, Some(observer))
             .with_context(|| format!("application `{name}`: cannot build the SCIM client"))?;
         let target = Target {
             client,

@@ -533,6 +533,15 @@ pub struct ApplicationSettings {
     #[serde(default = "default_requests_burst")]
     #[serde(deserialize_with = "whole")]
     pub requests_burst: u32,
+    /// The immediate lane's own outbound budget (requests per second), apart from the cycles'
+    /// `requests_per_second`, so that a cycle never holds activations back. Default: the burst
+    /// spread over `activation_window` (see [`ApplicationSettings::immediate_budget`]).
+    #[serde(default, deserialize_with = "whole_opt")]
+    pub immediate_requests_per_second: Option<u32>,
+    /// Requests the immediate lane may send at once. Default: 5 per activation of
+    /// `activation_limit`, so that a full window of users new to AWS goes out at once.
+    #[serde(default, deserialize_with = "whole_opt")]
+    pub immediate_requests_burst: Option<u32>,
     /// Time between two incremental sync cycles (Entra's provisioning cycle is 40 minutes).
     #[serde(default = "default_cycle_interval", with = "duration")]
     pub cycle_interval: Duration,
@@ -604,6 +613,29 @@ impl From<CharacterPolicySetting> for crate::scim::mapping::CharacterPolicy {
 
 impl ApplicationSettings {
     /// The SCIM client settings of this application.
+    /// The immediate lane's budget: (requests per second, burst). A user new to AWS costs up to
+    /// five requests (the group look-up, cached after the first but made by every job of the
+    /// first window, the user's creation, the standing-member check, the PATCH), so the burst
+    /// covers `activation_limit` of them; the sustained rate refills it once per
+    /// `activation_window`, which is all admission lets in.
+    pub fn immediate_budget(&self) -> (u32, u32) {
+        let burst = self
+            .immediate_requests_burst
+            .unwrap_or_else(|| self.activation_limit.saturating_mul(5).max(1));
+        let rate = self.immediate_requests_per_second.unwrap_or_else(|| {
+            let window = self.activation_window.as_secs_f64().max(1.0);
+            ((f64::from(burst) / window).ceil() as u32).max(1)
+        });
+        (rate, burst)
+    }
+
+    /// Settings of the immediate lane's SCIM client: the same endpoint with its own budget.
+    pub fn immediate_scim_client_settings(&self) -> crate::scim::ScimClientSettings {
+        let mut settings = self.scim_client_settings();
+        (settings.requests_per_second, settings.burst) = self.immediate_budget();
+        settings
+    }
+
     pub fn scim_client_settings(&self) -> crate::scim::ScimClientSettings {
         let mut settings = crate::scim::ScimClientSettings::new(
             self.scim_url.clone(),

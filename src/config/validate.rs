@@ -489,6 +489,17 @@ impl Settings {
                     "must be at least 1",
                 ));
             }
+            for (name, value) in [
+                (
+                    "immediate_requests_per_second",
+                    app.immediate_requests_per_second,
+                ),
+                ("immediate_requests_burst", app.immediate_requests_burst),
+            ] {
+                if value == Some(0) {
+                    return Err(ConfigError::invalid(key(name), "must be at least 1"));
+                }
+            }
         }
         Ok(())
     }
