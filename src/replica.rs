@@ -45,7 +45,7 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Beats until `shutdown`, then leaves `replicas` (its leases are free at once).
+    /// Beats until `shutdown`, then marks this replica dead (its leases are free at once).
     pub async fn run(self, shutdown: CancellationToken) {
         let backoff = Backoff::new(RECONNECT_MIN, RECONNECT_MAX);
         let mut failures = 0;

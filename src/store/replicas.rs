@@ -36,10 +36,14 @@ pub async fn beat(client: &impl GenericClient, owner: &str) -> Result<(), StoreE
     Ok(())
 }
 
-/// Removes `owner` on a clean shutdown: its leases are free at once.
+/// Marks `owner` dead on a clean shutdown: whatever it still holds is free at once. The row stays
+/// (a lease of an owner without a row waits for its expiry) until [`forget_silent`] removes it.
 pub async fn leave(client: &impl GenericClient, owner: &str) -> Result<(), StoreError> {
     client
-        .execute("DELETE FROM replicas WHERE owner = $1", &[&owner])
+        .execute(
+            "UPDATE replicas SET last_seen = '-infinity' WHERE owner = $1",
+            &[&owner],
+        )
         .await?;
     Ok(())
 }
