@@ -6,6 +6,12 @@
 //! Three cases, one cycle each: N activations of users AWS has never seen (a user create each, then
 //! PATCHes of 100 members), the N deactivations of those users (PATCHes of 100 removals), and N
 //! re-activations of the now known users (PATCHes only).
+//!
+//! Then planning against history (`-- --history 1000000 --pending 10000`, both the defaults under
+//! `cargo bench`): a fresh database gets `history` past events of 50,000 other users (each with its
+//! done job and ended grant, and an `absent` record of AWS), then `pending` activations of new users
+//! go to the deferred lane; the cycle's planning statement (`store::cycles::work`) is timed on its
+//! own, then the cycle runs unpaced (10,000 requests/s), then the deactivations of the same users.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -18,6 +24,8 @@ use support::{event, Bench};
 struct Args {
     changes: usize,
     rate: u32,
+    history: i64,
+    pending: usize,
 }
 
 fn args() -> Args {
@@ -25,6 +33,8 @@ fn args() -> Args {
     let mut args = Args {
         changes: if benchmarking { 1000 } else { 20 },
         rate: 50,
+        history: if benchmarking { 1_000_000 } else { 2_000 },
+        pending: if benchmarking { 10_000 } else { 50 },
     };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
@@ -36,6 +46,18 @@ fn args() -> Args {
                     .unwrap_or(args.changes)
             }
             "--rate" => args.rate = it.next().and_then(|v| v.parse().ok()).unwrap_or(args.rate),
+            "--history" => {
+                args.history = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(args.history)
+            }
+            "--pending" => {
+                args.pending = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(args.pending)
+            }
             _ => {}
         }
     }
@@ -112,6 +134,90 @@ async fn cycle(bench: &Bench, label: &str) {
     );
 }
 
+/// Waits until the application's initial cycle has passed.
+async fn initial_cycle(bench: &Bench) {
+    while bench
+        .count("SELECT count(*) FROM cycles WHERE outcome <> 'running'")
+        .await
+        == 0
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Planning against `history` past events, then unpaced cycles of `pending` changes.
+async fn history_case(history: i64, pending: usize) {
+    let bench = Bench::start(
+        "[sync]\ncheck_interval = \"20ms\"",
+        "activation_limit = 1\nrequests_per_second = 10000\nrequests_burst = 10000\ncycle_interval = \"1d\"",
+    )
+    .await;
+    initial_cycle(&bench).await;
+    let loading = Instant::now();
+    bench
+        .db
+        .batch_execute(&format!(
+            "INSERT INTO events (source, source_event_id, kind, occurred_at, received_at, group_id,
+                                 principal_id, routing)
+             SELECT 'api', 'hist-' || i, CASE WHEN i % 2 = 0 THEN 'activation' ELSE 'deactivation' END,
+                    now() - interval '60 days' + i * interval '1 ms',
+                    now() - interval '60 days' + i * interval '1 ms',
+                    '{GROUP}', 'hist-user-' || (i / 2) % 50000, 'routed'
+             FROM generate_series(1, {history}) i;
+             INSERT INTO jobs (event_id, application, action, lane, state, created_at, completed_at)
+             SELECT id, 'bench', CASE kind WHEN 'activation' THEN 'add' ELSE 'remove' END,
+                    'deferred', 'done', received_at, received_at
+             FROM events WHERE source_event_id LIKE 'hist-%';
+             INSERT INTO grants (application, source, grant_key, principal_id, group_id,
+                                 started_at, ends_at, activated_at, event_id)
+             SELECT 'bench', 'api', source_event_id, principal_id, group_id, occurred_at,
+                    occurred_at + interval '1 hour', occurred_at, id
+             FROM events WHERE kind = 'activation' AND source_event_id LIKE 'hist-%';
+             INSERT INTO aws_memberships (application, principal_id, group_id, aws_state, provenance)
+             SELECT 'bench', 'hist-user-' || u, '{GROUP}', 'absent', 'owned'
+             FROM generate_series(0, least(49999, {history} / 2)) u
+             ON CONFLICT DO NOTHING;
+             ANALYZE;",
+            GROUP = support::GROUP
+        ))
+        .await
+        .unwrap();
+    println!(
+        "\nplanning against history: {history} past events loaded in {:.1} s, {pending} pending changes",
+        loading.elapsed().as_secs_f64()
+    );
+    post_all(&bench, "pend", "activation", pending, 1).await;
+    let settings = pimbridge::config::DatabaseSettings {
+        url: Some(bench.database_url.as_str().into()),
+        url_file: None,
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(5),
+        ca_file: None,
+    };
+    let pool = pimbridge::store::build_pool(&settings).unwrap();
+    let client = pool.get().await.unwrap();
+    let mut times = Vec::new();
+    let mut pairs = 0;
+    for _ in 0..3 {
+        let started = Instant::now();
+        let work =
+            pimbridge::store::cycles::work(&client, "bench", time::OffsetDateTime::now_utc())
+                .await
+                .unwrap();
+        times.push(started.elapsed().as_secs_f64());
+        pairs = work.len();
+    }
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    println!(
+        "{:<34} pairs={pairs:<6} {:.3} s (fastest of 3; slowest {:.3} s)",
+        "planning (store::cycles::work)", times[0], times[2]
+    );
+    cycle(&bench, "unpaced: activations, new users").await;
+    post_all(&bench, "pend-off", "deactivation", pending, 0).await;
+    cycle(&bench, "unpaced: deactivations").await;
+    bench.stop().await;
+}
+
 #[tokio::main]
 async fn main() {
     let args = args();
@@ -145,4 +251,5 @@ async fn main() {
     post_all(&bench, "again", "activation", n, 1).await;
     cycle(&bench, "activations, users known to AWS").await;
     bench.stop().await;
+    history_case(args.history, args.pending).await;
 }

@@ -11,6 +11,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use deadpool_postgres::Pool;
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -28,8 +29,10 @@ use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
 use crate::provision::{Provisioner, Target};
 use crate::proxy::{ForwardingHeader, TrustedProxies};
+use crate::replica::Heartbeat;
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
+use crate::retention::Retention;
 use crate::routes;
 use crate::scim::{RequestObserver, ScimClient};
 use crate::state::AppState;
@@ -50,6 +53,8 @@ pub struct Application {
     state: web::Data<AppState>,
     shutdown: CancellationToken,
     background: Vec<(&'static str, JoinHandle<()>)>,
+    /// Stopped after the other tasks, so that jobs finishing during shutdown keep their leases.
+    heartbeat: Option<(CancellationToken, JoinHandle<()>)>,
     shutdown_timeout: Duration,
 }
 
@@ -69,8 +74,8 @@ impl Application {
             .map_err(|e| anyhow::anyhow!("intake authentication: {e}"))?;
         let bootstrapped = Arc::new(AtomicBool::new(false));
         let applications: Vec<String> = settings.applications.keys().cloned().collect();
-        // One SCIM client per application, shared by both lanes and the admin API, so that all
-        // draw on one outbound rate limit per application.
+        // Two SCIM clients per application: one for the immediate lane, one for cycles and the
+        // admin API, each with its own outbound rate limit.
         let graph_client = match &settings.graph {
             Some(graph) => Some(
                 GraphClient::new(graph.client_settings())
@@ -78,13 +83,17 @@ impl Application {
             ),
             None => None,
         };
-        let mut provisioner = build_provisioner(&settings, &metrics)?;
+        let mut provisioner = build_provisioner(&settings, &metrics, Lane::Cycles)?;
+        // The immediate lane spends a budget of its own (docs/architecture.md, "Outbound budgets").
+        let mut immediate = build_provisioner(&settings, &metrics, Lane::Immediate)?;
         // Users an event names too thinly (audit records carry no given or family name) are
         // completed from Graph when it is configured.
         if let Some(client) = &graph_client {
             provisioner = provisioner.with_graph(client.clone());
+            immediate = immediate.with_graph(client.clone());
         }
         let provisioner = Arc::new(provisioner);
+        let immediate = Arc::new(immediate);
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             probe_pool,
@@ -114,15 +123,22 @@ impl Application {
         });
 
         let shutdown = CancellationToken::new();
+        // Workers start once migrations have run: before that their tables may not exist.
+        let (migrated, ready) = watch::channel(false);
         let mut background = vec![(
             "bootstrap",
             tokio::spawn(bootstrap(
                 pool.clone(),
                 applications,
                 bootstrapped,
+                migrated,
                 shutdown.clone(),
             )),
         )];
+        let gated = {
+            let (ready, shutdown) = (ready.clone(), shutdown.clone());
+            move |work: Work| after_bootstrap(ready.clone(), shutdown.clone(), work)
+        };
         // Names this replica in leases and cycles.
         let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         if let (Some(graph), Some(client)) = (&settings.graph, graph_client) {
@@ -138,7 +154,7 @@ impl Application {
             };
             background.push((
                 "graph resolver",
-                tokio::spawn(resolver.run(shutdown.clone())),
+                tokio::spawn(gated(Box::pin(resolver.run(shutdown.clone())))),
             ));
             if let Some(url) = &graph.notification_url {
                 let manager = SubscriptionManager {
@@ -153,23 +169,52 @@ impl Application {
                 };
                 background.push((
                     "graph subscriptions",
-                    tokio::spawn(manager.run(shutdown.clone())),
+                    tokio::spawn(gated(Box::pin(manager.run(shutdown.clone())))),
                 ));
             }
+        }
+        // Leases are taken only once this replica is known alive (docs/architecture.md).
+        let (registered, alive) = watch::channel(false);
+        let mut heartbeat = None;
+        if settings.dispatch.enabled || settings.sync.enabled {
+            let stop = CancellationToken::new();
+            let beating = Heartbeat {
+                pool: store::build_pool(&DatabaseSettings {
+                    max_connections: 1,
+                    ..settings.database.clone()
+                })?,
+                owner: owner.clone(),
+                settings: settings.replica.clone(),
+                registered,
+            };
+            let task = after_bootstrap(
+                ready.clone(),
+                stop.clone(),
+                Box::pin(beating.run(stop.clone())),
+            );
+            heartbeat = Some((stop, tokio::spawn(task)));
         }
         if settings.dispatch.enabled || settings.sync.enabled {
             let metrics = state.metrics.clone();
             if settings.dispatch.enabled {
                 let dispatcher = Dispatcher {
-                    provisioner: provisioner.clone(),
+                    provisioner: immediate,
                     pool: pool.clone(),
                     metrics: metrics.clone(),
                     settings: settings.dispatch.clone(),
                     database_url: settings.database.url.clone().unwrap_or_default(),
                     tls: store::tls::connector(settings.database.ca_file.as_deref())?,
                     owner: owner.clone(),
+                    dead_after: settings.replica.dead_after,
                 };
-                background.push(("dispatcher", tokio::spawn(dispatcher.run(shutdown.clone()))));
+                background.push((
+                    "dispatcher",
+                    tokio::spawn(after_bootstrap(
+                        alive.clone(),
+                        shutdown.clone(),
+                        Box::pin(dispatcher.run(shutdown.clone())),
+                    )),
+                ));
             }
             if settings.sync.enabled {
                 let runner = CycleRunner {
@@ -198,17 +243,30 @@ impl Application {
                         BTreeMap::new()
                     },
                 };
-                background.push(("sync", tokio::spawn(runner.run(shutdown.clone()))));
+                background.push((
+                    "sync",
+                    tokio::spawn(gated(Box::pin(runner.run(shutdown.clone())))),
+                ));
             }
         }
 
+        if settings.retention.enabled {
+            let retention = Retention {
+                pool: state.pool.clone(),
+                settings: settings.retention.clone(),
+            };
+            background.push((
+                "retention",
+                tokio::spawn(gated(Box::pin(retention.run(shutdown.clone())))),
+            ));
+        }
         background.push((
             "metrics gauges",
-            tokio::spawn(routes::metrics::refresh_loop(
+            tokio::spawn(gated(Box::pin(routes::metrics::refresh_loop(
                 state.clone(),
                 settings.server.metrics_refresh_interval,
                 shutdown.clone(),
-            )),
+            )))),
         ));
         if state.inbound_limiter.is_some() || state.admin_limiter.is_some() {
             background.push((
@@ -239,6 +297,7 @@ impl Application {
             state,
             shutdown,
             background,
+            heartbeat,
             shutdown_timeout,
         })
     }
@@ -282,18 +341,44 @@ impl Application {
                 Err(_) => tracing::warn!(task = name, "task did not stop in time"),
             }
         }
+        if let Some((stop, task)) = self.heartbeat {
+            stop.cancel();
+            if tokio::time::timeout(self.shutdown_timeout, task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = "heartbeat", "task did not stop in time");
+            }
+        }
         served.context("server task failed")??;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// One SCIM client per application, each reporting to the SCIM metrics.
-fn build_provisioner(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Provisioner> {
+/// Whose outbound budget a provisioner's SCIM clients spend.
+#[derive(Clone, Copy)]
+enum Lane {
+    /// The dispatcher: `immediate_requests_per_second` / `immediate_requests_burst`.
+    Immediate,
+    /// Cycles and the admin API: `requests_per_second` / `requests_burst`.
+    Cycles,
+}
+
+/// One SCIM client per application for `lane`, each reporting to the SCIM metrics.
+fn build_provisioner(
+    settings: &Settings,
+    metrics: &Metrics,
+    lane: Lane,
+) -> anyhow::Result<Provisioner> {
     let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
         let observer: Arc<dyn RequestObserver> = Arc::new(ScimObserver::new(metrics.clone(), name));
-        let client = ScimClient::new(app.scim_client_settings(), Some(observer))
+        let client_settings = match lane {
+            Lane::Immediate => app.immediate_scim_client_settings(),
+            Lane::Cycles => app.scim_client_settings(),
+        };
+        let client = ScimClient::new(client_settings, Some(observer))
             .with_context(|| format!("application `{name}`: cannot build the SCIM client"))?;
         let target = Target {
             client,
@@ -328,11 +413,29 @@ fn hostname() -> String {
         .unwrap_or_else(|| "pimbridge".to_owned())
 }
 
+/// A background task that waits for start-up's migrations.
+type Work = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs `work` once `migrated` says so (bootstrap has migrated the database, or the heartbeat has
+/// registered this replica); never, if shutdown comes first.
+async fn after_bootstrap(
+    mut migrated: watch::Receiver<bool>,
+    shutdown: CancellationToken,
+    work: Work,
+) {
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        ready = migrated.wait_for(|done| *done) => if ready.is_err() { return },
+    }
+    work.await;
+}
+
 /// Applies migrations and registers applications, retrying until the database answers.
 async fn bootstrap(
     pool: Pool,
     applications: Vec<String>,
     done: Arc<AtomicBool>,
+    migrated: watch::Sender<bool>,
     shutdown: CancellationToken,
 ) {
     let backoff = Backoff::new(BOOTSTRAP_RETRY_MIN, BOOTSTRAP_RETRY_MAX);
@@ -344,10 +447,11 @@ async fn bootstrap(
             Ok(applied) => {
                 tracing::info!(migrations_applied = applied, "database ready");
                 done.store(true, Ordering::Release);
+                migrated.send_replace(true);
                 return;
             }
             Err(e) => {
-                tracing::warn!(error.message = %crate::error::error_chain(&*e), retry_in_ms = delay.as_millis() as u64,
+                tracing::warn!(error.message = %crate::telemetry::error_chain(&*e), retry_in_ms = delay.as_millis() as u64,
                     "database not ready");
             }
         }

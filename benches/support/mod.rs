@@ -24,6 +24,7 @@ pub struct Bench {
     pub http: reqwest::Client,
     /// `http://127.0.0.1:<port>`
     pub base: String,
+    pub database_url: String,
     shutdown: CancellationToken,
     service: JoinHandle<anyhow::Result<()>>,
     _server: postgres::PgServer,
@@ -88,6 +89,7 @@ impl Bench {
             emulator,
             http,
             base,
+            database_url,
             shutdown,
             service,
             _server: server,

@@ -72,6 +72,10 @@ pub struct Settings {
     pub graph: Option<GraphSettings>,
     #[serde(default)]
     pub log: LogSettings,
+    #[serde(default)]
+    pub replica: ReplicaSettings,
+    #[serde(default)]
+    pub retention: RetentionSettings,
     /// AWS IAM Identity Center targets, keyed by a short name used in metrics and logs.
     #[serde(default)]
     pub applications: BTreeMap<String, ApplicationSettings>,
@@ -252,10 +256,101 @@ impl Default for DispatchSettings {
             enabled: true,
             concurrency: 8,
             poll_interval: Duration::from_secs(2),
-            lease: Duration::from_secs(60),
+            // Renewed every third of it while the job is in hand; only a replica that is alive but
+            // stuck waits it out (a dead one is seen through `replica`).
+            lease: Duration::from_secs(15),
             max_attempts: 8,
         }
     }
+}
+
+/// Liveness of this replica, so that others take its leases over in seconds after a crash
+/// (docs/architecture.md, "Crash recovery").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicaSettings {
+    /// How often this replica records that it is alive.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// A replica whose last heartbeat is older than this is dead, and its leases are taken over
+    /// (a crash that closes its sessions is seen at once, without waiting for this).
+    #[serde(with = "duration")]
+    pub dead_after: Duration,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval: Duration::from_secs(1),
+            dead_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Deleting old history in small batches, one replica at a time (docs/operations.md, "Retention").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Run retention from this replica (one replica at a time runs a pass).
+    pub enabled: bool,
+    /// Days kept of every kind of history without a value of its own in `days_by_kind`.
+    #[serde(deserialize_with = "whole")]
+    pub days: u32,
+    /// Days kept per kind, overriding `days`.
+    pub days_by_kind: RetentionDays,
+    /// Rows deleted per statement (and per transaction): small, so that locks stay short.
+    #[serde(deserialize_with = "whole")]
+    pub batch_size: usize,
+    /// Time between passes.
+    #[serde(with = "duration")]
+    pub interval: Duration,
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            days: 90,
+            days_by_kind: RetentionDays::default(),
+            batch_size: 1000,
+            interval: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// Days kept of `kind` (a name of [`RetentionDays`]' fields).
+    pub fn days_of(&self, kind: &str) -> u32 {
+        let d = &self.days_by_kind;
+        let own = match kind {
+            "events" => d.events,
+            "jobs" => d.jobs,
+            "grants" => d.grants,
+            "provisioning_log" => d.provisioning_log,
+            "cycles" => d.cycles,
+            "graph_hints" => d.graph_hints,
+            _ => None,
+        };
+        own.unwrap_or(self.days)
+    }
+}
+
+/// Per-kind retention in days; unset kinds keep `retention.days`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionDays {
+    #[serde(deserialize_with = "whole_opt")]
+    pub events: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub jobs: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub grants: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub provisioning_log: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub cycles: Option<u32>,
+    #[serde(deserialize_with = "whole_opt")]
+    pub graph_hints: Option<u32>,
 }
 
 /// Sync cycles: the deferred lane, deactivations and expired activations (docs/correctness.md).
@@ -438,6 +533,15 @@ pub struct ApplicationSettings {
     #[serde(default = "default_requests_burst")]
     #[serde(deserialize_with = "whole")]
     pub requests_burst: u32,
+    /// The immediate lane's own outbound budget (requests per second), apart from the cycles'
+    /// `requests_per_second`, so that a cycle never holds activations back. Default: the burst
+    /// spread over `activation_window` (see [`ApplicationSettings::immediate_budget`]).
+    #[serde(default, deserialize_with = "whole_opt")]
+    pub immediate_requests_per_second: Option<u32>,
+    /// Requests the immediate lane may send at once. Default: 5 per activation of
+    /// `activation_limit`, so that a full window of users new to AWS goes out at once.
+    #[serde(default, deserialize_with = "whole_opt")]
+    pub immediate_requests_burst: Option<u32>,
     /// Time between two incremental sync cycles (Entra's provisioning cycle is 40 minutes).
     #[serde(default = "default_cycle_interval", with = "duration")]
     pub cycle_interval: Duration,
@@ -519,6 +623,29 @@ impl From<CharacterPolicySetting> for crate::scim::mapping::CharacterPolicy {
 
 impl ApplicationSettings {
     /// The SCIM client settings of this application.
+    /// The immediate lane's budget: (requests per second, burst). A user new to AWS costs up to
+    /// five requests (the group look-up, cached after the first but made by every job of the
+    /// first window, the user's creation, the standing-member check, the PATCH), so the burst
+    /// covers `activation_limit` of them; the sustained rate refills it once per
+    /// `activation_window`, which is all admission lets in.
+    pub fn immediate_budget(&self) -> (u32, u32) {
+        let burst = self
+            .immediate_requests_burst
+            .unwrap_or_else(|| self.activation_limit.saturating_mul(5).max(1));
+        let rate = self.immediate_requests_per_second.unwrap_or_else(|| {
+            let window = self.activation_window.as_secs_f64().max(1.0);
+            ((f64::from(burst) / window).ceil() as u32).max(1)
+        });
+        (rate, burst)
+    }
+
+    /// Settings of the immediate lane's SCIM client: the same endpoint with its own budget.
+    pub fn immediate_scim_client_settings(&self) -> crate::scim::ScimClientSettings {
+        let mut settings = self.scim_client_settings();
+        (settings.requests_per_second, settings.burst) = self.immediate_budget();
+        settings
+    }
+
     pub fn scim_client_settings(&self) -> crate::scim::ScimClientSettings {
         let mut settings = crate::scim::ScimClientSettings::new(
             self.scim_url.clone(),
@@ -724,6 +851,15 @@ where
         }
     };
     T::try_from(n).map_err(|_| D::Error::custom(format!("{n} is out of range")))
+}
+
+/// [`whole`] for an optional key.
+fn whole_opt<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<u64>,
+{
+    whole(deserializer).map(Some)
 }
 
 /// Figment's errors name the key path and the source (file or environment variable); keep that.

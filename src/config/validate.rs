@@ -68,6 +68,8 @@ impl Settings {
         self.validate_dispatch()?;
         self.validate_sync()?;
         self.validate_admin()?;
+        self.validate_replica()?;
+        self.validate_retention()?;
         self.validate_graph()?;
         self.validate_applications()?;
         Ok(())
@@ -209,6 +211,65 @@ impl Settings {
             return Err(ConfigError::invalid(
                 "dispatch.max_attempts",
                 "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_replica(&self) -> Result<(), ConfigError> {
+        let r = &self.replica;
+        if !(TEN_MS * 10..=MINUTE).contains(&r.heartbeat_interval) {
+            return Err(ConfigError::invalid(
+                "replica.heartbeat_interval",
+                "must be between 100ms and 1m",
+            ));
+        }
+        // Three missed beats before a live replica could be taken for dead.
+        if r.dead_after < r.heartbeat_interval * 3 || r.dead_after > 10 * MINUTE {
+            return Err(ConfigError::invalid(
+                "replica.dead_after",
+                "must be at least three replica.heartbeat_interval and at most 10m",
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_retention(&self) -> Result<(), ConfigError> {
+        let r = &self.retention;
+        let check_days = |key: &str, days: u32| {
+            if (1..=36_500).contains(&days) {
+                Ok(())
+            } else {
+                Err(ConfigError::invalid(
+                    key,
+                    "must be between 1 and 36500 days",
+                ))
+            }
+        };
+        check_days("retention.days", r.days)?;
+        let d = &r.days_by_kind;
+        for (kind, days) in [
+            ("events", d.events),
+            ("jobs", d.jobs),
+            ("grants", d.grants),
+            ("provisioning_log", d.provisioning_log),
+            ("cycles", d.cycles),
+            ("graph_hints", d.graph_hints),
+        ] {
+            if let Some(days) = days {
+                check_days(&format!("retention.days_by_kind.{kind}"), days)?;
+            }
+        }
+        if !(1..=100_000).contains(&r.batch_size) {
+            return Err(ConfigError::invalid(
+                "retention.batch_size",
+                "must be between 1 and 100000",
+            ));
+        }
+        if !(SECOND..=24 * HOUR).contains(&r.interval) {
+            return Err(ConfigError::invalid(
+                "retention.interval",
+                "must be between 1s and 1d",
             ));
         }
         Ok(())
@@ -433,6 +494,17 @@ impl Settings {
                     key("requests_burst"),
                     "must be at least 1",
                 ));
+            }
+            for (name, value) in [
+                (
+                    "immediate_requests_per_second",
+                    app.immediate_requests_per_second,
+                ),
+                ("immediate_requests_burst", app.immediate_requests_burst),
+            ] {
+                if value == Some(0) {
+                    return Err(ConfigError::invalid(key(name), "must be at least 1"));
+                }
             }
         }
         Ok(())

@@ -4,9 +4,9 @@
 //! (`store::jobs`), reconciles each job's pair through [`Provisioner::reconcile`] with bounded
 //! concurrency, and settles the job: done (observing receipt → AWS latency), superseded when the
 //! pair has no active grant any more, retry later with backoff that honours `Retry-After`, or
-//! failed for good with its reason. Leases are renewed while a job is in hand and expire when a
-//! replica dies, so another replica takes the job over; at worst an add is repeated, which AWS
-//! treats as a no-op.
+//! failed for good with its reason. Leases are renewed while a job is in hand; when a replica dies
+//! another takes its jobs over as soon as its heartbeat says so (`crate::replica`), or when the
+//! lease expires; at worst an add is repeated, which AWS treats as a no-op.
 
 pub mod listener;
 
@@ -41,6 +41,8 @@ pub struct Dispatcher {
     pub tls: tokio_postgres_rustls::MakeRustlsConnect,
     /// Identifies this replica's leases.
     pub owner: String,
+    /// Leases of replicas silent this long are taken over (`replica.dead_after`).
+    pub dead_after: Duration,
 }
 
 impl Dispatcher {
@@ -104,6 +106,7 @@ impl Dispatcher {
             &self.owner,
             self.settings.lease.as_secs_f64(),
             limit as i64,
+            self.dead_after.as_secs_f64(),
         )
         .await
     }

@@ -2,7 +2,8 @@
 //!
 //! A claim sets `state = 'running'` with a lease (`lease_owner`, `lease_expires_at`) and commits at
 //! once, so the slow SCIM call happens outside any transaction. A replica that crashes leaves its
-//! leases to expire; any replica then claims the job again. Completion and failure only apply while
+//! leases behind; any replica claims the job again once the lease expires or the owner is known
+//! to be dead (`store::replicas`), whichever comes first. Completion and failure only apply while
 //! the caller still owns the lease, so a job taken over by another replica is never finished twice.
 
 use super::StoreError;
@@ -22,12 +23,15 @@ pub struct ClaimedJob {
     pub subject: Subject,
 }
 
-/// Claims up to `limit` due immediate jobs (pending and due, or running with an expired lease).
+/// Claims up to `limit` due immediate jobs: pending and due, or running under a lease that expired
+/// or whose owner is dead (no heartbeat for `dead_after_secs`, or its liveness lock gone; see
+/// `store::replicas`).
 pub async fn claim_immediate(
     client: &impl GenericClient,
     owner: &str,
     lease_secs: f64,
     limit: i64,
+    dead_after_secs: f64,
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let rows = client
         .query(
@@ -35,7 +39,10 @@ pub async fn claim_immediate(
                  SELECT id FROM jobs
                  WHERE lane = 'immediate'
                    AND ((state = 'pending' AND next_attempt_at <= clock_timestamp())
-                        OR (state = 'running' AND lease_expires_at < clock_timestamp()))
+                        OR (state = 'running'
+                            AND (lease_expires_at < clock_timestamp()
+                                 OR lease_owner IN (SELECT dead_owner
+                                                    FROM dead_replicas($4)))))
                  ORDER BY id
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED
@@ -59,7 +66,7 @@ pub async fn claim_immediate(
                     e.principal_id, e.user_attributes, e.group_attributes
              FROM claimed c JOIN events e ON e.id = c.event_id
              ORDER BY c.id",
-            &[&owner, &lease_secs, &limit],
+            &[&owner, &lease_secs, &limit, &dead_after_secs],
         )
         .await?;
     Ok(rows

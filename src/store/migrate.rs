@@ -39,6 +39,8 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
         "removal_threshold_and_user_attributes",
         include_str!("../../sql/0007_removal_threshold_and_user_attributes.sql"),
     ),
+    (8, "retention", include_str!("../../sql/0008_retention.sql")),
+    (9, "replicas", include_str!("../../sql/0009_replicas.sql")),
 ];
 
 /// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).
@@ -73,9 +75,16 @@ async fn apply_pending(client: &mut deadpool_postgres::Object) -> Result<usize, 
                  applied_at timestamptz NOT NULL DEFAULT now())",
         )
         .await?;
-    let current = current_version(&*client).await?;
+    // Every version not applied yet, not only those above the newest: branches merged in any
+    // order may add a lower number after a higher one was applied.
+    let done: Vec<i32> = client
+        .query("SELECT version FROM schema_migrations", &[])
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
     let mut applied = 0;
-    for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+    for (version, name, sql) in MIGRATIONS.iter().filter(|m| !done.contains(&m.0)) {
         let tx = client.transaction().await?;
         tx.batch_execute(sql).await?;
         tx.execute(

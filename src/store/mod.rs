@@ -14,25 +14,51 @@ pub mod migrate;
 pub mod provisioning_log;
 pub mod quarantine;
 pub mod removal_holds;
+pub mod replicas;
 pub mod reports;
+pub mod retention;
 pub mod scim_ids;
 pub mod tls;
 
 use crate::config::DatabaseSettings;
+use crate::telemetry::postgres_error;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 
 /// Why a database operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// No connection could be had in time: the database is down or overloaded.
-    #[error("database unavailable: {0}")]
-    Unavailable(#[from] deadpool_postgres::PoolError),
-    /// A query failed.
-    #[error("database error: {0}")]
-    Query(#[from] tokio_postgres::Error),
+    #[error("database unavailable: {}", pool_error(.0))]
+    Unavailable(deadpool_postgres::PoolError),
+    /// A query failed. Displayed with the server's code, message and detail, so that a log line
+    /// is never a bare "db error"; the client error is not exposed as a source, which would repeat
+    /// it.
+    #[error("database error: {}", postgres_error(.0))]
+    Query(tokio_postgres::Error),
     /// The pool could not be built from the configuration.
     #[error("database configuration: {0}")]
     Config(String),
+}
+
+impl From<deadpool_postgres::PoolError> for StoreError {
+    fn from(error: deadpool_postgres::PoolError) -> Self {
+        Self::Unavailable(error)
+    }
+}
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(error: tokio_postgres::Error) -> Self {
+        Self::Query(error)
+    }
+}
+
+fn pool_error(error: &deadpool_postgres::PoolError) -> String {
+    match error {
+        deadpool_postgres::PoolError::Backend(e) => {
+            format!("cannot open a connection: {}", postgres_error(e))
+        }
+        other => other.to_string(),
+    }
 }
 
 impl StoreError {

@@ -57,6 +57,19 @@ const LOWER: &[(&str, &[&str])] = &[
         &["dispatch", "sync", "resolve", "provision", "routes"],
     ),
     ("config", &["auth", "routes", "store", "intake"]),
+    (
+        "replica",
+        &[
+            "dispatch",
+            "sync",
+            "resolve",
+            "provision",
+            "intake",
+            "routes",
+            "scim",
+            "graph",
+        ],
+    ),
 ];
 /// Workers: they reach AWS only through `provision`.
 const WORKERS: &[&str] = &["dispatch", "sync", "resolve"];

@@ -1,0 +1,140 @@
+//! Retention: deleting history older than its limit, one small batch per statement
+//! (docs/operations.md, "Retention"). Each statement deletes only rows that nothing still needs:
+//! no pending or running job, no grant still in force, no `aws_memberships` row (never deleted
+//! here), and no row that a kept row still references.
+
+use deadpool_postgres::GenericClient;
+
+use super::StoreError;
+
+/// First half of the advisory lock key of retention ("pimd"); one replica at a time runs a pass.
+const RETENTION_LOCK: (i32, i32) = (0x7069_6d64, 0);
+
+/// What retention deletes, in the order a pass deletes it: rows that reference others go first,
+/// so that what they referenced can go in the same pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    ProvisioningLog,
+    Jobs,
+    Cycles,
+    Grants,
+    Events,
+    GraphHints,
+}
+
+impl Kind {
+    /// Every kind, in deletion order.
+    pub const ALL: [Kind; 6] = [
+        Kind::ProvisioningLog,
+        Kind::Jobs,
+        Kind::Cycles,
+        Kind::Grants,
+        Kind::Events,
+        Kind::GraphHints,
+    ];
+
+    /// The name used in configuration (`retention.days_by_kind`) and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::ProvisioningLog => "provisioning_log",
+            Kind::Jobs => "jobs",
+            Kind::Cycles => "cycles",
+            Kind::Grants => "grants",
+            Kind::Events => "events",
+            Kind::GraphHints => "graph_hints",
+        }
+    }
+
+    /// One batch: `$1` = seconds kept, `$2` = batch size.
+    fn statement(self) -> &'static str {
+        match self {
+            Kind::ProvisioningLog => {
+                "DELETE FROM provisioning_log WHERE id IN (
+                     SELECT id FROM provisioning_log
+                     WHERE finished_at < clock_timestamp() - make_interval(secs => $1)
+                     ORDER BY finished_at LIMIT $2)"
+            }
+            // Final states only; a job a kept log entry names stays with it.
+            Kind::Jobs => {
+                "DELETE FROM jobs WHERE id IN (
+                     SELECT j.id FROM jobs j
+                     WHERE j.state IN ('done', 'failed', 'superseded')
+                       AND j.completed_at < clock_timestamp() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.job_id = j.id)
+                     ORDER BY j.completed_at LIMIT $2)"
+            }
+            // Finished cycles only; each application keeps its newest finished cycle that was not
+            // interrupted (it decides whether the next one is the initial cycle).
+            Kind::Cycles => {
+                "DELETE FROM cycles WHERE id IN (
+                     SELECT c.id FROM cycles c
+                     WHERE c.outcome NOT IN ('running', 'held')
+                       AND c.finished_at < clock_timestamp() - make_interval(secs => $1)
+                       AND c.id < (SELECT max(n.id) FROM cycles n
+                                   WHERE n.application = c.application
+                                     AND n.outcome NOT IN ('interrupted', 'running'))
+                       AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.cycle_id = c.id)
+                     ORDER BY c.id LIMIT $2)"
+            }
+            // Grants that ended that long ago; a grant in force has an end in the future.
+            Kind::Grants => {
+                "DELETE FROM grants WHERE id IN (
+                     SELECT id FROM grants
+                     WHERE effective_end < clock_timestamp() - make_interval(secs => $1)
+                     ORDER BY effective_end LIMIT $2)"
+            }
+            // Events no job and no grant references (so none with a pending job or a grant
+            // still kept).
+            Kind::Events => {
+                "DELETE FROM events WHERE id IN (
+                     SELECT e.id FROM events e
+                     WHERE e.received_at < clock_timestamp() - make_interval(secs => $1)
+                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id)
+                       AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.event_id = e.id)
+                       AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.ended_by = e.id)
+                     ORDER BY e.received_at LIMIT $2)"
+            }
+            Kind::GraphHints => {
+                "DELETE FROM graph_hints WHERE id IN (
+                     SELECT id FROM graph_hints
+                     WHERE state IN ('done', 'failed')
+                       AND completed_at < clock_timestamp() - make_interval(secs => $1)
+                     ORDER BY completed_at LIMIT $2)"
+            }
+        }
+    }
+}
+
+/// Deletes at most `batch` rows of `kind` older than `keep_secs`; returns how many.
+pub async fn purge_batch(
+    client: &impl GenericClient,
+    kind: Kind,
+    keep_secs: f64,
+    batch: i64,
+) -> Result<u64, StoreError> {
+    Ok(client
+        .execute(kind.statement(), &[&keep_secs, &batch])
+        .await?)
+}
+
+/// Tries to become the one replica running retention; hold the connection until [`unlock`].
+pub async fn try_lock(client: &impl GenericClient) -> Result<bool, StoreError> {
+    let row = client
+        .query_one(
+            "SELECT pg_try_advisory_lock($1, $2)",
+            &[&RETENTION_LOCK.0, &RETENTION_LOCK.1],
+        )
+        .await?;
+    Ok(row.get(0))
+}
+
+/// Releases the lock taken by [`try_lock`] on the same connection.
+pub async fn unlock(client: &impl GenericClient) -> Result<(), StoreError> {
+    client
+        .execute(
+            "SELECT pg_advisory_unlock($1, $2)",
+            &[&RETENTION_LOCK.0, &RETENTION_LOCK.1],
+        )
+        .await?;
+    Ok(())
+}

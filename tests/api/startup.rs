@@ -1,0 +1,153 @@
+//! Start-up order: migrations run before any worker queries, and database errors in logs say what
+//! the server said.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pimbridge::startup::Application;
+use pimbridge::store::StoreError;
+use testkit::fixture::*;
+use testkit::postgres::PgServer;
+
+/// Log lines written by the app under test (its runtime's threads only).
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// A runtime whose every thread logs warnings and errors into `captured`, so that what the app
+/// logs is seen without touching the test binary's global subscriber.
+fn logging_runtime(captured: &Captured) -> tokio::runtime::Runtime {
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_max_level(tracing::Level::WARN)
+        .with_writer(move || writer.clone())
+        .finish();
+    let dispatch = tracing::Dispatch::new(subscriber);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .on_thread_start(move || {
+            // The guard would restore the previous default on drop; these threads keep it.
+            std::mem::forget(tracing::dispatcher::set_default(&dispatch));
+        })
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn workers_wait_for_migrations_and_the_initial_cycles_run_at_once() {
+    let a = emulator().await;
+    let b = emulator().await;
+    let database_url = PgServer::shared().fresh_database().await;
+    // Checks an hour apart: the initial cycles can only come from the first check, so it must
+    // find the schema in place.
+    let mut settings = cycle_settings(&database_url, &a, &b, |_| {});
+    settings.sync.check_interval = Duration::from_secs(3600);
+    let settings = settings.validated().unwrap();
+    let captured = Captured::default();
+    let runtime = logging_runtime(&captured);
+    let (built, shutdown) = tokio::sync::oneshot::channel();
+    let task = runtime.spawn(async move {
+        let application = Application::build(settings).await.unwrap();
+        let _ = built.send(application.shutdown_token());
+        application.run_until_stopped().await
+    });
+    let shutdown = shutdown.await.unwrap();
+
+    let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let start = Instant::now();
+    let finished = loop {
+        let finished: i64 = db
+            .query_one(
+                "SELECT count(*) FROM cycles WHERE kind = 'initial' AND outcome = 'succeeded'",
+                &[],
+            )
+            .await
+            .map_or(0, |r| r.get(0));
+        if finished == 2 || start.elapsed() > Duration::from_secs(15) {
+            break finished;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    runtime.shutdown_background();
+    let logs = captured.text();
+    assert_eq!(
+        finished, 2,
+        "both initial cycles ran without waiting a check interval; logs:\n{logs}"
+    );
+    assert!(
+        logs.trim().is_empty(),
+        "nothing logged at warning or above during start-up:\n{logs}"
+    );
+}
+
+#[tokio::test]
+async fn a_database_error_names_the_servers_code_message_and_detail() {
+    let database_url = PgServer::shared().fresh_database().await;
+    let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+
+    let missing = StoreError::from(
+        db.query("SELECT * FROM no_such_table", &[])
+            .await
+            .unwrap_err(),
+    );
+    let text = missing.to_string();
+    assert!(text.contains("42P01"), "{text}");
+    assert!(
+        text.contains("relation \"no_such_table\" does not exist"),
+        "{text}"
+    );
+
+    db.batch_execute("CREATE TABLE t (id int PRIMARY KEY); INSERT INTO t VALUES (1)")
+        .await
+        .unwrap();
+    let duplicate = db
+        .execute("INSERT INTO t VALUES (1)", &[])
+        .await
+        .unwrap_err();
+    // Through any chain of wrappers, as workers log it.
+    let wrapped = anyhow::Error::from(StoreError::from(duplicate)).context("cannot store");
+    let chain = pimbridge::telemetry::error_chain(wrapped.as_ref());
+    assert!(
+        chain.starts_with("cannot store: database error: "),
+        "{chain}"
+    );
+    for part in [
+        "23505",
+        "duplicate key",
+        "detail: Key (id)=(1) already exists",
+        "t_pkey",
+    ] {
+        assert!(chain.contains(part), "`{part}` in {chain}");
+    }
+    assert_eq!(
+        chain.matches("duplicate key").count(),
+        1,
+        "said once: {chain}"
+    );
+}
