@@ -73,9 +73,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             println!(
-                "configuration is valid: {} application(s), listening on {}",
+                "configuration is valid: {} application(s), listening on {} (internal: {})",
                 settings.applications.len(),
-                settings.server.listen
+                settings.server.listen,
+                settings.server.internal_listen
             );
             Ok(())
         }
@@ -100,7 +101,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             pimbridge::telemetry::init(&settings.log);
             let app = Application::build(settings).await?;
-            tracing::info!(port = app.port(), "listening");
+            tracing::info!(
+                port = app.port(),
+                internal_port = app.internal_port(),
+                "listening"
+            );
             let token = app.shutdown_token();
             tokio::spawn(async move {
                 wait_for_signal().await;

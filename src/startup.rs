@@ -30,7 +30,7 @@ use crate::provision::{Provisioner, Target};
 use crate::proxy::{ForwardingHeader, TrustedProxies};
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
-use crate::routes;
+use crate::routes::{self, Listener};
 use crate::scim::{RequestObserver, ScimClient};
 use crate::state::AppState;
 use crate::store::{self, migrate};
@@ -46,7 +46,9 @@ const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(10);
 /// A built, not yet running, service.
 pub struct Application {
     port: u16,
+    internal_port: u16,
     server: Server,
+    internal_server: Server,
     state: web::Data<AppState>,
     shutdown: CancellationToken,
     background: Vec<(&'static str, JoinHandle<()>)>,
@@ -54,11 +56,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds everything from `settings`, binding `server.listen` (port 0 picks a free port).
+    /// Builds everything from `settings`, binding `server.listen` and `server.internal_listen`
+    /// (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
+        let internal_listener = TcpListener::bind(&settings.server.internal_listen)
+            .with_context(|| format!("cannot listen on {}", settings.server.internal_listen))?;
+        let internal_port = internal_listener.local_addr()?.port();
         let pool = store::build_pool(&settings.database)?;
         let probe_pool = store::build_pool(&DatabaseSettings {
             max_connections: PROBE_CONNECTIONS,
@@ -213,24 +219,26 @@ impl Application {
         }
 
         let shutdown_timeout = settings.server.shutdown_timeout;
-        let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .wrap(from_fn(routes::limit::limit_clients))
-                // Outermost, so that a panic anywhere inside is answered.
-                .wrap(from_fn(routes::recover::catch_panics))
-                .configure(routes::configure)
-        })
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
-        .listen(listener)?;
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
+        let server = http_server(
+            &state,
+            Listener::Public,
+            listener,
+            settings.server.workers,
+            shutdown_timeout,
+        )?;
+        // Workers of its own: a scrape flood or a slow admin query never takes intake's.
+        let internal_server = http_server(
+            &state,
+            Listener::Internal,
+            internal_listener,
+            INTERNAL_WORKERS,
+            shutdown_timeout,
+        )?;
         Ok(Self {
             port,
-            server: server.run(),
+            internal_port,
+            server,
+            internal_server,
             state,
             shutdown,
             background,
@@ -238,9 +246,14 @@ impl Application {
         })
     }
 
-    /// The bound port.
+    /// The bound port of the public listener.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The bound port of the internal listener (`/metrics`, `/admin/…`).
+    pub fn internal_port(&self) -> u16 {
+        self.internal_port
     }
 
     /// A token that stops the service when cancelled (signals in `main`, tests directly).
@@ -256,19 +269,28 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then stops accepting, lets in-flight requests
     /// finish and joins background tasks.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let server = tokio::spawn(self.server);
+        let handles = [self.server.handle(), self.internal_server.handle()];
+        let mut server = tokio::spawn(self.server);
+        let mut internal_server = tokio::spawn(self.internal_server);
         let stopper = {
             let token = self.shutdown.clone();
             tokio::spawn(async move {
                 token.cancelled().await;
                 tracing::info!("shutting down: no new connections, finishing in-flight requests");
-                handle.stop(true).await;
+                futures_util::future::join_all(handles.iter().map(|h| h.stop(true))).await;
             })
         };
-        let served = server.await;
-        // The server may also end on its own (e.g. a fatal listener error): stop the rest too.
-        self.shutdown.cancel();
+        // Either server ending (e.g. a fatal listener error) stops the other.
+        let (served, internal_served) = tokio::select! {
+            served = &mut server => {
+                self.shutdown.cancel();
+                (served, internal_server.await)
+            }
+            internal_served = &mut internal_server => {
+                self.shutdown.cancel();
+                (server.await, internal_served)
+            }
+        };
         let _ = stopper.await;
         for (name, task) in self.background {
             match tokio::time::timeout(self.shutdown_timeout, task).await {
@@ -278,9 +300,42 @@ impl Application {
             }
         }
         served.context("server task failed")??;
+        internal_served.context("internal server task failed")??;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Worker threads of the internal listener: scrapes and admin calls are few and cheap.
+const INTERNAL_WORKERS: usize = 1;
+
+/// One HTTP server for `listener`'s routes on `socket`; `workers` 0 means one per core.
+fn http_server(
+    state: &web::Data<AppState>,
+    listener: Listener,
+    socket: TcpListener,
+    workers: usize,
+    shutdown_timeout: Duration,
+) -> anyhow::Result<Server> {
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .wrap(from_fn(routes::limit::limit_clients))
+            // Outermost, so that a panic anywhere inside is answered.
+            .wrap(from_fn(routes::recover::catch_panics))
+            .configure(match listener {
+                Listener::Public => routes::configure_public,
+                Listener::Internal => routes::configure_internal,
+            })
+    })
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .listen(socket)?;
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
 }
 
 /// One SCIM client per application, each reporting to the SCIM metrics.

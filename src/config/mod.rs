@@ -81,8 +81,12 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
-    /// Address and port to listen on.
+    /// Address and port of the public listener: the webhooks, `/v1/events` and `/health/*`.
     pub listen: String,
+    /// Address and port of the internal listener, for the cluster only: `/metrics`, `/admin/…`,
+    /// `/openapi.json` (and `/health/*`). Served by a server of its own, so that scrapes and
+    /// operators never take intake's workers.
+    pub internal_listen: String,
     /// Time in-flight requests get to finish after SIGTERM; keep below the pod's grace period.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
@@ -99,6 +103,7 @@ impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".into(),
+            internal_listen: "0.0.0.0:9090".into(),
             shutdown_timeout: Duration::from_secs(20),
             workers: 0,
             metrics_refresh_interval: Duration::from_secs(5),

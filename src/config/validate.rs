@@ -25,6 +25,25 @@ impl Settings {
                 ),
             ));
         }
+        let internal = self
+            .server
+            .internal_listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                ConfigError::invalid(
+                    "server.internal_listen",
+                    format!(
+                        "`{}` is not an address such as 0.0.0.0:9090",
+                        self.server.internal_listen
+                    ),
+                )
+            })?;
+        if internal.port() != 0 && self.server.listen.parse().ok() == Some(internal) {
+            return Err(ConfigError::invalid(
+                "server.internal_listen",
+                "must differ from server.listen (the internal routes must not be public)",
+            ));
+        }
         if !(std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(3600))
             .contains(&self.server.metrics_refresh_interval)
         {

@@ -313,7 +313,7 @@ async fn the_admin_log_filters_refuse_unstorable_values_with_400() {
         app.http
             .request(
                 Method::GET,
-                format!("{}/admin/provisioning-log?{query}", app.address),
+                format!("{}/admin/provisioning-log?{query}", app.internal_address),
             )
             .bearer_auth(TOKEN)
             .send()

@@ -21,6 +21,7 @@ mod helpers;
 mod hostile_input;
 mod intake;
 mod limit;
+mod listeners;
 mod membership;
 mod model;
 mod postgres;

@@ -28,6 +28,7 @@ pub fn test_settings(database_url: &str) -> String {
         r#"
         [server]
         listen = "127.0.0.1:0"
+        internal_listen = "127.0.0.1:0"
         shutdown_timeout = "5s"
         workers = 2
         metrics_refresh_interval = "50ms"
@@ -59,7 +60,10 @@ pub fn test_settings(database_url: &str) -> String {
 }
 
 pub struct TestApp {
+    /// `http://127.0.0.1:<port>` of the public listener (webhooks, `/v1/events`, health).
     pub address: String,
+    /// `http://127.0.0.1:<port>` of the internal listener (`/metrics`, `/admin/…`).
+    pub internal_address: String,
     pub database_url: String,
     pub db: tokio_postgres::Client,
     pub http: reqwest::Client,
@@ -105,6 +109,7 @@ async fn spawn(settings_toml: String, database_url: &str, killable: bool) -> Tes
     tokio::spawn(connection);
     let mut app = TestApp {
         address: String::new(),
+        internal_address: String::new(),
         database_url: database_url.to_owned(),
         db,
         http: reqwest::Client::new(),
@@ -121,12 +126,18 @@ async fn spawn(settings_toml: String, database_url: &str, killable: bool) -> Tes
 
 impl TestApp {
     async fn start(&mut self) {
-        let settings = Settings::from_toml_str(&self.settings_toml).expect("valid test settings");
+        let mut settings =
+            Settings::from_toml_str(&self.settings_toml).expect("valid test settings");
+        // Tests run side by side: an internal listener on the default port would collide.
+        if !self.settings_toml.contains("internal_listen") {
+            settings.server.internal_listen = "127.0.0.1:0".to_owned();
+        }
         if self.killable {
             return self.start_on_own_runtime(settings).await;
         }
         let application = Application::build(settings).await.expect("app builds");
         self.address = format!("http://127.0.0.1:{}", application.port());
+        self.internal_address = format!("http://127.0.0.1:{}", application.internal_port());
         self.shutdown = application.shutdown_token();
         self.task = Some(tokio::spawn(application.run_until_stopped()));
     }
@@ -143,11 +154,16 @@ impl TestApp {
         let (built, ready) = tokio::sync::oneshot::channel();
         let task = runtime.spawn(async move {
             let application = Application::build(settings).await.expect("app builds");
-            let _ = built.send((application.port(), application.shutdown_token()));
+            let _ = built.send((
+                application.port(),
+                application.internal_port(),
+                application.shutdown_token(),
+            ));
             application.run_until_stopped().await
         });
-        let (port, shutdown) = ready.await.expect("the app was built");
+        let (port, internal_port, shutdown) = ready.await.expect("the app was built");
         self.address = format!("http://127.0.0.1:{port}");
+        self.internal_address = format!("http://127.0.0.1:{internal_port}");
         self.shutdown = shutdown;
         self.task = Some(task);
         self.runtime = Some(runtime);
@@ -256,10 +272,10 @@ impl TestApp {
         }
     }
 
-    /// One scrape of `/metrics`, as it is.
+    /// One scrape of `/metrics` (on the internal listener), as it is.
     pub async fn scrape(&self) -> String {
         self.http
-            .get(format!("{}/metrics", self.address))
+            .get(format!("{}/metrics", self.internal_address))
             .send()
             .await
             .unwrap()
