@@ -40,7 +40,7 @@ COPY --from=build /src/target/release/aws-scim-emulator /usr/local/bin/aws-scim-
 COPY --from=build /src/target/release/graph-emulator /usr/local/bin/graph-emulator
 COPY config/example.toml /etc/pimbridge/example.toml
 USER 10001:10001
-EXPOSE 8080
+EXPOSE 8080 9090
 ENV PIMBRIDGE_LOG__FORMAT=json
 HEALTHCHECK --interval=10s --timeout=3s CMD ["/usr/local/bin/pimbridge", "healthcheck"]
 ENTRYPOINT ["/usr/local/bin/pimbridge"]
