@@ -321,9 +321,12 @@ fn http_server(
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(app_state.clone())
+            .app_data(listener)
             .wrap(from_fn(routes::limit::limit_clients))
-            // Outermost, so that a panic anywhere inside is answered.
+            // Outside the rate limit, so that a panic anywhere inside is answered.
             .wrap(from_fn(routes::recover::catch_panics))
+            // Outermost, so that every answer (429s, caught panics) is counted.
+            .wrap(from_fn(routes::observe::observe_requests))
             .configure(match listener {
                 Listener::Public => routes::configure_public,
                 Listener::Internal => routes::configure_internal,

@@ -9,6 +9,7 @@ pub mod graph;
 pub mod health;
 pub mod limit;
 pub mod metrics;
+pub mod observe;
 pub mod recover;
 
 use actix_web::web;

@@ -24,6 +24,7 @@ mod limit;
 mod listeners;
 mod membership;
 mod model;
+mod observability;
 mod postgres;
 mod quarantine;
 mod scim_client;
