@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod provision;
 pub mod proxy;
+pub mod reload;
 pub mod resolve;
 pub mod routes;
 pub mod scim;

@@ -28,10 +28,12 @@ use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
 use crate::provision::{Provisioner, Target};
 use crate::proxy::{ForwardingHeader, TrustedProxies};
+use crate::reload::SecretWatcher;
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::routes::{self, Listener};
 use crate::scim::{RequestObserver, ScimClient};
+use crate::secret::SecretString;
 use crate::state::AppState;
 use crate::store::{self, migrate};
 use crate::sync::CycleRunner;
@@ -84,7 +86,24 @@ impl Application {
             ),
             None => None,
         };
-        let mut provisioner = build_provisioner(&settings, &metrics)?;
+        let mut secret_files = SecretWatcher::new();
+        if let (Some(path), Some(secret)) = (
+            &settings.intake.hmac_secret_file,
+            authenticator.hmac_secret(),
+        ) {
+            let target = secret.clone();
+            secret_files.watch(
+                "intake.hmac_secret",
+                path,
+                secret.current(),
+                Box::new(move |value| {
+                    long_enough(value)?;
+                    target.replace(value.clone());
+                    Ok(())
+                }),
+            );
+        }
+        let mut provisioner = build_provisioner(&settings, &metrics, &mut secret_files)?;
         // Users an event names too thinly (audit records carry no given or family name) are
         // completed from Graph when it is configured.
         if let Some(client) = &graph_client {
@@ -101,7 +120,11 @@ impl Application {
             max_clock_skew: settings.intake.max_clock_skew,
             applications: applications.clone(),
             bootstrapped: bootstrapped.clone(),
-            admin_token: settings.admin.token.as_ref().map(AdminToken::new),
+            admin_token: settings
+                .admin
+                .token
+                .as_ref()
+                .map(|t| Arc::new(AdminToken::new(t))),
             trusted_proxies: TrustedProxies::new(
                 &settings.intake.trusted_proxies,
                 ForwardingHeader::parse(&settings.intake.proxy_header).unwrap_or_default(),
@@ -118,6 +141,24 @@ impl Application {
             provisioner: provisioner.clone(),
             rendered_metrics: std::sync::Mutex::new(None),
         });
+
+        if let (Some(path), Some(token), Some(admin)) = (
+            &settings.admin.token_file,
+            &settings.admin.token,
+            &state.admin_token,
+        ) {
+            let admin = admin.clone();
+            secret_files.watch(
+                "admin.token",
+                path,
+                token.clone(),
+                Box::new(move |value| {
+                    long_enough(value)?;
+                    admin.replace(value);
+                    Ok(())
+                }),
+            );
+        }
 
         let shutdown = CancellationToken::new();
         let mut background = vec![(
@@ -203,6 +244,15 @@ impl Application {
             }
         }
 
+        if !secret_files.is_empty() {
+            tracing::info!(keys = ?secret_files.keys(), "secret files are read again when they change");
+            background.push((
+                "secret files",
+                tokio::spawn(
+                    secret_files.run(settings.server.secret_reload_interval, shutdown.clone()),
+                ),
+            ));
+        }
         background.push((
             "metrics gauges",
             tokio::spawn(routes::metrics::refresh_loop(
@@ -341,13 +391,35 @@ fn http_server(
     Ok(server.run())
 }
 
-/// One SCIM client per application, each reporting to the SCIM metrics.
-fn build_provisioner(settings: &Settings, metrics: &Metrics) -> anyhow::Result<Provisioner> {
+/// The rule start-up applies to the HMAC secret and the admin token, for their new values.
+fn long_enough(value: &SecretString) -> Result<(), String> {
+    if value.expose().len() < 16 {
+        return Err("shorter than 16 characters".to_owned());
+    }
+    Ok(())
+}
+
+/// One SCIM client per application, each reporting to the SCIM metrics; a token read from a file
+/// is watched in `secret_files`.
+fn build_provisioner(
+    settings: &Settings,
+    metrics: &Metrics,
+    secret_files: &mut SecretWatcher,
+) -> anyhow::Result<Provisioner> {
     let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
         let observer: Arc<dyn RequestObserver> = Arc::new(ScimObserver::new(metrics.clone(), name));
         let client = ScimClient::new(app.scim_client_settings(), Some(observer))
             .with_context(|| format!("application `{name}`: cannot build the SCIM client"))?;
+        if let (Some(path), Some(token)) = (&app.scim_token_file, &app.scim_token) {
+            let target = client.clone();
+            secret_files.watch(
+                format!("applications.{name}.scim_token"),
+                path,
+                token.clone(),
+                Box::new(move |value| target.replace_token(value).map_err(|e| e.to_string())),
+            );
+        }
         let target = Target {
             client,
             user_name_attribute: app.user_name_attribute,

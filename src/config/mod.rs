@@ -97,6 +97,10 @@ pub struct ServerSettings {
     /// background; a `/metrics` scrape only reads the last values.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub metrics_refresh_interval: Duration,
+    /// How often `…_file` secrets (SCIM tokens, the HMAC secret, the admin token, the Graph
+    /// client secret) are read again; a changed file is used without a restart.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub secret_reload_interval: Duration,
 }
 
 impl Default for ServerSettings {
@@ -107,6 +111,7 @@ impl Default for ServerSettings {
             shutdown_timeout: Duration::from_secs(20),
             workers: 0,
             metrics_refresh_interval: Duration::from_secs(5),
+            secret_reload_interval: Duration::from_secs(10),
         }
     }
 }

@@ -53,6 +53,15 @@ impl Settings {
             ));
         }
 
+        if !(std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(3600))
+            .contains(&self.server.secret_reload_interval)
+        {
+            return Err(ConfigError::invalid(
+                "server.secret_reload_interval",
+                "must be between 10ms and 1h",
+            ));
+        }
+
         self.database.url = resolve_secret(
             "database.url",
             self.database.url.take(),

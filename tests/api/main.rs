@@ -28,6 +28,7 @@ mod observability;
 mod postgres;
 mod quarantine;
 mod scim_client;
+mod secret_reload;
 mod secrets;
 mod shutdown;
 mod tls;
