@@ -103,6 +103,21 @@ impl Application {
                 }),
             );
         }
+        if let (Some(graph), Some(client)) = (&settings.graph, &graph_client) {
+            if let (Some(path), Some(secret)) = (&graph.client_secret_file, &graph.client_secret) {
+                let client = client.clone();
+                secret_files.watch(
+                    "graph.client_secret",
+                    path,
+                    secret.clone(),
+                    Box::new(move |value| {
+                        client
+                            .replace_client_secret(value)
+                            .map_err(|e| e.to_string())
+                    }),
+                );
+            }
+        }
         let mut provisioner = build_provisioner(&settings, &metrics, &mut secret_files)?;
         // Users an event names too thinly (audit records carry no given or family name) are
         // completed from Graph when it is configured.

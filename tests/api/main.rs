@@ -16,6 +16,7 @@ mod eventgrid;
 mod fixture;
 mod graph;
 mod graph_client;
+mod graph_credentials;
 mod health;
 mod helpers;
 mod hostile_input;
