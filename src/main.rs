@@ -31,6 +31,8 @@ enum Command {
     /// Print an X-Pimbridge-Signature header value for the body on standard input, signed now
     /// with `intake.hmac_secret` (for curl and for testing senders).
     Sign,
+    /// Print the OpenAPI 3.1 document of every route (`> docs/openapi.json` regenerates it).
+    Openapi,
     /// Exit 0 if the service on this host answers /health/live (for container health checks).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/health/live")]
@@ -66,6 +68,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             response.status().is_success(),
             "{url} answered {}",
             response.status()
+        );
+        return Ok(());
+    }
+    if let Some(Command::Openapi) = &cli.command {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&pimbridge::routes::openapi::document())?
         );
         return Ok(());
     }
@@ -113,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             app.run_until_stopped().await
         }
-        Command::Healthcheck { .. } => Ok(()),
+        Command::Healthcheck { .. } | Command::Openapi => Ok(()),
     }
 }
 

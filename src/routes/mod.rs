@@ -10,6 +10,7 @@ pub mod health;
 pub mod limit;
 pub mod metrics;
 pub mod observe;
+pub mod openapi;
 pub mod recover;
 
 use actix_web::web;
@@ -47,4 +48,5 @@ pub fn configure_internal(cfg: &mut web::ServiceConfig) {
     admin::configure(cfg);
     health::configure(cfg);
     metrics::configure(cfg);
+    openapi::configure(cfg);
 }

@@ -26,6 +26,7 @@ mod listeners;
 mod membership;
 mod model;
 mod observability;
+mod openapi;
 mod postgres;
 mod quarantine;
 mod scim_client;

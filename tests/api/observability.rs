@@ -68,6 +68,8 @@ async fn http_requests_are_counted_by_route_pattern_never_by_path() {
         .unwrap();
     assert_eq!(stray.status(), 404);
 
+    // (A scrape within 100 ms of another reuses its rendering.)
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let text = app.scrape().await;
     let requests =
         |labels: &[(&str, &str)]| metric_value(&text, "pimbridge_http_requests_total", labels);
