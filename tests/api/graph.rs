@@ -301,7 +301,12 @@ mod resolution {
         let mut base = cycle_settings(&f.database_url, &f.a, &f.b, "");
         let mut managed = String::new();
         if let Some(port) = managed_on_port {
-            base = base.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+            // The public listener only: the internal one stays on a port of its own.
+            base = base.replacen(
+                "listen = \"127.0.0.1:0\"",
+                &format!("listen = \"127.0.0.1:{port}\""),
+                1,
+            );
             managed = format!(
                 "notification_url = \"http://127.0.0.1:{port}/webhooks/graph\"
             subscription_check_interval = \"50ms\""
