@@ -4,7 +4,7 @@ FROM rust:1.95-bookworm AS build
 WORKDIR /src
 # Dependencies first, so that source edits rebuild only the workspace's crates. Every member's
 # manifest is needed to resolve the workspace; each target it declares gets a stub.
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY crates/aws-scim-emulator/Cargo.toml crates/aws-scim-emulator/
 COPY crates/graph-emulator/Cargo.toml crates/graph-emulator/
 COPY crates/testkit/Cargo.toml crates/testkit/
@@ -25,6 +25,9 @@ COPY src src
 COPY sql sql
 COPY benches benches
 COPY crates crates
+# The revision pimbridge_build_info reports (the build context has no .git):
+# docker build --build-arg PIMBRIDGE_REVISION=$(git rev-parse --short HEAD) .
+ARG PIMBRIDGE_REVISION=unknown
 RUN touch src/main.rs src/lib.rs crates/*/src/*.rs \
  && cargo build --release --locked -p pimbridge -p aws-scim-emulator -p graph-emulator --bins
 

@@ -76,7 +76,7 @@ async fn main() {
     let scrapes = Arc::new(AtomicU64::new(0));
     let scrapers: Vec<_> = (0..args.scrapers)
         .map(|_| {
-            let (http, url) = (bench.http.clone(), format!("{}/metrics", bench.base));
+            let (http, url) = (bench.http.clone(), format!("{}/metrics", bench.internal));
             let (stop, scrapes) = (stop.clone(), scrapes.clone());
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {

@@ -43,7 +43,8 @@ fi
 
 cat <<MSG
 
-==> pimbridge is starting on http://127.0.0.1:8080 (Ctrl-C stops everything).
+==> pimbridge is starting on http://127.0.0.1:8080 (Ctrl-C stops everything); /metrics and
+    /admin/ are on the internal listener, http://127.0.0.1:9090.
     Send a signed sample activation:
 
 BODY='{"id":"sample-'\$(date +%s)'","type":"activation","occurredAt":"'\$(date -u +%FT%TZ)'","groupId":"6f1f6d3e-0000-4000-8000-00000000a0a0","principalId":"0b5e7a52-1111-4111-8111-000000000001","user":{"userName":"alice@contoso.com","givenName":"Alice","familyName":"Liddell","displayName":"Alice Liddell","email":"alice@contoso.com"},"group":{"displayName":"AWS-Admins"}}'

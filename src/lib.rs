@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod outbound;
 pub mod provision;
 pub mod proxy;
+pub mod reload;
 pub mod replica;
 pub mod resolve;
 pub mod retention;

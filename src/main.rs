@@ -31,6 +31,8 @@ enum Command {
     /// Print an X-Pimbridge-Signature header value for the body on standard input, signed now
     /// with `intake.hmac_secret` (for curl and for testing senders).
     Sign,
+    /// Print the OpenAPI 3.1 document of every route (`> docs/openapi.json` regenerates it).
+    Openapi,
     /// Exit 0 if the service on this host answers /health/live (for container health checks).
     Healthcheck {
         #[arg(long, default_value = "http://127.0.0.1:8080/health/live")]
@@ -69,13 +71,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         );
         return Ok(());
     }
+    if let Some(Command::Openapi) = &cli.command {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&pimbridge::routes::openapi::document())?
+        );
+        return Ok(());
+    }
     let settings = Settings::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::CheckConfig => {
             println!(
-                "configuration is valid: {} application(s), listening on {}",
+                "configuration is valid: {} application(s), listening on {} (internal: {})",
                 settings.applications.len(),
-                settings.server.listen
+                settings.server.listen,
+                settings.server.internal_listen
             );
             Ok(())
         }
@@ -100,7 +110,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => {
             pimbridge::telemetry::init(&settings.log);
             let app = Application::build(settings).await?;
-            tracing::info!(port = app.port(), "listening");
+            tracing::info!(
+                port = app.port(),
+                internal_port = app.internal_port(),
+                "listening"
+            );
             let token = app.shutdown_token();
             tokio::spawn(async move {
                 wait_for_signal().await;
@@ -108,7 +122,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             });
             app.run_until_stopped().await
         }
-        Command::Healthcheck { .. } => Ok(()),
+        Command::Healthcheck { .. } | Command::Openapi => Ok(()),
     }
 }
 

@@ -10,6 +10,15 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
+/// This build's version (`Cargo.toml`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// The commit this build was made from (`build.rs`: git, else `PIMBRIDGE_REVISION`, else
+/// `unknown`).
+pub const REVISION: &str = match option_env!("PIMBRIDGE_BUILD_REVISION") {
+    Some(revision) => revision,
+    None => "unknown",
+};
+
 /// All metrics of one process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -48,7 +57,21 @@ pub struct Metrics {
     pub handler_panics: IntCounter,
     /// Completed background refreshes of the gauges read from Postgres.
     pub shared_gauge_refreshes: IntCounter,
+    /// 1, labelled with this build's version and revision.
+    pub build_info: IntGaugeVec,
+    /// HTTP requests served, by listener, matched route pattern, method and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP request durations, by listener, matched route pattern and method.
+    pub http_request_duration: HistogramVec,
+    /// Jobs in state `failed` per application, refreshed in the background.
+    pub jobs_failed: IntGaugeVec,
 }
+
+/// Buckets for serving one HTTP request: intake commits in milliseconds; admin listings may take
+/// longer; the tail is a request that waited for the database.
+const HTTP_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
 
 /// Buckets for receipt → AWS latency: 1 ms to 2 h. The immediate lane lives in the first decade
 /// (ms); the deferred lane waits for a sync cycle (40 min default), so the tail reaches 2 h.
@@ -175,6 +198,41 @@ impl Metrics {
             "pimbridge_shared_gauge_refreshes_total",
             "Background refreshes of the gauges read from Postgres (queue depth, quarantine).",
         )?;
+        let build_info = IntGaugeVec::new(
+            Opts::new(
+                "pimbridge_build_info",
+                "1, labelled with the version and the revision (git commit) of this build.",
+            ),
+            &["version", "revision"],
+        )?;
+        build_info.with_label_values(&[VERSION, REVISION]).set(1);
+        let http_requests = IntCounterVec::new(
+            Opts::new(
+                "pimbridge_http_requests_total",
+                "HTTP requests served, by listener (public, internal), route pattern, method and \
+                 status.",
+            ),
+            &["listener", "route", "method", "status"],
+        )?;
+        let http_request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "pimbridge_http_request_duration_seconds",
+                "Time to serve HTTP requests, by listener, route pattern and method.",
+            )
+            .buckets(HTTP_BUCKETS.to_vec()),
+            &["listener", "route", "method"],
+        )?;
+        let jobs_failed = IntGaugeVec::new(
+            Opts::new(
+                "pimbridge_jobs_failed",
+                "Jobs in state failed, by application (they wait for an operator).",
+            ),
+            &["application"],
+        )?;
+        registry.register(Box::new(build_info.clone()))?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_request_duration.clone()))?;
+        registry.register(Box::new(jobs_failed.clone()))?;
         registry.register(Box::new(handler_panics.clone()))?;
         registry.register(Box::new(shared_gauge_refreshes.clone()))?;
         registry.register(Box::new(events_received.clone()))?;
@@ -210,6 +268,10 @@ impl Metrics {
             cycle_held,
             handler_panics,
             shared_gauge_refreshes,
+            build_info,
+            http_requests,
+            http_request_duration,
+            jobs_failed,
         })
     }
 

@@ -4,6 +4,8 @@
 //! wrapping them here means a stray `{:?}` prints `[redacted]` instead of the secret.
 
 use std::fmt;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Deserializer};
 use subtle::ConstantTimeEq;
@@ -44,6 +46,67 @@ impl fmt::Display for SecretString {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
+}
+
+/// A secret that may be replaced while the service runs (a `…_file` secret re-read when its file
+/// changes, see `crate::reload`). Clones share the value.
+#[derive(Clone, Default)]
+pub struct SharedSecret(Arc<RwLock<SecretString>>);
+
+impl SharedSecret {
+    pub fn new(value: SecretString) -> Self {
+        Self(Arc::new(RwLock::new(value)))
+    }
+
+    /// The value now.
+    pub fn current(&self) -> SecretString {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Uses `value` from now on.
+    pub fn replace(&self, value: SecretString) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = value;
+    }
+}
+
+impl fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// Why a secret file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretFileError {
+    #[error("cannot read {path}: {source}")]
+    Unreadable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path} is empty")]
+    Empty { path: String },
+}
+
+/// The secret in the file at `path`, without its trailing newline (as `kubectl create secret`
+/// and editors leave it).
+pub fn read_secret_file(path: &Path) -> Result<SecretString, SecretFileError> {
+    let raw = std::fs::read_to_string(path).map_err(|source| SecretFileError::Unreadable {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let value = raw.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err(SecretFileError::Empty {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(SecretString::new(value))
 }
 
 impl<'de> Deserialize<'de> for SecretString {

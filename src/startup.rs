@@ -29,12 +29,14 @@ use crate::metrics::Metrics;
 use crate::metrics::ScimObserver;
 use crate::provision::{Provisioner, Target};
 use crate::proxy::{ForwardingHeader, TrustedProxies};
+use crate::reload::SecretWatcher;
 use crate::replica::Heartbeat;
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::retention::Retention;
-use crate::routes;
+use crate::routes::{self, Listener};
 use crate::scim::{RequestObserver, ScimClient};
+use crate::secret::SecretString;
 use crate::state::AppState;
 use crate::store::{self, migrate};
 use crate::sync::CycleRunner;
@@ -49,7 +51,9 @@ const BOOTSTRAP_RETRY_MAX: Duration = Duration::from_secs(10);
 /// A built, not yet running, service.
 pub struct Application {
     port: u16,
+    internal_port: u16,
     server: Server,
+    internal_server: Server,
     state: web::Data<AppState>,
     shutdown: CancellationToken,
     background: Vec<(&'static str, JoinHandle<()>)>,
@@ -59,11 +63,15 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds everything from `settings`, binding `server.listen` (port 0 picks a free port).
+    /// Builds everything from `settings`, binding `server.listen` and `server.internal_listen`
+    /// (port 0 picks a free port).
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let listener = TcpListener::bind(&settings.server.listen)
             .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
         let port = listener.local_addr()?.port();
+        let internal_listener = TcpListener::bind(&settings.server.internal_listen)
+            .with_context(|| format!("cannot listen on {}", settings.server.internal_listen))?;
+        let internal_port = internal_listener.local_addr()?.port();
         let pool = store::build_pool(&settings.database)?;
         let probe_pool = store::build_pool(&DatabaseSettings {
             max_connections: PROBE_CONNECTIONS,
@@ -83,9 +91,43 @@ impl Application {
             ),
             None => None,
         };
-        let mut provisioner = build_provisioner(&settings, &metrics, Lane::Cycles)?;
+        let mut secret_files = SecretWatcher::new();
+        if let (Some(path), Some(secret)) = (
+            &settings.intake.hmac_secret_file,
+            authenticator.hmac_secret(),
+        ) {
+            let target = secret.clone();
+            secret_files.watch(
+                "intake.hmac_secret",
+                path,
+                secret.current(),
+                Box::new(move |value| {
+                    long_enough(value)?;
+                    target.replace(value.clone());
+                    Ok(())
+                }),
+            );
+        }
+        if let (Some(graph), Some(client)) = (&settings.graph, &graph_client) {
+            if let (Some(path), Some(secret)) = (&graph.client_secret_file, &graph.client_secret) {
+                let client = client.clone();
+                secret_files.watch(
+                    "graph.client_secret",
+                    path,
+                    secret.clone(),
+                    Box::new(move |value| {
+                        client
+                            .replace_client_secret(value)
+                            .map_err(|e| e.to_string())
+                    }),
+                );
+            }
+        }
+        let mut provisioner =
+            build_provisioner(&settings, &metrics, Lane::Cycles, &mut secret_files)?;
         // The immediate lane spends a budget of its own (docs/architecture.md, "Outbound budgets").
-        let mut immediate = build_provisioner(&settings, &metrics, Lane::Immediate)?;
+        let mut immediate =
+            build_provisioner(&settings, &metrics, Lane::Immediate, &mut secret_files)?;
         // Users an event names too thinly (audit records carry no given or family name) are
         // completed from Graph when it is configured.
         if let Some(client) = &graph_client {
@@ -104,7 +146,11 @@ impl Application {
             max_clock_skew: settings.intake.max_clock_skew,
             applications: applications.clone(),
             bootstrapped: bootstrapped.clone(),
-            admin_token: settings.admin.token.as_ref().map(AdminToken::new),
+            admin_token: settings
+                .admin
+                .token
+                .as_ref()
+                .map(|t| Arc::new(AdminToken::new(t))),
             trusted_proxies: TrustedProxies::new(
                 &settings.intake.trusted_proxies,
                 ForwardingHeader::parse(&settings.intake.proxy_header).unwrap_or_default(),
@@ -121,6 +167,24 @@ impl Application {
             provisioner: provisioner.clone(),
             rendered_metrics: std::sync::Mutex::new(None),
         });
+
+        if let (Some(path), Some(token), Some(admin)) = (
+            &settings.admin.token_file,
+            &settings.admin.token,
+            &state.admin_token,
+        ) {
+            let admin = admin.clone();
+            secret_files.watch(
+                "admin.token",
+                path,
+                token.clone(),
+                Box::new(move |value| {
+                    long_enough(value)?;
+                    admin.replace(value);
+                    Ok(())
+                }),
+            );
+        }
 
         let shutdown = CancellationToken::new();
         // Workers start once migrations have run: before that their tables may not exist.
@@ -260,6 +324,15 @@ impl Application {
                 tokio::spawn(gated(Box::pin(retention.run(shutdown.clone())))),
             ));
         }
+        if !secret_files.is_empty() {
+            tracing::info!(keys = ?secret_files.keys(), "secret files are read again when they change");
+            background.push((
+                "secret files",
+                tokio::spawn(
+                    secret_files.run(settings.server.secret_reload_interval, shutdown.clone()),
+                ),
+            ));
+        }
         background.push((
             "metrics gauges",
             tokio::spawn(gated(Box::pin(routes::metrics::refresh_loop(
@@ -276,24 +349,26 @@ impl Application {
         }
 
         let shutdown_timeout = settings.server.shutdown_timeout;
-        let app_state = state.clone();
-        let mut server = HttpServer::new(move || {
-            App::new()
-                .app_data(app_state.clone())
-                .wrap(from_fn(routes::limit::limit_clients))
-                // Outermost, so that a panic anywhere inside is answered.
-                .wrap(from_fn(routes::recover::catch_panics))
-                .configure(routes::configure)
-        })
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_timeout.as_secs())
-        .listen(listener)?;
-        if settings.server.workers > 0 {
-            server = server.workers(settings.server.workers);
-        }
+        let server = http_server(
+            &state,
+            Listener::Public,
+            listener,
+            settings.server.workers,
+            shutdown_timeout,
+        )?;
+        // Workers of its own: a scrape flood or a slow admin query never takes intake's.
+        let internal_server = http_server(
+            &state,
+            Listener::Internal,
+            internal_listener,
+            INTERNAL_WORKERS,
+            shutdown_timeout,
+        )?;
         Ok(Self {
             port,
-            server: server.run(),
+            internal_port,
+            server,
+            internal_server,
             state,
             shutdown,
             background,
@@ -302,9 +377,14 @@ impl Application {
         })
     }
 
-    /// The bound port.
+    /// The bound port of the public listener.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The bound port of the internal listener (`/metrics`, `/admin/…`).
+    pub fn internal_port(&self) -> u16 {
+        self.internal_port
     }
 
     /// A token that stops the service when cancelled (signals in `main`, tests directly).
@@ -320,19 +400,28 @@ impl Application {
     /// Serves until the shutdown token is cancelled, then stops accepting, lets in-flight requests
     /// finish and joins background tasks.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
-        let server = tokio::spawn(self.server);
+        let handles = [self.server.handle(), self.internal_server.handle()];
+        let mut server = tokio::spawn(self.server);
+        let mut internal_server = tokio::spawn(self.internal_server);
         let stopper = {
             let token = self.shutdown.clone();
             tokio::spawn(async move {
                 token.cancelled().await;
                 tracing::info!("shutting down: no new connections, finishing in-flight requests");
-                handle.stop(true).await;
+                futures_util::future::join_all(handles.iter().map(|h| h.stop(true))).await;
             })
         };
-        let served = server.await;
-        // The server may also end on its own (e.g. a fatal listener error): stop the rest too.
-        self.shutdown.cancel();
+        // Either server ending (e.g. a fatal listener error) stops the other.
+        let (served, internal_served) = tokio::select! {
+            served = &mut server => {
+                self.shutdown.cancel();
+                (served, internal_server.await)
+            }
+            internal_served = &mut internal_server => {
+                self.shutdown.cancel();
+                (server.await, internal_served)
+            }
+        };
         let _ = stopper.await;
         for (name, task) in self.background {
             match tokio::time::timeout(self.shutdown_timeout, task).await {
@@ -351,6 +440,7 @@ impl Application {
             }
         }
         served.context("server task failed")??;
+        internal_served.context("internal server task failed")??;
         tracing::info!("stopped");
         Ok(())
     }
@@ -365,11 +455,65 @@ enum Lane {
     Cycles,
 }
 
-/// One SCIM client per application for `lane`, each reporting to the SCIM metrics.
+impl Lane {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Immediate => "immediate",
+            Self::Cycles => "cycles",
+        }
+    }
+}
+
+/// Worker threads of the internal listener: scrapes and admin calls are few and cheap.
+const INTERNAL_WORKERS: usize = 1;
+
+/// One HTTP server for `listener`'s routes on `socket`; `workers` 0 means one per core.
+fn http_server(
+    state: &web::Data<AppState>,
+    listener: Listener,
+    socket: TcpListener,
+    workers: usize,
+    shutdown_timeout: Duration,
+) -> anyhow::Result<Server> {
+    let app_state = state.clone();
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(app_state.clone())
+            .app_data(listener)
+            .wrap(from_fn(routes::limit::limit_clients))
+            // Outside the rate limit, so that a panic anywhere inside is answered.
+            .wrap(from_fn(routes::recover::catch_panics))
+            // Outermost, so that every answer (429s, caught panics) is counted.
+            .wrap(from_fn(routes::observe::observe_requests))
+            .configure(match listener {
+                Listener::Public => routes::configure_public,
+                Listener::Internal => routes::configure_internal,
+            })
+    })
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout.as_secs())
+    .listen(socket)?;
+    if workers > 0 {
+        server = server.workers(workers);
+    }
+    Ok(server.run())
+}
+
+/// The rule start-up applies to the HMAC secret and the admin token, for their new values.
+fn long_enough(value: &SecretString) -> Result<(), String> {
+    if value.expose().len() < 16 {
+        return Err("shorter than 16 characters".to_owned());
+    }
+    Ok(())
+}
+
+/// One SCIM client per application for `lane`, each reporting to the SCIM metrics; a token read
+/// from a file is watched in `secret_files` (for each lane's client).
 fn build_provisioner(
     settings: &Settings,
     metrics: &Metrics,
     lane: Lane,
+    secret_files: &mut SecretWatcher,
 ) -> anyhow::Result<Provisioner> {
     let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
@@ -380,6 +524,15 @@ fn build_provisioner(
         };
         let client = ScimClient::new(client_settings, Some(observer))
             .with_context(|| format!("application `{name}`: cannot build the SCIM client"))?;
+        if let (Some(path), Some(token)) = (&app.scim_token_file, &app.scim_token) {
+            let target = client.clone();
+            secret_files.watch(
+                format!("applications.{name}.scim_token ({} lane)", lane.name()),
+                path,
+                token.clone(),
+                Box::new(move |value| target.replace_token(value).map_err(|e| e.to_string())),
+            );
+        }
         let target = Target {
             client,
             user_name_attribute: app.user_name_attribute,

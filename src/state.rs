@@ -37,7 +37,7 @@ pub struct AppState {
     /// Set once migrations are applied and applications registered; intake waits for it.
     pub bootstrapped: Arc<AtomicBool>,
     /// The admin API's bearer token (as a keyed digest); `None` turns the admin API off.
-    pub admin_token: Option<AdminToken>,
+    pub admin_token: Option<Arc<AdminToken>>,
     /// The `clientState` Graph notifications must carry; `None` turns `/webhooks/graph` off.
     pub graph_client_state: Option<SecretString>,
     /// Which peers' forwarding headers name the client.

@@ -22,9 +22,11 @@ pub struct Bench {
     pub db: tokio_postgres::Client,
     pub emulator: RunningEmulator,
     pub http: reqwest::Client,
-    /// `http://127.0.0.1:<port>`
+    /// `http://127.0.0.1:<port>` of the public listener.
     pub base: String,
     pub database_url: String,
+    /// `http://127.0.0.1:<port>` of the internal listener (`/metrics`, `/admin/…`).
+    pub internal: String,
     shutdown: CancellationToken,
     service: JoinHandle<anyhow::Result<()>>,
     _server: postgres::PgServer,
@@ -48,6 +50,7 @@ impl Bench {
             r#"
             [server]
             listen = "127.0.0.1:0"
+            internal_listen = "127.0.0.1:0"
             workers = 1
             [database]
             url = "{database_url}"
@@ -70,6 +73,7 @@ impl Bench {
         let settings = Settings::from_toml_str(&toml).unwrap();
         let app = Application::build(settings).await.unwrap();
         let base = format!("http://127.0.0.1:{}", app.port());
+        let internal = format!("http://127.0.0.1:{}", app.internal_port());
         let shutdown = app.shutdown_token();
         let service = tokio::spawn(app.run_until_stopped());
         let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
@@ -90,6 +94,7 @@ impl Bench {
             http,
             base,
             database_url,
+            internal,
             shutdown,
             service,
             _server: server,
@@ -108,7 +113,7 @@ impl Bench {
 
     pub async fn metrics(&self) -> String {
         self.http
-            .get(format!("{}/metrics", self.base))
+            .get(format!("{}/metrics", self.internal))
             .send()
             .await
             .unwrap()

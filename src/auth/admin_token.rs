@@ -10,10 +10,11 @@ use crate::secret::SecretString;
 
 type HmacSha256 = Hmac<Sha256>;
 
-/// The configured admin token, held only as a keyed digest.
+/// The configured admin token, held only as a keyed digest; replaced when `admin.token_file`
+/// changes ([`AdminToken::replace`]).
 pub struct AdminToken {
     key: [u8; 32],
-    digest: [u8; 32],
+    digest: std::sync::RwLock<[u8; 32]>,
 }
 
 impl std::fmt::Debug for AdminToken {
@@ -26,15 +27,26 @@ impl AdminToken {
     /// Keeps a digest of `token` under a fresh random key.
     pub fn new(token: &SecretString) -> Self {
         let key: [u8; 32] = rand::random();
-        let digest = digest(&key, token.expose().as_bytes());
+        let digest = std::sync::RwLock::new(digest(&key, token.expose().as_bytes()));
         Self { key, digest }
+    }
+
+    /// Accepts `token` from now on, and no longer the one before.
+    pub fn replace(&self, token: &SecretString) {
+        let fresh = digest(&self.key, token.expose().as_bytes());
+        *self
+            .digest
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
     }
 
     /// Whether `presented` is the token. Takes the same time whatever its length or content.
     pub fn matches(&self, presented: &[u8]) -> bool {
-        digest(&self.key, presented)[..]
-            .ct_eq(&self.digest[..])
-            .into()
+        let expected = *self
+            .digest
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        digest(&self.key, presented)[..].ct_eq(&expected[..]).into()
     }
 }
 
@@ -57,5 +69,8 @@ mod tests {
         assert!(!token.matches(b"admin-token-01234567890"));
         assert!(!token.matches(b""));
         assert!(!format!("{token:?}").contains("admin-token"));
+        token.replace(&SecretString::new("admin-token-rotated-0123"));
+        assert!(token.matches(b"admin-token-rotated-0123"));
+        assert!(!token.matches(b"admin-token-0123456789"));
     }
 }

@@ -13,7 +13,7 @@ pub mod rate;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
 
 use crate::config::IntakeSettings;
-use crate::secret::SecretString;
+use crate::secret::SharedSecret;
 
 /// Why a request is not authenticated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -82,7 +82,8 @@ pub enum Caller {
 
 /// Checks credentials on event requests.
 pub struct Authenticator {
-    hmac_secret: Option<SecretString>,
+    /// Replaced when `intake.hmac_secret_file` changes (`crate::reload`).
+    hmac_secret: Option<SharedSecret>,
     tolerance_secs: u64,
     jwt: Option<jwt::JwtVerifier>,
 }
@@ -91,7 +92,7 @@ impl Authenticator {
     /// Builds the checks configured in `[intake]`.
     pub fn new(settings: &IntakeSettings) -> Result<Self, String> {
         Ok(Self {
-            hmac_secret: settings.hmac_secret.clone(),
+            hmac_secret: settings.hmac_secret.clone().map(SharedSecret::new),
             tolerance_secs: settings.signature_tolerance.as_secs(),
             jwt: settings
                 .jwt
@@ -99,6 +100,11 @@ impl Authenticator {
                 .map(jwt::JwtVerifier::new)
                 .transpose()?,
         })
+    }
+
+    /// The HMAC secret in use, to be replaced when its file changes.
+    pub fn hmac_secret(&self) -> Option<&SharedSecret> {
+        self.hmac_secret.as_ref()
     }
 
     /// Authenticates a request from its headers and raw body. A bearer token wins when both are sent.
@@ -124,10 +130,11 @@ impl Authenticator {
             let secret = self
                 .hmac_secret
                 .as_ref()
-                .ok_or(AuthError::SignatureNotAccepted)?;
+                .ok_or(AuthError::SignatureNotAccepted)?
+                .current();
             let value = value.to_str().map_err(|_| AuthError::MalformedSignature)?;
             let now = time::OffsetDateTime::now_utc().unix_timestamp();
-            hmac::verify(secret, value, body, now, self.tolerance_secs)?;
+            hmac::verify(&secret, value, body, now, self.tolerance_secs)?;
             return Ok(Caller::Signature);
         }
         Err(AuthError::MissingCredentials)

@@ -85,8 +85,12 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerSettings {
-    /// Address and port to listen on.
+    /// Address and port of the public listener: the webhooks, `/v1/events` and `/health/*`.
     pub listen: String,
+    /// Address and port of the internal listener, for the cluster only: `/metrics`, `/admin/…`,
+    /// `/openapi.json` (and `/health/*`). Served by a server of its own, so that scrapes and
+    /// operators never take intake's workers.
+    pub internal_listen: String,
     /// Time in-flight requests get to finish after SIGTERM; keep below the pod's grace period.
     #[serde(with = "duration")]
     pub shutdown_timeout: Duration,
@@ -97,15 +101,21 @@ pub struct ServerSettings {
     /// background; a `/metrics` scrape only reads the last values.
     #[serde(deserialize_with = "crate::duration::deserialize")]
     pub metrics_refresh_interval: Duration,
+    /// How often `…_file` secrets (SCIM tokens, the HMAC secret, the admin token, the Graph
+    /// client secret) are read again; a changed file is used without a restart.
+    #[serde(deserialize_with = "crate::duration::deserialize")]
+    pub secret_reload_interval: Duration,
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
         Self {
             listen: "0.0.0.0:8080".into(),
+            internal_listen: "0.0.0.0:9090".into(),
             shutdown_timeout: Duration::from_secs(20),
             workers: 0,
             metrics_refresh_interval: Duration::from_secs(5),
+            secret_reload_interval: Duration::from_secs(10),
         }
     }
 }
@@ -413,8 +423,17 @@ pub struct GraphSettings {
     pub tenant_id: String,
     /// The app registration's application (client) id.
     pub client_id: String,
+    /// One credential of three (validated: exactly one). A client secret, inline or as a file
+    /// (read again when the file changes)…
     pub client_secret: Option<SecretString>,
     pub client_secret_file: Option<PathBuf>,
+    /// …or a certificate registered on the app: its PEM certificate and PEM RSA private key
+    /// (pimbridge signs a client assertion with them; both read again for each token)…
+    pub client_certificate_file: Option<PathBuf>,
+    pub client_certificate_key_file: Option<PathBuf>,
+    /// …or workload identity federation: a file holding a token of a trusted issuer (AKS
+    /// workload identity's `AZURE_FEDERATED_TOKEN_FILE`), read again for each token.
+    pub federated_token_file: Option<PathBuf>,
     /// The secret every change notification must echo (set when creating the subscriptions).
     pub client_state: Option<SecretString>,
     pub client_state_file: Option<PathBuf>,
@@ -442,13 +461,30 @@ pub struct GraphSettings {
 }
 
 impl GraphSettings {
-    /// The Graph client's settings (after validation, the secret is present).
+    /// The credential sent as a client assertion, when it is not a client secret.
+    pub fn client_assertion(&self) -> Option<crate::graph::ClientAssertion> {
+        if let (Some(certificate_file), Some(key_file)) = (
+            &self.client_certificate_file,
+            &self.client_certificate_key_file,
+        ) {
+            return Some(crate::graph::ClientAssertion::Certificate {
+                certificate_file: certificate_file.clone(),
+                key_file: key_file.clone(),
+            });
+        }
+        self.federated_token_file
+            .clone()
+            .map(crate::graph::ClientAssertion::FederatedTokenFile)
+    }
+
+    /// The Graph client's settings (after validation, exactly one credential is present).
     pub fn client_settings(&self) -> crate::graph::GraphClientSettings {
         let mut client = crate::graph::GraphClientSettings::new(
             self.tenant_id.clone(),
             self.client_id.clone(),
             self.client_secret.clone().unwrap_or_default(),
         );
+        client.assertion = self.client_assertion();
         client.authority_url = self.authority_url.clone();
         client.graph_url = self.graph_url.clone();
         client

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::ConfigError;
-use crate::secret::SecretString;
+use crate::secret::{read_secret_file, SecretString};
 
 /// One of `inline` or the contents of `file`; an error when both are set or the file is unreadable.
 pub(super) fn resolve_secret(
@@ -18,22 +18,9 @@ pub(super) fn resolve_secret(
         )),
         (Some(value), None) if value.is_empty() => Err(ConfigError::invalid(key, "is empty")),
         (Some(value), None) => Ok(Some(value)),
-        (None, Some(path)) => {
-            let raw = std::fs::read_to_string(path).map_err(|e| {
-                ConfigError::invalid(
-                    format!("{key}_file"),
-                    format!("cannot read {}: {e}", path.display()),
-                )
-            })?;
-            let value = raw.trim_end_matches(['\n', '\r']);
-            if value.is_empty() {
-                return Err(ConfigError::invalid(
-                    format!("{key}_file"),
-                    format!("{} is empty", path.display()),
-                ));
-            }
-            Ok(Some(SecretString::new(value)))
-        }
+        (None, Some(path)) => read_secret_file(path)
+            .map(Some)
+            .map_err(|e| ConfigError::invalid(format!("{key}_file"), e.to_string())),
         (None, None) => Ok(None),
     }
 }

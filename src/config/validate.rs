@@ -25,11 +25,39 @@ impl Settings {
                 ),
             ));
         }
+        let internal = self
+            .server
+            .internal_listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                ConfigError::invalid(
+                    "server.internal_listen",
+                    format!(
+                        "`{}` is not an address such as 0.0.0.0:9090",
+                        self.server.internal_listen
+                    ),
+                )
+            })?;
+        if internal.port() != 0 && self.server.listen.parse().ok() == Some(internal) {
+            return Err(ConfigError::invalid(
+                "server.internal_listen",
+                "must differ from server.listen (the internal routes must not be public)",
+            ));
+        }
         if !(std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(3600))
             .contains(&self.server.metrics_refresh_interval)
         {
             return Err(ConfigError::invalid(
                 "server.metrics_refresh_interval",
+                "must be between 10ms and 1h",
+            ));
+        }
+
+        if !(std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(3600))
+            .contains(&self.server.secret_reload_interval)
+        {
+            return Err(ConfigError::invalid(
+                "server.secret_reload_interval",
                 "must be between 10ms and 1h",
             ));
         }
@@ -338,12 +366,7 @@ impl Settings {
             graph.client_secret.take(),
             graph.client_secret_file.as_deref(),
         )?;
-        if graph.client_secret.is_none() {
-            return Err(ConfigError::invalid(
-                "graph.client_secret",
-                "is required (or client_secret_file)",
-            ));
-        }
+        validate_graph_credential(graph)?;
         graph.client_state = resolve_secret(
             "graph.client_state",
             graph.client_state.take(),
@@ -513,6 +536,77 @@ impl Settings {
 
 /// Parses a JWT algorithm name; symmetric (HS*) algorithms are refused because a JWKS publishes
 /// public keys, and accepting HS* with them is the classic key-confusion attack.
+/// Exactly one way for pimbridge to sign in to Graph: a client secret, a certificate (both of
+/// its files), or a federated token file; the certificate and its key must belong together.
+fn validate_graph_credential(graph: &super::GraphSettings) -> Result<(), ConfigError> {
+    const CHOICES: &str = "set exactly one of graph.client_secret (or graph.client_secret_file), \
+        graph.client_certificate_file with graph.client_certificate_key_file, or \
+        graph.federated_token_file";
+    let certificate = match (
+        &graph.client_certificate_file,
+        &graph.client_certificate_key_file,
+    ) {
+        (Some(_), Some(_)) => true,
+        (Some(_), None) => {
+            return Err(ConfigError::invalid(
+                "graph.client_certificate_key_file",
+                "is required with graph.client_certificate_file (the certificate's PEM private key)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::invalid(
+                "graph.client_certificate_file",
+                "is required with graph.client_certificate_key_file (the PEM certificate registered on the app)",
+            ))
+        }
+        (None, None) => false,
+    };
+    let configured: Vec<&str> = [
+        (graph.client_secret.is_some(), "graph.client_secret"),
+        (certificate, "graph.client_certificate_file"),
+        (
+            graph.federated_token_file.is_some(),
+            "graph.federated_token_file",
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(set, key)| set.then_some(key))
+    .collect();
+    match configured.as_slice() {
+        [] => {
+            let hint = if std::env::var_os("AZURE_FEDERATED_TOKEN_FILE").is_some() {
+                " (AZURE_FEDERATED_TOKEN_FILE is set: for workload identity set \
+                 graph.federated_token_file to its value, e.g. \
+                 PIMBRIDGE_GRAPH__FEDERATED_TOKEN_FILE=$(AZURE_FEDERATED_TOKEN_FILE))"
+            } else {
+                ""
+            };
+            Err(ConfigError::invalid(
+                "graph.client_secret",
+                format!("no Graph credential: {CHOICES}{hint}"),
+            ))
+        }
+        [_] => match graph.client_assertion() {
+            Some(assertion) => assertion.check(&graph.client_id).map_err(|e| {
+                let key = if certificate {
+                    "graph.client_certificate_file"
+                } else {
+                    "graph.federated_token_file"
+                };
+                ConfigError::invalid(key, e.to_string())
+            }),
+            None => Ok(()),
+        },
+        [first, ..] => Err(ConfigError::invalid(
+            *first,
+            format!(
+                "more than one Graph credential is set ({}): {CHOICES}",
+                configured.join(", ")
+            ),
+        )),
+    }
+}
+
 pub fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
     let alg: Algorithm = name
         .parse()

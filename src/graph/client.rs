@@ -22,8 +22,9 @@ use serde::de::DeserializeOwned;
 use time::OffsetDateTime;
 use url::Url;
 
+use super::credential::ClientAssertion;
 use super::error::{GraphError, GraphErrorResponse};
-use super::token::{default_scope, TokenSource};
+use super::token::{default_scope, Credential, TokenSource};
 use super::types::{
     format_graph_time, AssignmentInstance, ErrorEnvelope, GraphGroup, GraphUser, NewSubscription,
     ODataPage, Subscription,
@@ -33,7 +34,7 @@ use crate::outbound::{
     encode_query_value, exchange, http_client, millis, parse_base_url, Budget, Exchange,
     RetryPolicy, DEFAULT_CONNECT_TIMEOUT,
 };
-use crate::secret::SecretString;
+use crate::secret::{SecretString, SharedSecret};
 
 /// The public-cloud identity platform.
 pub const DEFAULT_AUTHORITY_URL: &str = "https://login.microsoftonline.com";
@@ -75,8 +76,10 @@ pub struct GraphClientSettings {
     pub tenant_id: String,
     /// The app registration's client id.
     pub client_id: String,
-    /// The app registration's client secret.
+    /// The app registration's client secret (empty when `assertion` is set).
     pub client_secret: SecretString,
+    /// Instead of the secret: a certificate or a federated token, sent as a client assertion.
+    pub assertion: Option<ClientAssertion>,
     /// Whole-request timeout (connect, send, read body), per attempt.
     pub request_timeout: Duration,
     /// Attempts per operation, the first included (1 = never retry).
@@ -96,6 +99,7 @@ impl GraphClientSettings {
             tenant_id: tenant_id.into(),
             client_id: client_id.into(),
             client_secret: client_secret.into(),
+            assertion: None,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             max_attempts: DEFAULT_MAX_ATTEMPTS,
         }
@@ -150,12 +154,21 @@ impl GraphClient {
         for (name, value) in [
             ("tenant_id", settings.tenant_id.as_str()),
             ("client_id", settings.client_id.as_str()),
-            ("client_secret", settings.client_secret.expose()),
         ] {
             if value.trim().is_empty() {
                 return Err(GraphError::Config(format!("{name} is empty")));
             }
         }
+        let credential = match (&settings.assertion, settings.client_secret.is_empty()) {
+            (None, false) => Credential::Secret(SharedSecret::new(settings.client_secret.clone())),
+            (Some(assertion), true) => Credential::Assertion(assertion.clone()),
+            (None, true) => return Err(GraphError::Config("client_secret is empty".to_owned())),
+            (Some(_), false) => {
+                return Err(GraphError::Config(
+                    "set either a client secret or a client assertion, not both".to_owned(),
+                ))
+            }
+        };
         let mut token_endpoint = authority;
         token_endpoint
             .path_segments_mut()
@@ -166,7 +179,7 @@ impl GraphClient {
         let tokens = TokenSource::new(
             token_endpoint,
             settings.client_id.trim(),
-            &settings.client_secret,
+            credential,
             &default_scope(&graph),
             settings.request_timeout,
         );
@@ -183,6 +196,11 @@ impl GraphClient {
                 request_timeout: settings.request_timeout,
             }),
         })
+    }
+
+    /// Signs in with `secret` from the next token request on (a rotated client secret file).
+    pub fn replace_client_secret(&self, secret: &SecretString) -> Result<(), GraphError> {
+        self.inner.tokens.replace_secret(secret)
     }
 
     // ----------------------------------------------------------------------------------

@@ -91,6 +91,11 @@ pub enum GraphError {
     #[error("invalid Graph client settings: {0}")]
     Config(String),
 
+    /// The certificate or federated token could not be presented (unreadable file, wrong key).
+    /// Needs a human.
+    #[error("cannot present the Graph credential: {0}")]
+    Credential(#[from] super::credential::CredentialError),
+
     /// An argument was refused before any request (an empty id, an over-long clientState).
     #[error("not sent to Graph: {0}")]
     InvalidArgument(String),
@@ -230,7 +235,7 @@ impl GraphError {
     pub fn is_auth(&self) -> bool {
         matches!(
             self.last(),
-            Self::Token(_) | Self::Unauthorized(_) | Self::Forbidden(_)
+            Self::Token(_) | Self::Credential(_) | Self::Unauthorized(_) | Self::Forbidden(_)
         )
     }
 

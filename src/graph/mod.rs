@@ -10,10 +10,12 @@
 //! - [`types`]: wire types shared with the Graph emulator, lenient timestamps;
 //! - [`error`]: [`GraphError`], sorted by what the caller should do;
 //! - [`token`]: the client-credentials token, cached and refreshed one at a time;
+//! - [`credential`]: a certificate's signed client assertion, or a federated token;
 //! - [`client`]: the operations, with retries on [`crate::outbound::RetryPolicy`];
 //! - [`users`]: a user's attributes as AWS needs them, for sources that name too few.
 
 pub mod client;
+pub mod credential;
 pub mod error;
 pub mod token;
 pub mod types;
@@ -23,6 +25,7 @@ pub use client::{
     odata_string, GraphClient, GraphClientSettings, DEFAULT_AUTHORITY_URL, DEFAULT_GRAPH_URL,
     DEFAULT_MAX_ATTEMPTS, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use credential::{ClientAssertion, CredentialError};
 pub use error::{GraphError, GraphErrorResponse, TokenFailure};
 pub use types::{
     format_graph_time, parse_graph_time, AssignmentInstance, GraphGroup, GraphUser,

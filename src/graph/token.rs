@@ -9,7 +9,11 @@
 //! token stale wait for the one refresh in flight and then share its result. The Graph client
 //! drops a token that Graph answered 401 to ([`TokenSource::invalidate`]) and asks again, once.
 //!
-//! The secret is only ever in the form body; the token only in `Authorization` headers marked
+//! The credential ([`Credential`]) is a client secret (`client_secret=…`, replaceable while
+//! running when its file changes) or a client assertion ([`super::credential`]:
+//! `client_assertion_type=…jwt-bearer&client_assertion=…`, made afresh for every request).
+//!
+//! The credential is only ever in the form body; the token only in `Authorization` headers marked
 //! sensitive. Neither appears in errors, logs or `Debug` output.
 
 use std::time::{Duration, Instant};
@@ -18,11 +22,12 @@ use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
 use serde::{Deserialize, Deserializer, Serialize};
 use url::Url;
 
+use super::credential::{ClientAssertion, CLIENT_ASSERTION_TYPE};
 use super::error::{GraphError, GraphErrorResponse, TokenFailure};
 use super::types::expose_secret;
 use crate::outbound::error::scrub;
 use crate::outbound::{exchange, Exchange};
-use crate::secret::SecretString;
+use crate::secret::{SecretString, SharedSecret};
 
 /// The only grant pimbridge uses: an app acting as itself.
 pub const GRANT_CLIENT_CREDENTIALS: &str = "client_credentials";
@@ -105,13 +110,21 @@ struct Cached {
     refresh_at: Instant,
 }
 
+/// How the app proves itself.
+#[derive(Clone)]
+pub(crate) enum Credential {
+    /// A client secret; replaced when its file changes.
+    Secret(SharedSecret),
+    /// A certificate or a federated token, sent as a client assertion.
+    Assertion(ClientAssertion),
+}
+
 /// Issues and caches tokens for one app registration in one tenant.
 pub(crate) struct TokenSource {
     endpoint: Url,
-    /// The whole form body, secret included.
-    form: SecretString,
-    /// Kept only to scrub it from texts the identity platform sends back.
-    secret: SecretString,
+    client_id: String,
+    scope: String,
+    credential: Credential,
     timeout: Duration,
     /// The current token; the lock is held across a refresh so only one runs at a time.
     cache: tokio::sync::Mutex<Option<Cached>>,
@@ -121,23 +134,55 @@ impl TokenSource {
     pub(crate) fn new(
         endpoint: Url,
         client_id: &str,
-        secret: &SecretString,
+        credential: Credential,
         scope: &str,
         timeout: Duration,
     ) -> Self {
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("grant_type", GRANT_CLIENT_CREDENTIALS)
-            .append_pair("client_id", client_id)
-            .append_pair("client_secret", secret.expose())
-            .append_pair("scope", scope)
-            .finish();
         Self {
             endpoint,
-            form: SecretString::new(form),
-            secret: secret.clone(),
+            client_id: client_id.to_owned(),
+            scope: scope.to_owned(),
+            credential,
             timeout,
             cache: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// Sends `secret` from the next token request on (a rotated client secret file); an error
+    /// when the app signs in with an assertion instead.
+    pub(crate) fn replace_secret(&self, secret: &SecretString) -> Result<(), GraphError> {
+        match &self.credential {
+            Credential::Secret(current) if !secret.is_empty() => {
+                current.replace(secret.clone());
+                Ok(())
+            }
+            Credential::Secret(_) => Err(GraphError::Config("client_secret is empty".to_owned())),
+            Credential::Assertion(_) => Err(GraphError::Config(
+                "the app signs in with a client assertion, not a secret".to_owned(),
+            )),
+        }
+    }
+
+    /// The form body of one token request, and the credential in it (to scrub it from answers).
+    fn form(&self) -> Result<(SecretString, SecretString), GraphError> {
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("grant_type", GRANT_CLIENT_CREDENTIALS)
+            .append_pair("client_id", &self.client_id);
+        let credential = match &self.credential {
+            Credential::Secret(secret) => {
+                let secret = secret.current();
+                form.append_pair("client_secret", secret.expose());
+                secret
+            }
+            Credential::Assertion(assertion) => {
+                let assertion = assertion.assertion(&self.client_id, self.endpoint.as_str())?;
+                form.append_pair("client_assertion_type", CLIENT_ASSERTION_TYPE)
+                    .append_pair("client_assertion", assertion.expose());
+                assertion
+            }
+        };
+        form.append_pair("scope", &self.scope);
+        Ok((SecretString::new(form.finish()), credential))
     }
 
     /// The token endpoint URL (no secret in it).
@@ -168,11 +213,12 @@ impl TokenSource {
     /// One token request.
     async fn fetch(&self, http: &reqwest::Client) -> Result<Cached, GraphError> {
         let path = self.endpoint.path().to_owned();
+        let (form, credential) = self.form()?;
         let request = http
             .post(self.endpoint.clone())
             .header(CONTENT_TYPE, FORM_CONTENT_TYPE)
             .header(ACCEPT, "application/json")
-            .body(self.form.expose().to_owned());
+            .body(form.expose().to_owned());
         let Exchange {
             status,
             retry_after,
@@ -201,7 +247,7 @@ impl TokenSource {
             .error_description
             .as_deref()
             .and_then(|d| d.lines().next())
-            .map(|line| self.scrub(line.trim()));
+            .map(|line| scrub(line.trim(), credential.expose()));
         if status == 429 || (500..600).contains(&status) {
             return Err(GraphError::from_response(
                 GraphErrorResponse {
@@ -257,11 +303,6 @@ impl TokenSource {
             refresh_at: sent + reuse_period(lifetime),
         })
     }
-
-    /// Removes the secret from a text, should the identity platform ever quote it.
-    fn scrub(&self, text: &str) -> String {
-        scrub(text, self.secret.expose())
-    }
 }
 
 #[cfg(test)]
@@ -312,18 +353,31 @@ mod tests {
         let source = TokenSource::new(
             endpoint,
             "client-1",
-            &secret,
+            Credential::Secret(SharedSecret::new(secret)),
             "https://graph.microsoft.com/.default",
             Duration::from_secs(1),
         );
+        let (form, credential) = source.form().unwrap();
         assert_eq!(
-            source.form.expose(),
+            form.expose(),
             "grant_type=client_credentials&client_id=client-1&client_secret=a%2Bb%26c%3Dd%7E\
              &scope=https%3A%2F%2Fgraph.microsoft.com%2F.default"
         );
         assert_eq!(
-            source.scrub("AADSTS7000215: bad secret a+b&c=d~ given"),
+            scrub(
+                "AADSTS7000215: bad secret a+b&c=d~ given",
+                credential.expose()
+            ),
             "AADSTS7000215: bad secret [redacted] given"
         );
+        source
+            .replace_secret(&SecretString::new("rotated"))
+            .unwrap();
+        assert!(source
+            .form()
+            .unwrap()
+            .0
+            .expose()
+            .contains("client_secret=rotated&"));
     }
 }

@@ -1,4 +1,4 @@
-//! `GET /metrics`: Prometheus text exposition. Queue depths and quarantines are shared by all
+//! `GET /metrics`: Prometheus text exposition. Queue depths, failed jobs and quarantines are shared by all
 //! replicas, so they are read from Postgres, but by [`refresh_loop`] in the background: a scrape
 //! only renders what is in memory, so any number of scrapers costs no database query.
 
@@ -101,6 +101,15 @@ async fn refresh_shared_gauges(state: &AppState) -> bool {
     else {
         return false;
     };
+    let Ok(failed) = client
+        .query(
+            "SELECT application, count(*) FROM jobs WHERE state = 'failed' GROUP BY application",
+            &[],
+        )
+        .await
+    else {
+        return false;
+    };
     let quarantined = client
         .query(
             "SELECT name FROM applications WHERE quarantined_at IS NOT NULL",
@@ -118,6 +127,15 @@ async fn refresh_shared_gauges(state: &AppState) -> bool {
             .application_quarantined
             .with_label_values(&[application.as_str()])
             .set(i64::from(in_quarantine));
+        let failed_jobs = failed
+            .iter()
+            .find(|r| r.get::<_, &str>(0) == application)
+            .map_or(0, |r| r.get::<_, i64>(1));
+        state
+            .metrics
+            .jobs_failed
+            .with_label_values(&[application.as_str()])
+            .set(failed_jobs);
         for lane in ["immediate", "deferred"] {
             let row = rows
                 .iter()

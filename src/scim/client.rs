@@ -18,7 +18,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderValue, ACCEPT, CONTENT_TYPE};
@@ -139,8 +139,9 @@ struct Inner {
     http: reqwest::Client,
     /// Base URL without trailing slash; paths are appended as segments.
     base: Url,
-    /// `Bearer <token>`, marked sensitive so reqwest never prints it.
-    authorization: HeaderValue,
+    /// `Bearer <token>`, marked sensitive so reqwest never prints it; replaced when the token
+    /// file changes ([`ScimClient::replace_token`]).
+    authorization: RwLock<HeaderValue>,
     pacer: Pacer,
     retry: RetryPolicy,
     request_timeout: Duration,
@@ -211,6 +212,21 @@ struct Reply {
     body: Vec<u8>,
 }
 
+/// The `Authorization` value for `token`, marked sensitive.
+fn bearer(token: &SecretString) -> Result<HeaderValue, ScimError> {
+    if token.is_empty() {
+        return Err(ScimError::Config("the SCIM token is empty".to_owned()));
+    }
+    let mut authorization =
+        HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            ScimError::Config(
+                "the SCIM token contains characters not allowed in a header".to_owned(),
+            )
+        })?;
+    authorization.set_sensitive(true);
+    Ok(authorization)
+}
+
 impl ScimClient {
     /// Builds the client: validates the base URL and rates, sets up one pooled HTTP client.
     pub fn new(
@@ -219,25 +235,14 @@ impl ScimClient {
     ) -> Result<Self, ScimError> {
         let base =
             parse_base_url("the SCIM base URL", &settings.base_url).map_err(ScimError::Config)?;
-        if settings.token.is_empty() {
-            return Err(ScimError::Config("the SCIM token is empty".to_owned()));
-        }
-        let mut authorization =
-            HeaderValue::from_str(&format!("Bearer {}", settings.token.expose())).map_err(
-                |_| {
-                    ScimError::Config(
-                        "the SCIM token contains characters not allowed in a header".to_owned(),
-                    )
-                },
-            )?;
-        authorization.set_sensitive(true);
+        let authorization = bearer(&settings.token)?;
         let http = http_client(settings.request_timeout, settings.connect_timeout)
             .map_err(ScimError::Config)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
                 base,
-                authorization,
+                authorization: RwLock::new(authorization),
                 pacer: Pacer::new(settings.requests_per_second, settings.burst)?,
                 retry: settings.retry_policy(),
                 request_timeout: settings.request_timeout,
@@ -247,6 +252,17 @@ impl ScimClient {
                 recent: Mutex::new(HashMap::new()),
             }),
         })
+    }
+
+    /// Sends `token` from now on (a rotated token file); requests in flight keep the old one.
+    pub fn replace_token(&self, token: &SecretString) -> Result<(), ScimError> {
+        let authorization = bearer(token)?;
+        *self
+            .inner
+            .authorization
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = authorization;
+        Ok(())
     }
 
     /// The character policy applied to every user and group name sent.
@@ -756,7 +772,11 @@ impl ScimClient {
             .request(call.verb.method(), url.clone())
             .header(
                 reqwest::header::AUTHORIZATION,
-                self.inner.authorization.clone(),
+                self.inner
+                    .authorization
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .clone(),
             )
             .header(ACCEPT, HeaderValue::from_static(ACCEPT_SCIM_OR_JSON));
         if let Some(body) = &call.body {

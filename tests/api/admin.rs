@@ -29,7 +29,9 @@ async fn call(
     token: Option<&str>,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut request = app.http.request(method, format!("{}{path}", app.address));
+    let mut request = app
+        .http
+        .request(method, format!("{}{path}", app.internal_address));
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -341,7 +343,7 @@ async fn an_operator_can_provision_on_demand() {
     let malformed = f
         .app
         .http
-        .post(format!("{}{path}", f.app.address))
+        .post(format!("{}{path}", f.app.internal_address))
         .bearer_auth(ADMIN_TOKEN)
         .header("content-type", "application/json")
         .body("{")

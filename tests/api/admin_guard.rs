@@ -17,7 +17,7 @@ async fn spawn_admin(per_second: u32, burst: u32) -> TestApp {
 
 async fn list(app: &TestApp, token: &str) -> u16 {
     app.http
-        .get(format!("{}/admin/applications", app.address))
+        .get(format!("{}/admin/applications", app.internal_address))
         .bearer_auth(token)
         .send()
         .await

@@ -301,13 +301,12 @@ async fn event_grid_deliveries_with_unstorable_values_get_400() {
 #[tokio::test]
 async fn the_admin_log_filters_refuse_unstorable_values_with_400() {
     const TOKEN: &str = "admin-token-hostile-0123456789";
-    let url = PgServer::shared().fresh_database().await;
-    let app = spawn_app_with(with_admin(test_settings(&url), TOKEN), &url).await;
+    let app = spawn_admin_app(TOKEN).await;
     let get = |query: &'static str| {
         app.http
             .request(
                 Method::GET,
-                format!("{}/admin/provisioning-log?{query}", app.address),
+                format!("{}/admin/provisioning-log?{query}", app.internal_address),
             )
             .bearer_auth(TOKEN)
             .send()

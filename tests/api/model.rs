@@ -732,6 +732,7 @@ fn settings(database_url: &str, scim_url: &str) -> String {
         r#"
         [server]
         listen = "127.0.0.1:0"
+        internal_listen = "127.0.0.1:0"
         shutdown_timeout = "5s"
         workers = 2
         [database]
@@ -1058,7 +1059,7 @@ impl Run {
         let response = self
             .app
             .http
-            .request(method, format!("{}{path}", self.app.address))
+            .request(method, format!("{}{path}", self.app.internal_address))
             .bearer_auth(ADMIN_TOKEN)
             .send()
             .await

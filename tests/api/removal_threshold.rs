@@ -65,7 +65,7 @@ async fn confirm(app: &TestApp, application: &str) -> (u16, Value) {
             Method::POST,
             format!(
                 "{}/admin/applications/{application}/removals/confirm",
-                app.address
+                app.internal_address
             ),
         )
         .bearer_auth(ADMIN_TOKEN)

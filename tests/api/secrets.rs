@@ -70,11 +70,13 @@ async fn no_secret_appears_in_logs_error_bodies_or_metrics() {
     let url_with_password = url.replacen("postgres@", &format!("postgres:{DB_PASSWORD}@"), 1);
     assert_ne!(url, url_with_password);
     let port = free_port();
+    let internal_port = free_port();
     let client = graph.client_settings();
     let config = format!(
         r#"
         [server]
         listen = "127.0.0.1:{port}"
+        internal_listen = "127.0.0.1:{internal_port}"
         shutdown_timeout = "5s"
         workers = 2
         metrics_refresh_interval = "50ms"
@@ -130,6 +132,7 @@ async fn no_secret_appears_in_logs_error_bodies_or_metrics() {
         .spawn()
         .unwrap();
     let base = format!("http://127.0.0.1:{port}");
+    let internal = format!("http://127.0.0.1:{internal_port}");
     let http = reqwest::Client::new();
     let start = Instant::now();
     while http
@@ -201,7 +204,7 @@ async fn no_secret_appears_in_logs_error_bodies_or_metrics() {
             "/admin/jobs",
         ] {
             let response = http
-                .get(format!("{base}{path}"))
+                .get(format!("{internal}{path}"))
                 .bearer_auth(token)
                 .send()
                 .await
@@ -210,7 +213,9 @@ async fn no_secret_appears_in_logs_error_bodies_or_metrics() {
         }
     }
     let response = http
-        .post(format!("{base}/admin/applications/beta/test-connection"))
+        .post(format!(
+            "{internal}/admin/applications/beta/test-connection"
+        ))
         .bearer_auth(ADMIN)
         .send()
         .await
@@ -261,7 +266,7 @@ async fn no_secret_appears_in_logs_error_bodies_or_metrics() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let metrics = http
-        .get(format!("{base}/metrics"))
+        .get(format!("{internal}/metrics"))
         .send()
         .await
         .unwrap()

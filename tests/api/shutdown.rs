@@ -8,16 +8,21 @@ use crate::postgres::{free_port, PgServer};
 
 #[tokio::test]
 async fn sigterm_stops_the_service_and_it_exits_zero() {
-    // Arrange: the real binary, serving on a known port.
+    // Arrange: the real binary, serving on known ports (public and internal).
     let url = PgServer::shared().fresh_database().await;
     let port = free_port();
+    let internal_port = free_port();
     let dir = std::env::temp_dir().join(format!("pimbridge-sig-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
     let config = dir.join("config.toml");
     std::fs::write(&config, test_settings_toml(&url)).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pimbridge"))
-        // As an operator would override one key of the file.
+        // As an operator would override keys of the file.
         .env("PIMBRIDGE_SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env(
+            "PIMBRIDGE_SERVER__INTERNAL_LISTEN",
+            format!("127.0.0.1:{internal_port}"),
+        )
         .arg("--config")
         .arg(&config)
         .arg("serve")
@@ -49,7 +54,7 @@ async fn sigterm_stops_the_service_and_it_exits_zero() {
         .unwrap();
     assert!(killed.success());
 
-    // Assert: exits by itself, with status 0, and no longer listens.
+    // Assert: exits by itself, with status 0, and no longer listens on either port.
     let mut status = None;
     for _ in 0..100 {
         if let Some(s) = child.try_wait().unwrap() {
@@ -63,10 +68,12 @@ async fn sigterm_stops_the_service_and_it_exits_zero() {
         panic!("the service did not exit within 10 s of SIGTERM");
     });
     assert!(status.success(), "exit status {status:?}");
-    assert!(http
-        .get(format!("http://127.0.0.1:{port}/health/live"))
-        .send()
-        .await
-        .is_err());
+    for port in [port, internal_port] {
+        assert!(http
+            .get(format!("http://127.0.0.1:{port}/health/live"))
+            .send()
+            .await
+            .is_err());
+    }
     std::fs::remove_dir_all(dir).unwrap();
 }

@@ -35,6 +35,12 @@ struct Args {
         conflicts_with = "client_secret"
     )]
     client_secret_file: Option<PathBuf>,
+    /// PEM certificate registered on the app: client assertions signed with its key are accepted.
+    #[arg(long, env = "GRAPH_EMULATOR_CLIENT_CERTIFICATE_FILE")]
+    client_certificate_file: Option<PathBuf>,
+    /// File holding a federated token accepted as the client assertion.
+    #[arg(long, env = "GRAPH_EMULATOR_FEDERATED_TOKEN_FILE")]
+    federated_token_file: Option<PathBuf>,
     /// Lifetime of issued tokens, in seconds.
     #[arg(
         long,
@@ -70,10 +76,28 @@ impl Args {
             self.page_size > 0 && self.token_lifetime_seconds > 0,
             "--page-size and --token-lifetime-seconds must be at least 1"
         );
+        let client_certificate = self
+            .client_certificate_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+            })
+            .transpose()?;
+        let federated_token = self
+            .federated_token_file
+            .as_ref()
+            .map(|path| {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))
+                    .map(|t| SecretString::new(t.trim()))
+            })
+            .transpose()?;
         Ok(GraphEmulatorSettings {
             tenant_id: self.tenant_id.clone(),
             client_id: self.client_id.clone(),
             client_secret,
+            client_certificate,
+            federated_token,
             token_lifetime: Duration::from_secs(self.token_lifetime_seconds),
             page_size: self.page_size,
             notify_on_change: self.notify_on_change,

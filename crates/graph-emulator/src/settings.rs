@@ -33,6 +33,12 @@ pub struct GraphEmulatorSettings {
     pub client_id: String,
     /// Its secret.
     pub client_secret: SecretString,
+    /// A PEM certificate registered on the app: client assertions signed with its key (RS256 or
+    /// PS256, `x5t#S256` naming it) are accepted.
+    pub client_certificate: Option<String>,
+    /// A federated credential: this exact token, sent as the client assertion, is accepted (as a
+    /// federated identity credential trusting its issuer and subject would).
+    pub federated_token: Option<SecretString>,
     /// `expires_in` of issued tokens; Graph answers 401 once it has passed.
     pub token_lifetime: Duration,
     /// Items per page of the assignment-instance listing (at least 1).
@@ -53,6 +59,8 @@ impl Default for GraphEmulatorSettings {
             tenant_id: DEFAULT_TENANT_ID.to_owned(),
             client_id: DEFAULT_CLIENT_ID.to_owned(),
             client_secret: SecretString::new(DEFAULT_CLIENT_SECRET),
+            client_certificate: None,
+            federated_token: None,
             token_lifetime: DEFAULT_TOKEN_LIFETIME,
             page_size: DEFAULT_PAGE_SIZE,
             notify_on_change: false,

@@ -42,6 +42,7 @@ pub fn test_settings_toml(database_url: &str) -> String {
         r#"
         [server]
         listen = "127.0.0.1:0"
+        internal_listen = "127.0.0.1:0"
         shutdown_timeout = "5s"
         workers = 2
         metrics_refresh_interval = "50ms"
@@ -73,7 +74,10 @@ pub fn test_settings_toml(database_url: &str) -> String {
 }
 
 pub struct TestApp {
+    /// `http://127.0.0.1:<port>` of the public listener (webhooks, `/v1/events`, health).
     pub address: String,
+    /// `http://127.0.0.1:<port>` of the internal listener (`/metrics`, `/admin/…`).
+    pub internal_address: String,
     pub database_url: String,
     pub db: tokio_postgres::Client,
     pub http: reqwest::Client,
@@ -119,6 +123,7 @@ async fn spawn(settings: Settings, database_url: &str, killable: bool) -> TestAp
     tokio::spawn(connection);
     let mut app = TestApp {
         address: String::new(),
+        internal_address: String::new(),
         database_url: database_url.to_owned(),
         db,
         http: reqwest::Client::new(),
@@ -145,6 +150,7 @@ impl TestApp {
         }
         let application = Application::build(settings).await.expect("app builds");
         self.address = format!("http://127.0.0.1:{}", application.port());
+        self.internal_address = format!("http://127.0.0.1:{}", application.internal_port());
         self.shutdown = application.shutdown_token();
         self.task = Some(tokio::spawn(application.run_until_stopped()));
     }
@@ -161,11 +167,16 @@ impl TestApp {
         let (built, ready) = tokio::sync::oneshot::channel();
         let task = runtime.spawn(async move {
             let application = Application::build(settings).await.expect("app builds");
-            let _ = built.send((application.port(), application.shutdown_token()));
+            let _ = built.send((
+                application.port(),
+                application.internal_port(),
+                application.shutdown_token(),
+            ));
             application.run_until_stopped().await
         });
-        let (port, shutdown) = ready.await.expect("the app was built");
+        let (port, internal_port, shutdown) = ready.await.expect("the app was built");
         self.address = format!("http://127.0.0.1:{port}");
+        self.internal_address = format!("http://127.0.0.1:{internal_port}");
         self.shutdown = shutdown;
         self.task = Some(task);
         self.runtime = Some(runtime);
@@ -284,10 +295,10 @@ impl TestApp {
         }
     }
 
-    /// One scrape of `/metrics`, as it is.
+    /// One scrape of `/metrics` (on the internal listener), as it is.
     pub async fn scrape(&self) -> String {
         self.http
-            .get(format!("{}/metrics", self.address))
+            .get(format!("{}/metrics", self.internal_address))
             .send()
             .await
             .unwrap()
@@ -367,4 +378,10 @@ pub fn with_admin(mut settings: Settings, token: &str) -> Settings {
     settings.admin.token = Some(pimbridge::secret::SecretString::new(token));
     settings.admin.requests_per_second = 0;
     settings
+}
+
+/// An app on a fresh database with the test settings and the admin API behind `token`.
+pub async fn spawn_admin_app(token: &str) -> TestApp {
+    let url = PgServer::shared().fresh_database().await;
+    spawn_app_with(with_admin(test_settings(&url), token), &url).await
 }
