@@ -168,21 +168,6 @@ def hardened(doc):
     return missing
 
 
-def binary_knows_internal_listen():
-    """Whether this build of pimbridge reads server.internal_listen (the second listener)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "c.toml")
-        with open(path, "w") as f:
-            f.write('[server]\ninternal_listen = "127.0.0.1:9090"\n[database]\nurl = "postgres://a@b/c"\n'
-                    '[intake]\nhmac_secret = "0123456789abcdef0123"\n')
-        result = subprocess.run([BINARY, "--config", path, "check-config"], capture_output=True, text=True,
-                                env={k: v for k, v in os.environ.items() if not k.startswith("PIMBRIDGE_")})
-        return "internal_listen" not in result.stdout + result.stderr
-
-
-INTERNAL_LISTEN_KNOWN = binary_knows_internal_listen()
-
-
 def check_config(label, docs, expected_apps):
     """Runs `pimbridge check-config` on the rendered configuration, with the pods' environment."""
     deployment = find(docs, "Deployment", "pimbridge")[0]
@@ -194,8 +179,6 @@ def check_config(label, docs, expected_apps):
         os.makedirs(secrets_dir)
         mounted = secrets.get(next(v["secret"]["secretName"] for v in pod_spec(deployment)["volumes"] if v["name"] == "secrets"))
         config = configmap["data"]["config.toml"]
-        if not INTERNAL_LISTEN_KNOWN:
-            config = re.sub(r"(?m)^\s*internal_listen = .*\n", "", config)
         config_path = os.path.join(tmp, "config.toml")
         with open(config_path, "w") as f:
             f.write(config)
@@ -260,10 +243,6 @@ def scenario(label, values, expected_apps):
     check_config(label, docs, expected_apps)
     return docs
 
-
-if not INTERNAL_LISTEN_KNOWN:
-    print("NOTE this pimbridge build does not read server.internal_listen yet (the second listener is "
-          "being added): check-config runs on the rendered configuration without that one key")
 
 # 1. The evaluation install: no values at all.
 docs = scenario("no values (evaluation install)", {}, 1)
@@ -489,17 +468,6 @@ def value_paths(node, path):
 # only reads to refuse it with its new name.
 NOT_IN_SCHEMA = {"database.url", "intake.hmac_secret", "admin.token", "graph.client_secret", "graph.client_state",
                  "applications.<name>.scim_token", "intake.client_ip_header"}
-# Keys being added to pimbridge by changes in flight — the second listener, secret file reloading,
-# the Graph certificate and workload identity credentials, replica liveness and retention —:
-# accepted in the schema
-# before the structs have them. Once merged, they are ordinary keys and this set can go.
-BEING_ADDED = {"server.internal_listen", "server.secret_reload_interval", "graph.client_certificate_file",
-               "graph.client_certificate_key_file", "graph.federated_token_file", "replica.heartbeat_interval", "replica.dead_after",
-               "retention.enabled", "retention.days", "retention.batch_size", "retention.interval",
-               *(f"retention.days_by_kind.{kind}" for kind in
-                 ("events", "jobs", "grants", "provisioning_log", "cycles", "graph_hints"))}
-
-
 def settings_keys():
     """Every configuration key of the settings structs, `<name>` standing for map keys."""
     with open(os.path.join(ROOT, "src", "config", "mod.rs")) as f:
@@ -525,13 +493,10 @@ schema_config = {p[len("config."):] for p in value_paths(schema, "") if p.starts
 schema_leaves = {k for k in schema_config
                  if not any(other.startswith(k + ".") for other in schema_config)}
 not_in_schema = sorted(fields - NOT_IN_SCHEMA - schema_leaves)
-not_in_pimbridge = sorted(schema_leaves - fields - BEING_ADDED)
+not_in_pimbridge = sorted(schema_leaves - fields)
 check(len(fields) > 50 and not not_in_schema and not not_in_pimbridge,
       f"values.schema.json's config mirrors the {len(fields)} keys of src/config/mod.rs (secrets excepted): "
       f"missing from the schema {not_in_schema or 'none'}, unknown to pimbridge {not_in_pimbridge or 'none'}")
-waiting = sorted(BEING_ADDED - fields)
-if waiting:
-    print(f"NOTE in the schema before pimbridge reads them (being added): {waiting}")
 
 with open(os.path.join(CHART, "README.md")) as f:
     chart_readme = f.read()
@@ -562,7 +527,7 @@ if PROMTOOL:
 
 # 8. The evaluation install, started on this machine, does what its NOTES.txt says.
 print("\n== the evaluation install, run locally with the commands of NOTES.txt")
-eval_smoke.run(BINARY, EMULATOR, POSTGRES_URL, check, without_internal_listen=not INTERNAL_LISTEN_KNOWN)
+eval_smoke.run(BINARY, EMULATOR, POSTGRES_URL, check)
 
 # 9. The Dockerfile's dependency layer copies every workspace member's manifest and stubs every
 #    target the manifests declare (docker cannot run here; a missing manifest or stub would

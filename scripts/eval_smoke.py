@@ -6,7 +6,7 @@ names and ports replaced by local ones. Then the commands of NOTES.txt are run a
 `kubectl exec`/`kubectl get secret` replaced by their local equivalents): both ways of signing
 the sample event must be accepted, and the membership must appear in the emulator.
 
-Called by scripts/check_deploy.py: run(pimbridge, emulator, postgres_url, check, without_internal_listen),
+Called by scripts/check_deploy.py: run(pimbridge, emulator, postgres_url, check),
 where postgres_url names a server on which its user may create roles and databases.
 """
 
@@ -66,7 +66,7 @@ def env_of(container, base, secrets):
     return env
 
 
-def run(pimbridge, emulator, postgres_url, check, without_internal_listen=False):
+def run(pimbridge, emulator, postgres_url, check):
     """Starts the rendered evaluation install locally and runs NOTES.txt; reports through check()."""
     server = urllib.parse.urlsplit(postgres_url)
     chart = helm_python.Chart.load(CHART)
@@ -113,8 +113,6 @@ def run(pimbridge, emulator, postgres_url, check, without_internal_listen=False)
                             .replace("pimbridge-scim-emulator:9080", f"127.0.0.1:{emulator_port}")
                             .replace('"0.0.0.0:8080"', f'"127.0.0.1:{http_port}"')
                             .replace('"0.0.0.0:9090"', f'"127.0.0.1:{internal_port}"'))
-            if without_internal_listen:
-                local_config = re.sub(r"(?m)^\s*internal_listen = .*\n", "", local_config)
             config_path = os.path.join(tmp, "config.toml")
             with open(config_path, "w") as f:
                 f.write(local_config)
