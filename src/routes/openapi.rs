@@ -196,6 +196,14 @@ const ADMIN_CLEAR: [(u16, &str, Option<&str>); 12] = admin!((
     "The quarantine is cleared and a cycle requested",
     Some("Object")
 ));
+const ADMIN_CONFIRM: [(u16, &str, Option<&str>); 12] = admin!(
+    (
+        202,
+        "The held removals are confirmed and a cycle requested",
+        Some("Object")
+    ),
+    (409, "The latest cycle held no removals", Some("Error"))
+);
 const ADMIN_LOG: [(u16, &str, Option<&str>); 12] = admin!(
     (
         200,
@@ -421,6 +429,18 @@ pub const OPERATIONS: &[Operation] = &[
         responses: &ADMIN_CLEAR,
     },
     Operation {
+        method: "post",
+        path: "/admin/applications/{name}/removals/confirm",
+        listeners: INTERNAL,
+        id: "confirmRemovals",
+        summary: "Confirm the removals a held cycle held back (more than max_removals_per_cycle) and run a cycle now",
+        tag: "admin",
+        security: Security::Admin,
+        query: &[NAME],
+        body: None,
+        responses: &ADMIN_CONFIRM,
+    },
+    Operation {
         method: "get",
         path: "/admin/provisioning-log",
         listeners: INTERNAL,
@@ -431,6 +451,11 @@ pub const OPERATIONS: &[Operation] = &[
         query: &[
             ("application", "string", "Only this application"),
             ("status", "string", "succeeded, skipped, retrying, failed, superseded or held"),
+            (
+                "action",
+                "string",
+                "add, remove, create_user, update_user or create_group",
+            ),
             ("cycle", "integer", "Only this cycle"),
             ("principal", "string", "Only this Entra user"),
             ("group", "string", "Only this Entra group"),
