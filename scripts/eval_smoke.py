@@ -4,7 +4,8 @@ creates them, the emulator with the Deployment's arguments and environment, pimb
 ConfigMap, the Secret's files and the Deployment's environment — with only the Services' host
 names and ports replaced by local ones. Then the commands of NOTES.txt are run as printed (with
 `kubectl exec`/`kubectl get secret` replaced by their local equivalents): both ways of signing
-the sample event must be accepted, and the membership must appear in the emulator.
+the sample event must be accepted, the membership must appear in the emulator, and the live scrape
+that follows must pass `promtool check metrics`.
 
 Called by scripts/check_deploy.py: run(pimbridge, emulator, postgres_url, check),
 where postgres_url names a server on which its user may create roles and databases.
@@ -12,6 +13,7 @@ where postgres_url names a server on which its user may create roles and databas
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -161,6 +163,15 @@ def run(pimbridge, emulator, postgres_url, check):
                     break
                 time.sleep(0.1)
             check("alice@contoso.com" in seen, f"NOTES.txt's last command shows the membership in the emulator: {seen.strip()[:200]}")
+
+            # The live scrape after that traffic, from the internal listener, as Prometheus reads it.
+            scrape = urllib.request.urlopen(f"http://127.0.0.1:{internal_port}/metrics", timeout=10).read()
+            promtool = shutil.which("promtool")
+            lint = subprocess.run([promtool or "promtool", "check", "metrics"], input=scrape, capture_output=True)
+            families = sum(1 for line in scrape.decode().splitlines() if line.startswith("# TYPE pimbridge_"))
+            check(promtool is not None and lint.returncode == 0 and b"pimbridge_provisioning_latency_seconds_bucket" in scrape,
+                  f"promtool check metrics on a live scrape after the sample events ({families} pimbridge families): "
+                  + (lint.stdout + lint.stderr).decode().strip().replace("\n", " ")[:400])
         finally:
             for process in processes:
                 process.terminate()

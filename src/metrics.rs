@@ -195,7 +195,7 @@ impl Metrics {
             "Request handlers that panicked and were answered with 500.",
         )?;
         let shared_gauge_refreshes = IntCounter::new(
-            "pimbridge_shared_gauge_refreshes_total",
+            "pimbridge_shared_metric_refreshes_total",
             "Background refreshes of the gauges read from Postgres (queue depth, quarantine).",
         )?;
         let build_info = IntGaugeVec::new(

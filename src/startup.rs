@@ -477,6 +477,9 @@ fn http_server(
 ) -> anyhow::Result<Server> {
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
+        if listener == Listener::Internal {
+            yield_cpu_to_intake();
+        }
         App::new()
             .app_data(app_state.clone())
             .app_data(listener)
@@ -497,6 +500,21 @@ fn http_server(
         server = server.workers(workers);
     }
     Ok(server.run())
+}
+
+/// Lowers the calling thread (an internal-listener worker, which builds its app on its own thread)
+/// to the lowest CPU priority: however hard `/metrics` is scraped, intake's threads come first
+/// (docs/security.md, "A flood"). Idle, it changes nothing. On Linux the priority is the thread's.
+fn yield_cpu_to_intake() {
+    thread_local! {
+        static LOWERED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if LOWERED.with(|done| done.replace(true)) {
+        return;
+    }
+    if let Err(e) = rustix::process::setpriority_process(None, 19) {
+        tracing::debug!(error.message = %e, "cannot lower the internal listener's CPU priority");
+    }
 }
 
 /// The rule start-up applies to the HMAC secret and the admin token, for their new values.

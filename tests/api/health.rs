@@ -239,7 +239,7 @@ async fn a_scrape_reads_memory_only_not_the_database() {
     let mut settings = test_settings(&url);
     settings.server.metrics_refresh_interval = std::time::Duration::from_secs(3600);
     let app = spawn_app_with(settings, &url).await;
-    let refreshes = |text: &str| metric_value(text, "pimbridge_shared_gauge_refreshes_total", &[]);
+    let refreshes = |text: &str| metric_value(text, "pimbridge_shared_metric_refreshes_total", &[]);
     let mut first = app.scrape().await;
     for _ in 0..100 {
         if refreshes(&first) >= 1.0 {

@@ -67,3 +67,24 @@ async fn the_inputs_answer_only_on_the_public_listener_and_health_on_both() {
         assert_eq!(status_of(&app, base, "/health/ready").await, 200);
     }
 }
+
+#[tokio::test]
+async fn the_internal_listener_runs_at_the_lowest_cpu_priority() {
+    // The internal listener's worker lowers its own thread's priority when it starts, so that a
+    // flood of scrapes cannot take the CPU intake needs (docs/security.md, "A flood").
+    let app = spawn_with_admin().await;
+    let status = status_of(&app, &app.internal_address, "/metrics").await;
+    assert_eq!(status, 200, "the internal worker has started");
+
+    // Field 19 of /proc/<pid>/task/<tid>/stat is the thread's nice value.
+    let lowered = std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("stat")).ok())
+        .filter_map(|stat| {
+            let after_name = &stat[stat.rfind(')')? + 2..];
+            after_name.split(' ').nth(16).map(str::to_owned)
+        })
+        .filter(|nice| nice == "19")
+        .count();
+    assert!(lowered >= 1, "a thread runs at nice 19");
+}

@@ -279,7 +279,7 @@ impl TestApp {
     /// The exposition once the gauges read from Postgres have been refreshed after this call
     /// (they are refreshed in the background); after 5 s, whatever it shows.
     pub async fn metrics(&self) -> String {
-        const REFRESHES: &str = "pimbridge_shared_gauge_refreshes_total";
+        const REFRESHES: &str = "pimbridge_shared_metric_refreshes_total";
         let first = self.scrape().await;
         let start = metric_value(&first, REFRESHES, &[]);
         let deadline = std::time::Instant::now() + Duration::from_secs(5);
