@@ -46,29 +46,11 @@ impl Bench {
         )
         .await
         .unwrap();
-        let toml = format!(
-            r#"
-            [server]
-            listen = "127.0.0.1:0"
-            internal_listen = "127.0.0.1:0"
-            workers = 1
-            [database]
-            url = "{database_url}"
-            max_connections = 16
-            [intake]
-            hmac_secret = "{SECRET}"
-            # Off: the load comes from one address.
-            requests_per_second = 0
-            [log]
-            level = "error"
-            {sections}
-            [applications.bench]
-            scim_url = "{}"
-            scim_token = "{DEFAULT_TOKEN}"
-            groups = ["{GROUP}"]
-            {application}
-            "#,
-            emulator.scim_base_url()
+        let toml = config_toml(
+            &database_url,
+            &emulator.scim_base_url(),
+            sections,
+            application,
         );
         let settings = Settings::from_toml_str(&toml).unwrap();
         let app = Application::build(settings).await.unwrap();
@@ -131,6 +113,47 @@ impl Bench {
         let _ = self.service.await;
         self.emulator.stop().await;
     }
+}
+
+/// The configuration `Bench::start` runs with: one application `bench` on GROUP, served by the
+/// SCIM endpoint `scim_url`; `sections` adds TOML sections and `application` adds keys to the
+/// application.
+pub fn config_toml(
+    database_url: &str,
+    scim_url: &str,
+    sections: &str,
+    application: &str,
+) -> String {
+    format!(
+        r#"
+        [server]
+        listen = "127.0.0.1:0"
+        internal_listen = "127.0.0.1:0"
+        workers = 1
+        [database]
+        url = "{database_url}"
+        max_connections = 16
+        [intake]
+        hmac_secret = "{SECRET}"
+        # Off: the load comes from one address.
+        requests_per_second = 0
+        [log]
+        level = "error"
+        {sections}
+        [applications.bench]
+        scim_url = "{scim_url}"
+        scim_token = "{DEFAULT_TOKEN}"
+        groups = ["{GROUP}"]
+        {application}
+        "#
+    )
+}
+
+/// Now, as RFC 3339 text (an activation dated now has a running grant).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
 }
 
 /// The value at percentile `p` of sorted values (nearest rank).
