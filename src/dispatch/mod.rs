@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchSettings;
 use crate::metrics::Metrics;
-use crate::provision::{Failure, Options, Origin, Outcome, PairRequest, Provisioner};
+use crate::provision::{
+    Failure, JobSettled, Options, Origin, Outcome, PairRequest, Provisioner, Reconciled,
+};
 use crate::secret::SecretString;
 use crate::store::jobs::{self, ClaimedJob};
 use crate::store::{quarantine, StoreError};
@@ -126,7 +128,7 @@ impl Dispatcher {
             }
         };
         let recorded = match result {
-            Ok(outcome) => self.settle(&job, outcome, started.elapsed()).await,
+            Ok(report) => self.settle(&job, report, started.elapsed()).await,
             Err(e) => Err(e),
         };
         if let Err(e) = recorded {
@@ -135,8 +137,9 @@ impl Dispatcher {
         }
     }
 
-    /// Reconciles the job's pair: adds the member if a grant is active, else nothing.
-    async fn reconcile(&self, job: &ClaimedJob) -> Result<Outcome, StoreError> {
+    /// Reconciles the job's pair: adds the member if a grant is active, else nothing. The job is
+    /// settled in the same transaction unless the outcome is a failure.
+    async fn reconcile(&self, job: &ClaimedJob) -> Result<Reconciled, StoreError> {
         let mut db = self.pool.get().await?;
         let request = PairRequest {
             subject: job.subject.clone(),
@@ -147,9 +150,11 @@ impl Dispatcher {
             retry_transient: job.attempts < self.settings.max_attempts,
             ..Options::default()
         };
-        let origin = Origin::Job { job_id: job.id };
-        let report = self
-            .provisioner
+        let origin = Origin::Job {
+            job_id: job.id,
+            lease_owner: &self.owner,
+        };
+        self.provisioner
             .reconcile(
                 &mut db,
                 &job.subject.application,
@@ -157,12 +162,7 @@ impl Dispatcher {
                 &[request],
                 &options,
             )
-            .await?;
-        Ok(report
-            .outcomes
-            .into_iter()
-            .next()
-            .unwrap_or(Outcome::NotWanted))
+            .await
     }
 
     async fn renew_lease(&self, job: &ClaimedJob) {
@@ -174,48 +174,52 @@ impl Dispatcher {
         }
     }
 
-    /// Settles the job after its pair was reconciled (the record of AWS and the provisioning log
-    /// are already written); metrics follow the commit.
+    /// Observes a job the reconciliation settled, or settles a failed one (retry later, defer or
+    /// fail for good); metrics follow the commit.
     async fn settle(
         &self,
         job: &ClaimedJob,
-        outcome: Outcome,
+        report: Reconciled,
         elapsed: Duration,
     ) -> Result<(), StoreError> {
-        let mut db = self.pool.get().await?;
-        let tx = db.transaction().await?;
-        let owner = self.owner.as_str();
-        let mut latency = None;
-        match &outcome {
-            Outcome::Added | Outcome::Unchanged(_) => {
-                latency = jobs::complete(&tx, job.id, owner).await?;
-                if latency.is_none() {
-                    tracing::warn!("lease lost before completion; another replica owns the job");
-                }
+        match report.job {
+            Some(JobSettled::Completed {
+                latency: Some(latency),
+            }) => {
+                self.metrics
+                    .provisioning_latency
+                    .with_label_values(&[
+                        &job.subject.application,
+                        "immediate",
+                        job.action.as_str(),
+                    ])
+                    .observe(latency);
+                tracing::info!(
+                    latency_ms = latency * 1000.0,
+                    elapsed_ms = elapsed.as_secs_f64() * 1000.0,
+                    "membership change confirmed by AWS"
+                );
             }
-            Outcome::NotWanted | Outcome::Removed | Outcome::Held(_) => {
+            Some(JobSettled::Completed { latency: None }) => {
+                tracing::warn!("lease lost before completion; another replica owns the job");
+            }
+            Some(JobSettled::Superseded) => {
                 tracing::info!("not sent: the pair has no active grant any more");
-                jobs::supersede(
-                    &tx,
-                    job.id,
-                    owner,
-                    "no active grant any more (deactivated or ended)",
-                )
-                .await?;
             }
-            Outcome::Failed(failure) => self.settle_failure(&tx, job, failure).await?,
-        }
-        tx.commit().await?;
-        if let Some(latency) = latency {
-            self.metrics
-                .provisioning_latency
-                .with_label_values(&[&job.subject.application, "immediate", job.action.as_str()])
-                .observe(latency);
-            tracing::info!(
-                latency_ms = latency * 1000.0,
-                elapsed_ms = elapsed.as_secs_f64() * 1000.0,
-                "membership change confirmed by AWS"
-            );
+            None => {
+                let failure = match report.outcomes.into_iter().next() {
+                    Some(Outcome::Failed(failure)) => failure,
+                    // Only a failure is left to the dispatcher.
+                    other => {
+                        tracing::warn!(outcome = ?other, "the job was not settled; it will be retried");
+                        return Ok(());
+                    }
+                };
+                let mut db = self.pool.get().await?;
+                let tx = db.transaction().await?;
+                self.settle_failure(&tx, job, &failure).await?;
+                tx.commit().await?;
+            }
         }
         Ok(())
     }

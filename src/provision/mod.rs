@@ -21,7 +21,7 @@ use crate::scim::{ScimClient, ScimError};
 use crate::store::{provisioning_log, StoreError};
 
 pub use decide::{decide, Step};
-pub use reconcile::{Failure, Options, Origin, Outcome, PairRequest, Reconciled};
+pub use reconcile::{Failure, JobSettled, Options, Origin, Outcome, PairRequest, Reconciled};
 
 /// Why a change could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -86,15 +86,18 @@ impl ProvisionError {
 }
 
 /// The ids a provisioning-log entry links to, for the steps taken on the way to a change (user
-/// created or updated, group created).
+/// created or updated, group created), and where those entries wait within a reconciliation.
 #[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct LogIds {
+pub(crate) struct LogIds<'a> {
     pub cycle_id: Option<i64>,
     pub job_id: Option<i64>,
     pub event_id: Option<i64>,
+    /// When set, entries wait here and are written in the transaction that records the change's
+    /// outcome (one durable commit instead of one per step); else each is written at once.
+    pub steps: Option<&'a PendingSteps>,
 }
 
-impl LogIds {
+impl LogIds<'_> {
     /// Logs a step taken on the way to a change, linked to these ids.
     pub(super) async fn append(
         self,
@@ -105,20 +108,66 @@ impl LogIds {
         error_code: Option<&str>,
         reason: &str,
     ) -> Result<(), ProvisionError> {
-        let entry = provisioning_log::Entry {
+        let step = PendingStep {
+            cycle_id: self.cycle_id,
+            job_id: self.job_id,
+            event_id: self.event_id,
+            subject: subject.clone(),
+            action,
+            status,
+            error_code: error_code.map(str::to_owned),
+            reason: reason.to_owned(),
+        };
+        match self.steps {
+            Some(steps) => steps.push(step),
+            None => provisioning_log::append(db, &step.entry()).await?,
+        }
+        Ok(())
+    }
+}
+
+/// Provisioning-log entries of steps taken during one reconciliation, not written yet.
+#[derive(Debug, Default)]
+pub(crate) struct PendingSteps(std::sync::Mutex<Vec<PendingStep>>);
+
+impl PendingSteps {
+    fn push(&self, step: PendingStep) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(step);
+    }
+
+    /// The entries waiting, oldest first; none are left.
+    pub(super) fn take(&self) -> Vec<PendingStep> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+/// One step's provisioning-log entry, owned until it is written.
+#[derive(Debug)]
+pub(crate) struct PendingStep {
+    cycle_id: Option<i64>,
+    job_id: Option<i64>,
+    event_id: Option<i64>,
+    subject: crate::domain::Subject,
+    action: provisioning_log::LogAction,
+    status: provisioning_log::Status,
+    error_code: Option<String>,
+    reason: String,
+}
+
+impl PendingStep {
+    pub(super) fn entry(&self) -> provisioning_log::Entry<'_> {
+        provisioning_log::Entry {
             cycle_id: self.cycle_id,
             job_id: self.job_id,
             event_id: self.event_id,
             grant_id: None,
-            action,
-            subject,
-            status,
-            error_code,
-            reason: Some(reason),
+            action: self.action,
+            subject: &self.subject,
+            status: self.status,
+            error_code: self.error_code.as_deref(),
+            reason: Some(&self.reason),
             elapsed_secs: 0.0,
-        };
-        provisioning_log::append(db, &entry).await?;
-        Ok(())
+        }
     }
 }
 

@@ -9,18 +9,19 @@ use deadpool_postgres::Object;
 
 use super::decide::{self, decide, Step};
 use super::resolve::CachedUser;
-use super::{LogIds, ProvisionError, Provisioner, Target};
+use super::{LogIds, PendingSteps, ProvisionError, Provisioner, Target};
 use crate::domain::{Action, Subject};
 use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance};
 use crate::store::provisioning_log::{self, Status};
-use crate::store::StoreError;
+use crate::store::{jobs, StoreError};
 use crate::telemetry::error_chain;
 
 /// Who asked, for the provisioning log and for what the record must say before a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// An immediate-lane job: its claim already marked the pair `unknown`; it only ever adds.
-    Job { job_id: i64 },
+pub enum Origin<'a> {
+    /// An immediate-lane job, held under `lease_owner`'s lease: its claim already marked the pair
+    /// `unknown`; it only ever adds. The job is settled with the outcome when it needs no retry.
+    Job { job_id: i64, lease_owner: &'a str },
     /// A sync cycle.
     Cycle { cycle_id: i64 },
     /// An operator, through the admin API.
@@ -36,9 +37,9 @@ pub struct PairRequest {
     pub job_id: Option<i64>,
 }
 
-impl LogIds {
-    /// The ids of a request reconciled for `origin`.
-    fn of(origin: Origin, request: &PairRequest) -> Self {
+impl<'a> LogIds<'a> {
+    /// The ids of a request reconciled for `origin`, its steps waiting in `steps`.
+    fn of(origin: Origin<'_>, request: &PairRequest, steps: &'a PendingSteps) -> Self {
         Self {
             cycle_id: match origin {
                 Origin::Cycle { cycle_id } => Some(cycle_id),
@@ -46,6 +47,7 @@ impl LogIds {
             },
             job_id: request.job_id,
             event_id: request.event_id,
+            steps: Some(steps),
         }
     }
 }
@@ -101,6 +103,17 @@ pub enum Outcome {
     Failed(Failure),
 }
 
+/// What became of the job that asked (`Origin::Job`), settled in the transaction that recorded
+/// the outcome.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum JobSettled {
+    /// Done: seconds from the event's receipt to now by the database clock, or `None` when the
+    /// lease was lost meanwhile (another replica owns the job).
+    Completed { latency: Option<f64> },
+    /// Not sent: the pair has no active grant any more.
+    Superseded,
+}
+
 /// The outcome of each request, in order, and the drift found in AWS.
 #[derive(Debug, Clone, Default)]
 pub struct Reconciled {
@@ -111,6 +124,9 @@ pub struct Reconciled {
     pub drift_missing: u32,
     /// Owned pairs without an active grant that AWS still held.
     pub drift_lingering: u32,
+    /// The asking job, when settled with the outcome; `None` leaves it to the caller (a failure,
+    /// whose retry policy is the caller's).
+    pub job: Option<JobSettled>,
 }
 
 /// From how many owned pairs of one group a drift check lists the group's members once instead of
@@ -122,6 +138,13 @@ const UNKNOWN_TO_AWS: &str = "AWS does not know the user or the group: there is 
 /// Why a first add is not sent: the member was already there.
 const FOUND_STANDING: &str =
     "AWS already held the membership before pimbridge's first add: recorded as standing";
+
+/// The AWS ids of a pair, and whether AWS created the user just now (it is in no group yet).
+struct AwsIds {
+    group: String,
+    user: String,
+    fresh_user: bool,
+}
 
 /// A pair on its way: what to send and the AWS ids.
 struct Planned {
@@ -139,7 +162,7 @@ impl Provisioner {
         &self,
         db: &mut Object,
         application: &str,
-        origin: Origin,
+        origin: Origin<'_>,
         requests: &[PairRequest],
         options: &Options,
     ) -> Result<Reconciled, StoreError> {
@@ -164,12 +187,13 @@ impl Provisioner {
         &self,
         db: &mut Object,
         application: &str,
-        origin: Origin,
+        origin: Origin<'_>,
         requests: &[PairRequest],
         pairs: &[Pair],
         options: &Options,
     ) -> Result<Reconciled, StoreError> {
         let started = Instant::now();
+        let steps = PendingSteps::default();
         let mut views = aws_memberships::view(&*db, application, pairs).await?;
         let mut report = Reconciled::default();
         let target = match self.target(application) {
@@ -214,7 +238,7 @@ impl Provisioner {
         }
 
         for i in refresh {
-            let log = LogIds::of(origin, &requests[i]);
+            let log = LogIds::of(origin, &requests[i], &steps);
             if let Err(e) = self
                 .refresh_user(db, target, &requests[i].subject, log)
                 .await
@@ -240,15 +264,19 @@ impl Provisioner {
         let mut groups: BTreeMap<String, Option<String>> = BTreeMap::new();
         for (i, first) in adds {
             let subject = &requests[i].subject;
-            let log = LogIds::of(origin, &requests[i]);
+            let log = LogIds::of(origin, &requests[i], &steps);
             match self.ids(db, target, subject, true, &mut groups, log).await {
-                Ok(Some((group, user))) => {
+                Ok(Some(ids)) => {
                     let planned = Planned {
                         index: i,
-                        group,
-                        user,
+                        group: ids.group,
+                        user: ids.user,
                     };
-                    if first {
+                    if first && ids.fresh_user {
+                        // A user AWS created just now is in no group: nothing to look up.
+                        owned_new[i] = true;
+                        to_add.push(planned);
+                    } else if first {
                         first_adds.push(planned);
                     } else {
                         to_add.push(planned);
@@ -287,10 +315,10 @@ impl Provisioner {
                 )
                 .await
             {
-                Ok(Some((group, user))) => to_remove.push(Planned {
+                Ok(Some(ids)) => to_remove.push(Planned {
                     index: i,
-                    group,
-                    user,
+                    group: ids.group,
+                    user: ids.user,
                 }),
                 Ok(None) => {
                     views[i].aws = AwsState::Absent;
@@ -337,19 +365,21 @@ impl Provisioner {
             .collect();
         report.desired = views.iter().map(|v| v.desired).collect();
         let elapsed = started.elapsed().as_secs_f64() / requests.len().max(1) as f64;
-        self.record(
-            db,
-            application,
-            origin,
-            requests,
-            &views,
-            &verified,
-            &owned_new,
-            &report,
-            options,
-            elapsed,
-        )
-        .await?;
+        report.job = self
+            .record(
+                db,
+                application,
+                origin,
+                requests,
+                &views,
+                &verified,
+                &owned_new,
+                &report,
+                &steps,
+                options,
+                elapsed,
+            )
+            .await?;
         Ok(report)
     }
 
@@ -387,7 +417,7 @@ impl Provisioner {
                 .ids(db, target, subject, false, &mut groups, LogIds::default())
                 .await
             {
-                Ok(Some((group, user))) if list => match listed.get(&group) {
+                Ok(Some(AwsIds { group, user, .. })) if list => match listed.get(&group) {
                     Some(members) => Ok(members.contains(&user)),
                     None => match target.client.list_group_members(&group).await {
                         Ok(members) => {
@@ -400,7 +430,9 @@ impl Provisioner {
                         Err(e) => Err(e),
                     },
                 },
-                Ok(Some((group, user))) => target.client.is_member(&group, &user).await,
+                Ok(Some(AwsIds { group, user, .. })) => {
+                    target.client.is_member(&group, &user).await
+                }
                 Ok(None) => Ok(false),
                 Err(ProvisionError::Scim(e)) => Err(e),
                 Err(_) => continue,
@@ -479,8 +511,8 @@ impl Provisioner {
         subject: &Subject,
         create: bool,
         groups: &mut BTreeMap<String, Option<String>>,
-        log: LogIds,
-    ) -> Result<Option<(String, String)>, ProvisionError> {
+        log: LogIds<'_>,
+    ) -> Result<Option<AwsIds>, ProvisionError> {
         let cached = self.cached(db, subject).await?;
         let cached_user = CachedUser::from(&cached);
         let group = match groups.get(&subject.group_id) {
@@ -499,7 +531,11 @@ impl Provisioner {
         let user = self
             .user_id(db, target, subject, cached_user, create, log)
             .await?;
-        Ok(user.map(|user| (group, user)))
+        Ok(user.map(|(user, fresh_user)| AwsIds {
+            group,
+            user,
+            fresh_user,
+        }))
     }
 
     /// Sends one kind of change, grouped per AWS group. When a PATCH fails for a reason that is
@@ -561,9 +597,7 @@ impl Provisioner {
                     .ids(db, target, subject, create, &mut groups, LogIds::default())
                     .await?
                 {
-                    Some((group, user)) => {
-                        Ok(patch(target, action, &group, &[user.as_str()]).await?)
-                    }
+                    Some(ids) => Ok(patch(target, action, &ids.group, &[ids.user.as_str()]).await?),
                     // Nothing left to remove.
                     None => Ok(()),
                 }
@@ -572,23 +606,25 @@ impl Provisioner {
         }
     }
 
-    /// Records the outcomes in one transaction: the record of AWS and a log entry per pair.
+    /// Records the outcomes in one transaction: the steps taken on the way, the record of AWS, a
+    /// log entry per pair and, for a job whose outcome needs no retry, the job's end.
     #[allow(clippy::too_many_arguments)]
     async fn record(
         &self,
         db: &mut Object,
         application: &str,
-        origin: Origin,
+        origin: Origin<'_>,
         requests: &[PairRequest],
         views: &[PairView],
         verified: &[bool],
         owned_new: &[bool],
         report: &Reconciled,
+        steps: &PendingSteps,
         options: &Options,
         elapsed_secs: f64,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Option<JobSettled>, StoreError> {
         let own_job = match origin {
-            Origin::Job { job_id } => Some(job_id),
+            Origin::Job { job_id, .. } => Some(job_id),
             _ => None,
         };
         let cycle_id = match origin {
@@ -597,6 +633,9 @@ impl Provisioner {
         };
         let origin_is_cycle = cycle_id.is_some();
         let tx = db.transaction().await?;
+        for step in steps.take() {
+            provisioning_log::append(&tx, &step.entry()).await?;
+        }
         for (i, outcome) in report.outcomes.iter().enumerate() {
             let request = &requests[i];
             let view = &views[i];
@@ -698,10 +737,43 @@ impl Provisioner {
             )
             .await?;
         }
+        let job = match (origin, report.outcomes.as_slice()) {
+            (
+                Origin::Job {
+                    job_id,
+                    lease_owner,
+                },
+                [outcome],
+            ) => settle_job(&tx, job_id, lease_owner, outcome).await?,
+            _ => None,
+        };
         tx.commit().await?;
-        Ok(())
+        Ok(job)
     }
 }
+
+/// Ends an immediate job with its pair's outcome, unless the outcome is a failure (the caller
+/// decides whether and when to try again).
+async fn settle_job(
+    tx: &deadpool_postgres::Transaction<'_>,
+    job_id: i64,
+    lease_owner: &str,
+    outcome: &Outcome,
+) -> Result<Option<JobSettled>, StoreError> {
+    Ok(match outcome {
+        Outcome::Added | Outcome::Unchanged(_) => Some(JobSettled::Completed {
+            latency: jobs::complete(tx, job_id, lease_owner).await?,
+        }),
+        Outcome::NotWanted | Outcome::Removed | Outcome::Held(_) => {
+            jobs::supersede(tx, job_id, lease_owner, NOT_WANTED).await?;
+            Some(JobSettled::Superseded)
+        }
+        Outcome::Failed(_) => None,
+    })
+}
+
+/// Why an immediate job was not sent.
+const NOT_WANTED: &str = "no active grant any more (deactivated or ended)";
 
 /// The change a pair's desired state calls for (for log entries of steps that sent nothing).
 fn action_for(view: &PairView) -> Action {

@@ -51,7 +51,7 @@ impl Provisioner {
         subject: &Subject,
         cached: Option<String>,
         create: bool,
-        log: LogIds,
+        log: LogIds<'_>,
     ) -> Result<Option<String>, ProvisionError> {
         if let Some(id) = cached {
             return Ok(Some(id));
@@ -72,7 +72,7 @@ impl Provisioner {
         };
         match found {
             Some(group) => self
-                .remember(db, subject, ObjectKind::Group, &subject.group_id, group.id)
+                .remember(db, subject, ObjectKind::Group, &subject.group_id, group.id, None)
                 .await
                 .map(Some),
             None if create => Err(ProvisionError::MissingAttributes(
@@ -89,7 +89,7 @@ impl Provisioner {
         target: &Target,
         subject: &Subject,
         name: &str,
-        log: LogIds,
+        log: LogIds<'_>,
     ) -> Result<ScimGroup, ProvisionError> {
         let group = target
             .client
@@ -125,7 +125,8 @@ impl Provisioner {
     }
 
     /// The AWS id of the subject's user: cached, found, or (with `create`) created from the
-    /// event's attributes. `None` when AWS does not have the user and `create` is false.
+    /// event's attributes, and whether AWS created it just now (so it is in no group yet). `None`
+    /// when AWS does not have the user and `create` is false.
     pub(super) async fn user_id(
         &self,
         db: &Object,
@@ -133,69 +134,83 @@ impl Provisioner {
         subject: &Subject,
         cached: CachedUser,
         create: bool,
-        log: LogIds,
-    ) -> Result<Option<String>, ProvisionError> {
+        log: LogIds<'_>,
+    ) -> Result<Option<(String, bool)>, ProvisionError> {
         if let Some(id) = cached.id {
             if create {
                 self.keep_user_current(db, target, subject, &id, cached.attributes, log)
                     .await?;
             }
-            return Ok(Some(id));
+            return Ok(Some((id, false)));
         }
         let client = &target.client;
         let source = source_user(target, subject);
-        let mut created = false;
-        let user = match &source {
+        // The user and, when pimbridge asked AWS to create it, whether AWS created it now.
+        let user: Option<(ScimUser, Option<bool>)> = match &source {
             Some(source) if create => match map_user(source, client.character_policy()) {
                 Ok(user) => {
-                    created = true;
-                    Some(client.create_user(&user).await?)
+                    let (user, fresh) = client.create_user_fresh(&user).await?;
+                    Some((user, Some(fresh)))
                 }
                 // Too little to create the user (an audit record names only the userName): use
                 // the user if AWS already has it, else complete it from Graph, otherwise say
                 // what is missing.
                 Err(refused) => {
                     match find_user(client, subject, source.user_name.as_deref()).await? {
-                        Some(user) => Some(user),
+                        Some(user) => Some((user, None)),
                         None => Some(
                             self.create_from_graph(target, subject)
                                 .await?
+                                .map(|(user, fresh)| (user, Some(fresh)))
                                 .ok_or(ScimError::from(refused))?,
                         ),
                     }
                 }
             },
-            Some(source) => find_user(client, subject, source.user_name.as_deref()).await?,
-            None => {
-                client
-                    .find_user_by_external_id(&subject.principal_id)
-                    .await?
-            }
+            Some(source) => find_user(client, subject, source.user_name.as_deref())
+                .await?
+                .map(|user| (user, None)),
+            None => client
+                .find_user_by_external_id(&subject.principal_id)
+                .await?
+                .map(|user| (user, None)),
         };
         let user = match user {
-            None if create && source.is_none() => {
-                created = true;
-                self.create_from_graph(target, subject).await?
-            }
+            None if create && source.is_none() => self
+                .create_from_graph(target, subject)
+                .await?
+                .map(|(user, fresh)| (user, Some(fresh))),
             user => user,
         };
         match user {
-            Some(user) => {
+            Some((user, created)) => {
                 let known = snapshot(&user);
                 let id = self
-                    .remember(db, subject, ObjectKind::User, &subject.principal_id, user.id)
+                    .remember(
+                        db,
+                        subject,
+                        ObjectKind::User,
+                        &subject.principal_id,
+                        user.id,
+                        Some(&known),
+                    )
                     .await?;
-                scim_ids::put_attributes(db, &subject.application, &subject.principal_id, &known)
+                if created.is_some() {
+                    log.append(
+                        db,
+                        subject,
+                        LogAction::CreateUser,
+                        Status::Succeeded,
+                        None,
+                        "user created in AWS (or found there on a conflict)",
+                    )
                     .await?;
-                if created {
-                    log.append(db, subject, LogAction::CreateUser, Status::Succeeded, None, "user created in AWS (or found there on a conflict)")
-                        .await?;
                 }
                 if create {
                     self.keep_user_current(db, target, subject, &id, Some(known), log)
                         .await?;
                 }
-                Ok(Some(id))
+                Ok(Some((id, created == Some(true))))
             }
             None if create => Err(ProvisionError::MissingAttributes(
                 "user.userName, user.givenName, user.familyName and user.displayName are needed to create the user in AWS".into(),
@@ -204,13 +219,13 @@ impl Provisioner {
         }
     }
 
-    /// Creates the subject's user from its event's attributes completed by Graph's; `None` without
-    /// `[graph]` or when Graph does not know the user.
+    /// Creates the subject's user from its event's attributes completed by Graph's, and whether
+    /// AWS created it now; `None` without `[graph]` or when Graph does not know the user.
     async fn create_from_graph(
         &self,
         target: &Target,
         subject: &Subject,
-    ) -> Result<Option<ScimUser>, ProvisionError> {
+    ) -> Result<Option<(ScimUser, bool)>, ProvisionError> {
         let Some(graph) = &self.graph else {
             return Ok(None);
         };
@@ -226,10 +241,11 @@ impl Provisioner {
             return Ok(None);
         };
         let user = map_user(&source, target.client.character_policy()).map_err(ScimError::from)?;
-        Ok(Some(target.client.create_user(&user).await?))
+        Ok(Some(target.client.create_user_fresh(&user).await?))
     }
 
-    /// Caches the AWS id of a resource AWS just returned, and returns it.
+    /// Caches the AWS id of a resource AWS just returned (with a user's attributes as AWS holds
+    /// them), and returns it.
     async fn remember(
         &self,
         db: &Object,
@@ -237,6 +253,7 @@ impl Provisioner {
         kind: ObjectKind,
         entra_id: &str,
         aws_id: Option<String>,
+        attributes: Option<&Value>,
     ) -> Result<String, ProvisionError> {
         let aws_id = aws_id.ok_or_else(|| {
             ProvisionError::Scim(ScimError::Protocol {
@@ -245,7 +262,15 @@ impl Provisioner {
                 reason: "AWS returned a resource without id".into(),
             })
         })?;
-        scim_ids::put(db, &subject.application, kind, entra_id, &aws_id).await?;
+        scim_ids::put(
+            db,
+            &subject.application,
+            kind,
+            entra_id,
+            &aws_id,
+            attributes,
+        )
+        .await?;
         Ok(aws_id)
     }
 }

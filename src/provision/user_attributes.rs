@@ -124,7 +124,7 @@ impl Provisioner {
         subject: &Subject,
         aws_id: &str,
         known: Option<Value>,
-        log: LogIds,
+        log: LogIds<'_>,
     ) -> Result<(), ProvisionError> {
         let Some(source) = source_user(target, subject) else {
             return Ok(());
@@ -228,7 +228,7 @@ impl Provisioner {
         db: &deadpool_postgres::Object,
         target: &Target,
         subject: &Subject,
-        log: LogIds,
+        log: LogIds<'_>,
     ) -> Result<(), ProvisionError> {
         if subject.user_attributes.is_none() {
             return Ok(());

@@ -318,12 +318,19 @@ impl ScimClient {
     /// `externalId`, and returning the existing user. The user is checked (and, under
     /// [`CharacterPolicy::Strip`], cleaned) before anything is sent.
     pub async fn create_user(&self, user: &ScimUser) -> Result<ScimUser, ScimError> {
+        Ok(self.create_user_fresh(user).await?.0)
+    }
+
+    /// As [`Self::create_user`], and whether AWS created the user now (201) rather than it being
+    /// found on a conflict: a user created now is a member of no group yet.
+    pub async fn create_user_fresh(&self, user: &ScimUser) -> Result<(ScimUser, bool), ScimError> {
         let body = self.prepare_user(user)?;
         match self.create::<ScimUser, _>("Users", &body).await {
-            Ok(created) => Ok(created),
-            Err(conflict @ ScimError::Conflict(_)) => {
-                self.resolve_user_conflict(&body, conflict).await
-            }
+            Ok(created) => Ok((created, true)),
+            Err(conflict @ ScimError::Conflict(_)) => self
+                .resolve_user_conflict(&body, conflict)
+                .await
+                .map(|found| (found, false)),
             Err(other) => Err(other),
         }
     }

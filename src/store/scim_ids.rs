@@ -59,20 +59,31 @@ pub async fn get_pair(
     Ok(pair)
 }
 
-/// Records (or replaces) an AWS id.
+/// Records (or replaces) an AWS id, with what AWS holds for the user's attributes when known, in
+/// one statement. Attributes remembered for another AWS id are forgotten with it.
 pub async fn put(
     client: &impl GenericClient,
     application: &str,
     kind: ObjectKind,
     entra_id: &str,
     aws_id: &str,
+    attributes: Option<&Value>,
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO scim_ids (application, kind, entra_id, aws_id) VALUES ($1, $2, $3, $4)
+            "INSERT INTO scim_ids AS s (application, kind, entra_id, aws_id, attributes)
+             VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (application, kind, entra_id)
-             DO UPDATE SET aws_id = EXCLUDED.aws_id, resolved_at = now()",
-            &[&application, &kind.as_str(), &entra_id, &aws_id],
+             DO UPDATE SET aws_id = EXCLUDED.aws_id, resolved_at = now(),
+                 attributes = CASE WHEN EXCLUDED.attributes IS NOT NULL THEN EXCLUDED.attributes
+                                   WHEN s.aws_id = EXCLUDED.aws_id THEN s.attributes END",
+            &[
+                &application,
+                &kind.as_str(),
+                &entra_id,
+                &aws_id,
+                &attributes,
+            ],
         )
         .await?;
     Ok(())

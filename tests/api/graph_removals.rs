@@ -13,8 +13,9 @@ use crate::helpers::*;
 use crate::postgres::PgServer;
 
 /// The cycles fixture with `[graph]` pointing at `graph`. The resolver looks for notifications
-/// once a minute, so nothing but the check before a removal asks Graph during a test: Graph's
-/// own activations never become grants here, as when its notifications are late.
+/// once a minute (its first look is at start-up), so what a test sets up in Graph after this
+/// returns is asked about only by the check before a removal: Graph's own activations never
+/// become grants here, as when its notifications are late.
 async fn spawn_with_graph(graph: &RunningGraphEmulator) -> Fixture {
     let a = emulator().await;
     let b = emulator().await;
@@ -88,11 +89,11 @@ async fn last_removal(app: &TestApp, principal: &str) -> (String, String) {
 async fn a_removal_graph_does_not_agree_with_yet_is_held_and_made_once_it_does() {
     // Arrange: Graph still lists the PIM activation after our deactivation arrived.
     let graph = graph_with("lagging").await;
+    let f = spawn_with_graph(&graph).await;
     graph
         .activate(GROUP_A, "lagging", Duration::from_secs(3600))
         .await
         .unwrap();
-    let f = spawn_with_graph(&graph).await;
     activate_then_deactivate(&f, "lagging").await;
 
     // Act: a cycle while Graph lags, then another once Graph has caught up.
@@ -113,8 +114,8 @@ async fn a_removal_graph_does_not_agree_with_yet_is_held_and_made_once_it_does()
 async fn a_standing_membership_in_entra_is_never_removed() {
     // Arrange: an administrator's permanent assignment in Entra, besides the PIM activation.
     let graph = graph_with("permanent").await;
-    graph.assign(GROUP_A, "permanent").await.unwrap();
     let f = spawn_with_graph(&graph).await;
+    graph.assign(GROUP_A, "permanent").await.unwrap();
     activate_then_deactivate(&f, "permanent").await;
 
     // Act: two cycles.
