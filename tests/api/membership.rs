@@ -372,3 +372,53 @@ async fn a_cycle_checks_many_pairs_of_one_group_with_one_listing_and_still_finds
     );
     assert_eq!(drift, 1.0);
 }
+
+/// The requests AWS saw, as `METHOD path` with `?filter` when the request had one.
+fn requests_seen(emulator: &RunningEmulator) -> Vec<String> {
+    emulator
+        .request_log()
+        .iter()
+        .map(|r| {
+            let filter = if r.query.contains("members") {
+                "?members"
+            } else {
+                ""
+            };
+            let resource = r
+                .path
+                .split('/')
+                .find(|s| *s == "Users" || *s == "Groups")
+                .unwrap_or("");
+            format!("{} {resource}{filter}", r.method)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_user_aws_creates_now_is_added_without_a_look_up_and_a_known_pair_costs_one_patch() {
+    // Arrange: the group is already in AWS and cached (a first user went through).
+    let f = spawn_with_cycles(|_| {}).await;
+    f.app
+        .post_events(&event("activation", "first-1", "first", -60, Some(3600)))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    f.a.clear_request_log();
+
+    // Act: a user AWS has never seen activates; then the same pair again (an extension).
+    f.app
+        .post_events(&event("activation", "new-1", "new", -30, Some(3600)))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    let new_user = requests_seen(&f.a);
+    f.a.clear_request_log();
+    f.app
+        .post_events(&event("activation", "new-2", "new", -10, Some(7200)))
+        .await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    let known_pair = requests_seen(&f.a);
+
+    // Assert: a user created now is in no group, so nothing asks AWS whether it is a member.
+    assert!(is_member(&f.a, "new"));
+    assert_eq!(new_user, ["POST Users", "PATCH Groups"], "{new_user:?}");
+    assert_eq!(known_pair, ["PATCH Groups"], "{known_pair:?}");
+}
