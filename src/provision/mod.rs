@@ -18,6 +18,9 @@ use std::time::Duration;
 use crate::config::UserNameAttribute;
 use crate::graph::{GraphClient, GraphError};
 use crate::scim::{ScimClient, ScimError};
+use deadpool_postgres::GenericClient;
+
+use crate::store::scim_ids::{self, CachedPair, ObjectKind};
 use crate::store::{provisioning_log, StoreError};
 
 pub use decide::{decide, Step};
@@ -86,15 +89,15 @@ impl ProvisionError {
 }
 
 /// The ids a provisioning-log entry links to, for the steps taken on the way to a change (user
-/// created or updated, group created), and where those entries wait within a reconciliation.
+/// created or updated, group created), and the journal those entries wait in.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct LogIds<'a> {
     pub cycle_id: Option<i64>,
     pub job_id: Option<i64>,
     pub event_id: Option<i64>,
-    /// When set, entries wait here and are written in the transaction that records the change's
-    /// outcome (one durable commit instead of one per step); else each is written at once.
-    pub steps: Option<&'a PendingSteps>,
+    /// When set, log entries and newly learnt AWS ids wait here and are written in the
+    /// transaction that records the change's outcome; else each is written at once.
+    pub journal: Option<&'a Journal>,
 }
 
 impl LogIds<'_> {
@@ -118,32 +121,113 @@ impl LogIds<'_> {
             error_code: error_code.map(str::to_owned),
             reason: reason.to_owned(),
         };
-        match self.steps {
-            Some(steps) => steps.push(step),
+        match self.journal {
+            Some(journal) => journal.with(|j| j.steps.push(step)),
             None => provisioning_log::append(db, &step.entry()).await?,
         }
         Ok(())
     }
 }
 
-/// Provisioning-log entries of steps taken during one reconciliation, not written yet.
+/// What one reconciliation learnt before its outcome is recorded: log entries of the steps it
+/// took and AWS ids it resolved. Written in the transaction that records the outcome, so the
+/// immediate lane pays one durable commit for all of it. Losing them in a crash costs nothing
+/// but a look-up: AWS answers a repeated creation with 409 and the id is found again.
 #[derive(Debug, Default)]
-pub(crate) struct PendingSteps(std::sync::Mutex<Vec<PendingStep>>);
+pub(crate) struct Journal(std::sync::Mutex<JournalEntries>);
 
-impl PendingSteps {
-    fn push(&self, step: PendingStep) {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(step);
+#[derive(Debug, Default)]
+pub(super) struct JournalEntries {
+    pub steps: Vec<PendingStep>,
+    pub ids: Vec<PendingId>,
+}
+
+impl Journal {
+    fn with<T>(&self, f: impl FnOnce(&mut JournalEntries) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// The entries waiting, oldest first; none are left.
-    pub(super) fn take(&self) -> Vec<PendingStep> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    /// Everything waiting, oldest first; nothing is left.
+    pub(super) fn take(&self) -> JournalEntries {
+        self.with(std::mem::take)
+    }
+
+    /// Remembers an AWS id (and a user's attributes) until the outcome is recorded.
+    pub(super) fn remember(&self, id: PendingId) {
+        self.with(|j| {
+            j.ids.retain(|p| !p.same_object(&id));
+            j.ids.push(id);
+        });
+    }
+
+    /// Forgets what was learnt of the subject's user and group (AWS no longer knows one).
+    pub(super) fn forget(&self, subject: &crate::domain::Subject) {
+        self.with(|j| {
+            j.ids.retain(|p| {
+                p.application != subject.application
+                    || (p.kind == ObjectKind::User && p.entra_id != subject.principal_id)
+                    || (p.kind == ObjectKind::Group && p.entra_id != subject.group_id)
+            })
+        });
+    }
+
+    /// Overlays what was learnt on the ids read from the cache.
+    pub(super) fn overlay(&self, subject: &crate::domain::Subject, pair: &mut CachedPair) {
+        self.with(|j| {
+            for id in j
+                .ids
+                .iter()
+                .filter(|p| p.application == subject.application)
+            {
+                match id.kind {
+                    ObjectKind::User if id.entra_id == subject.principal_id => {
+                        pair.user = Some(id.aws_id.clone());
+                        pair.user_attributes = id.attributes.clone();
+                    }
+                    ObjectKind::Group if id.entra_id == subject.group_id => {
+                        pair.group = Some(id.aws_id.clone());
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+}
+
+/// An AWS id not written to the cache yet.
+#[derive(Debug, Clone)]
+pub(super) struct PendingId {
+    pub application: String,
+    pub kind: ObjectKind,
+    pub entra_id: String,
+    pub aws_id: String,
+    pub attributes: Option<serde_json::Value>,
+}
+
+impl PendingId {
+    fn same_object(&self, other: &Self) -> bool {
+        self.application == other.application
+            && self.kind == other.kind
+            && self.entra_id == other.entra_id
+    }
+
+    /// Writes it to the cache.
+    pub(super) async fn store(&self, client: &impl GenericClient) -> Result<(), StoreError> {
+        scim_ids::put(
+            client,
+            &self.application,
+            self.kind,
+            &self.entra_id,
+            &self.aws_id,
+            self.attributes.as_ref(),
+        )
+        .await
     }
 }
 
 /// One step's provisioning-log entry, owned until it is written.
 #[derive(Debug)]
-pub(crate) struct PendingStep {
+pub(super) struct PendingStep {
     cycle_id: Option<i64>,
     job_id: Option<i64>,
     event_id: Option<i64>,

@@ -9,7 +9,7 @@ use deadpool_postgres::Object;
 
 use super::decide::{self, decide, Step};
 use super::resolve::CachedUser;
-use super::{LogIds, PendingSteps, ProvisionError, Provisioner, Target};
+use super::{Journal, LogIds, ProvisionError, Provisioner, Target};
 use crate::domain::{Action, Subject};
 use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance};
 use crate::store::provisioning_log::{self, Status};
@@ -39,7 +39,7 @@ pub struct PairRequest {
 
 impl<'a> LogIds<'a> {
     /// The ids of a request reconciled for `origin`, its steps waiting in `steps`.
-    fn of(origin: Origin<'_>, request: &PairRequest, steps: &'a PendingSteps) -> Self {
+    fn of(origin: Origin<'_>, request: &PairRequest, journal: &'a Journal) -> Self {
         Self {
             cycle_id: match origin {
                 Origin::Cycle { cycle_id } => Some(cycle_id),
@@ -47,7 +47,7 @@ impl<'a> LogIds<'a> {
             },
             job_id: request.job_id,
             event_id: request.event_id,
-            steps: Some(steps),
+            journal: Some(journal),
         }
     }
 }
@@ -193,7 +193,12 @@ impl Provisioner {
         options: &Options,
     ) -> Result<Reconciled, StoreError> {
         let started = Instant::now();
-        let steps = PendingSteps::default();
+        let journal = Journal::default();
+        // For look-ups and repeats not linked to one request: what they learn waits in the journal too.
+        let unlinked = LogIds {
+            journal: Some(&journal),
+            ..LogIds::default()
+        };
         let mut views = aws_memberships::view(&*db, application, pairs).await?;
         let mut report = Reconciled::default();
         let target = match self.target(application) {
@@ -207,8 +212,16 @@ impl Provisioner {
         };
         let mut verified = vec![false; requests.len()];
         if options.verify {
-            self.verify(db, target, requests, &mut views, &mut verified, &mut report)
-                .await;
+            self.verify(
+                db,
+                target,
+                unlinked,
+                requests,
+                &mut views,
+                &mut verified,
+                &mut report,
+            )
+            .await;
         }
 
         let mut outcomes: Vec<Option<Outcome>> = vec![None; requests.len()];
@@ -238,7 +251,7 @@ impl Provisioner {
         }
 
         for i in refresh {
-            let log = LogIds::of(origin, &requests[i], &steps);
+            let log = LogIds::of(origin, &requests[i], &journal);
             if let Err(e) = self
                 .refresh_user(db, target, &requests[i].subject, log)
                 .await
@@ -264,7 +277,7 @@ impl Provisioner {
         let mut groups: BTreeMap<String, Option<String>> = BTreeMap::new();
         for (i, first) in adds {
             let subject = &requests[i].subject;
-            let log = LogIds::of(origin, &requests[i], &steps);
+            let log = LogIds::of(origin, &requests[i], &journal);
             match self.ids(db, target, subject, true, &mut groups, log).await {
                 Ok(Some(ids)) => {
                     let planned = Planned {
@@ -311,7 +324,7 @@ impl Provisioner {
                     &requests[i].subject,
                     false,
                     &mut groups,
-                    LogIds::default(),
+                    unlinked,
                 )
                 .await
             {
@@ -344,7 +357,7 @@ impl Provisioner {
 
         // Removals first, so that access is revoked before more is granted.
         for (i, result) in self
-            .send(db, target, Action::Remove, &to_remove, requests)
+            .send(db, target, unlinked, Action::Remove, &to_remove, requests)
             .await
         {
             outcomes[i] = Some(match result {
@@ -352,7 +365,10 @@ impl Provisioner {
                 Err(failure) => Outcome::Failed(failure),
             });
         }
-        for (i, result) in self.send(db, target, Action::Add, &to_add, requests).await {
+        for (i, result) in self
+            .send(db, target, unlinked, Action::Add, &to_add, requests)
+            .await
+        {
             outcomes[i] = Some(match result {
                 Ok(()) => Outcome::Added,
                 Err(failure) => Outcome::Failed(failure),
@@ -375,7 +391,7 @@ impl Provisioner {
                 &verified,
                 &owned_new,
                 &report,
-                &steps,
+                &journal,
                 options,
                 elapsed,
             )
@@ -384,10 +400,12 @@ impl Provisioner {
     }
 
     /// Looks in AWS for each owned pair and counts where AWS differs from the grants.
+    #[allow(clippy::too_many_arguments)]
     async fn verify(
         &self,
         db: &Object,
         target: &Target,
+        unlinked: LogIds<'_>,
         requests: &[PairRequest],
         views: &mut [PairView],
         verified: &mut [bool],
@@ -414,7 +432,7 @@ impl Provisioner {
                 .get(subject.group_id.as_str())
                 .is_some_and(|&n| n >= LIST_MEMBERS_FROM);
             let actual = match self
-                .ids(db, target, subject, false, &mut groups, LogIds::default())
+                .ids(db, target, subject, false, &mut groups, unlinked)
                 .await
             {
                 Ok(Some(AwsIds { group, user, .. })) if list => match listed.get(&group) {
@@ -513,7 +531,7 @@ impl Provisioner {
         groups: &mut BTreeMap<String, Option<String>>,
         log: LogIds<'_>,
     ) -> Result<Option<AwsIds>, ProvisionError> {
-        let cached = self.cached(db, subject).await?;
+        let cached = self.cached(db, subject, log.journal).await?;
         let cached_user = CachedUser::from(&cached);
         let group = match groups.get(&subject.group_id) {
             Some(known) => known.clone(),
@@ -545,6 +563,7 @@ impl Provisioner {
         &self,
         db: &Object,
         target: &Target,
+        unlinked: LogIds<'_>,
         action: Action,
         planned: &[Planned],
         requests: &[PairRequest],
@@ -569,7 +588,7 @@ impl Provisioner {
                 Err(_) => {
                     for p in members {
                         let result = self
-                            .send_alone(db, target, action, p, &requests[p.index].subject)
+                            .send_alone(db, target, unlinked, action, p, &requests[p.index].subject)
                             .await;
                         results.push((p.index, result.map_err(|e| Failure::from(&e))));
                     }
@@ -583,6 +602,7 @@ impl Provisioner {
         &self,
         db: &Object,
         target: &Target,
+        unlinked: LogIds<'_>,
         action: Action,
         planned: &Planned,
         subject: &Subject,
@@ -590,11 +610,11 @@ impl Provisioner {
         match patch(target, action, &planned.group, &[planned.user.as_str()]).await {
             Err(e) if e.is_not_found() => {
                 tracing::info!("cached AWS id is stale; resolving again");
-                self.forget(db, subject).await?;
+                self.forget(db, subject, unlinked.journal).await?;
                 let create = action == Action::Add;
                 let mut groups = BTreeMap::new();
                 match self
-                    .ids(db, target, subject, create, &mut groups, LogIds::default())
+                    .ids(db, target, subject, create, &mut groups, unlinked)
                     .await?
                 {
                     Some(ids) => Ok(patch(target, action, &ids.group, &[ids.user.as_str()]).await?),
@@ -619,7 +639,7 @@ impl Provisioner {
         verified: &[bool],
         owned_new: &[bool],
         report: &Reconciled,
-        steps: &PendingSteps,
+        journal: &Journal,
         options: &Options,
         elapsed_secs: f64,
     ) -> Result<Option<JobSettled>, StoreError> {
@@ -633,7 +653,11 @@ impl Provisioner {
         };
         let origin_is_cycle = cycle_id.is_some();
         let tx = db.transaction().await?;
-        for step in steps.take() {
+        let learnt = journal.take();
+        for id in &learnt.ids {
+            id.store(&tx).await?;
+        }
+        for step in &learnt.steps {
             provisioning_log::append(&tx, &step.entry()).await?;
         }
         for (i, outcome) in report.outcomes.iter().enumerate() {

@@ -5,7 +5,7 @@ use deadpool_postgres::Object;
 use serde_json::Value;
 
 use super::user_attributes::snapshot;
-use super::{LogIds, ProvisionError, Provisioner, Target};
+use super::{Journal, LogIds, PendingId, ProvisionError, Provisioner, Target};
 use crate::config::UserNameAttribute;
 use crate::domain::Subject;
 use crate::graph::users;
@@ -15,19 +15,24 @@ use crate::store::provisioning_log::{LogAction, Status};
 use crate::store::scim_ids::{self, CachedPair, ObjectKind};
 
 impl Provisioner {
-    /// Both cached ids of a subject in one query.
+    /// Both cached ids of a subject in one query, with what this reconciliation learnt since.
     pub(super) async fn cached(
         &self,
         db: &Object,
         subject: &Subject,
+        journal: Option<&Journal>,
     ) -> Result<CachedPair, ProvisionError> {
-        Ok(scim_ids::get_pair(
+        let mut pair = scim_ids::get_pair(
             db,
             &subject.application,
             &subject.principal_id,
             &subject.group_id,
         )
-        .await?)
+        .await?;
+        if let Some(journal) = journal {
+            journal.overlay(subject, &mut pair);
+        }
+        Ok(pair)
     }
 
     /// Forgets the cached AWS ids of a subject's user and group (AWS answered 404 for one).
@@ -35,7 +40,11 @@ impl Provisioner {
         &self,
         db: &Object,
         subject: &Subject,
+        journal: Option<&Journal>,
     ) -> Result<(), ProvisionError> {
+        if let Some(journal) = journal {
+            journal.forget(subject);
+        }
         let app = &subject.application;
         scim_ids::forget(db, app, ObjectKind::User, &subject.principal_id).await?;
         scim_ids::forget(db, app, ObjectKind::Group, &subject.group_id).await?;
@@ -72,7 +81,7 @@ impl Provisioner {
         };
         match found {
             Some(group) => self
-                .remember(db, subject, ObjectKind::Group, &subject.group_id, group.id, None)
+                .remember(db, log, subject, ObjectKind::Group, group.id, None)
                 .await
                 .map(Some),
             None if create => Err(ProvisionError::MissingAttributes(
@@ -186,14 +195,7 @@ impl Provisioner {
             Some((user, created)) => {
                 let known = snapshot(&user);
                 let id = self
-                    .remember(
-                        db,
-                        subject,
-                        ObjectKind::User,
-                        &subject.principal_id,
-                        user.id,
-                        Some(&known),
-                    )
+                    .remember(db, log, subject, ObjectKind::User, user.id, Some(&known))
                     .await?;
                 if created.is_some() {
                     log.append(
@@ -244,14 +246,14 @@ impl Provisioner {
         Ok(Some(target.client.create_user_fresh(&user).await?))
     }
 
-    /// Caches the AWS id of a resource AWS just returned (with a user's attributes as AWS holds
-    /// them), and returns it.
+    /// Caches the AWS id of the subject's user or group that AWS just returned (with a user's
+    /// attributes as AWS holds them), through the journal when there is one, and returns it.
     async fn remember(
         &self,
         db: &Object,
+        log: LogIds<'_>,
         subject: &Subject,
         kind: ObjectKind,
-        entra_id: &str,
         aws_id: Option<String>,
         attributes: Option<&Value>,
     ) -> Result<String, ProvisionError> {
@@ -262,15 +264,20 @@ impl Provisioner {
                 reason: "AWS returned a resource without id".into(),
             })
         })?;
-        scim_ids::put(
-            db,
-            &subject.application,
+        let id = PendingId {
+            application: subject.application.clone(),
             kind,
-            entra_id,
-            &aws_id,
-            attributes,
-        )
-        .await?;
+            entra_id: match kind {
+                ObjectKind::User => subject.principal_id.clone(),
+                ObjectKind::Group => subject.group_id.clone(),
+            },
+            aws_id: aws_id.clone(),
+            attributes: attributes.cloned(),
+        };
+        match log.journal {
+            Some(journal) => journal.remember(id),
+            None => id.store(db).await?,
+        }
         Ok(aws_id)
     }
 }
@@ -338,7 +345,7 @@ impl Provisioner {
         subject: &Subject,
     ) -> Result<String, ProvisionError> {
         let target = self.target(&subject.application)?;
-        let cached = self.cached(db, subject).await?.group;
+        let cached = self.cached(db, subject, None).await?.group;
         if cached.is_some() {
             LogIds::default()
                 .append(

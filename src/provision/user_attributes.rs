@@ -233,7 +233,7 @@ impl Provisioner {
         if subject.user_attributes.is_none() {
             return Ok(());
         }
-        let cached = self.cached(db, subject).await?;
+        let cached = self.cached(db, subject, log.journal).await?;
         match cached.user {
             Some(id) => {
                 self.keep_user_current(db, target, subject, &id, cached.user_attributes, log)

@@ -444,7 +444,9 @@ async fn a_cached_id_that_aws_no_longer_knows_is_resolved_again() {
         .post_events(&activation("stale-2", GROUP_A, "stale-user"))
         .await;
 
-    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    // The user was created moments ago, so the client first reads its 404s as AWS's eventual
+    // consistency and retries them for up to its 5 s window before resolving the id again.
+    wait_for_no_pending(&f.app, Duration::from_secs(15)).await;
     assert_eq!(
         f.app
             .count("SELECT count(*) FROM jobs WHERE state = 'done'")
