@@ -132,14 +132,15 @@ async fn for_each_key(
     pairs: &[Pair],
 ) -> Result<(), StoreError> {
     let (users, groups) = columns(pairs);
+    let sql = format!(
+        "SELECT {function}($1, k) FROM (
+             SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
+             FROM unnest($3::text[], $4::text[]) AS p(u, g) ORDER BY k
+         ) keys"
+    );
     client
         .query(
-            &format!(
-                "SELECT {function}($1, k) FROM (
-                     SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
-                     FROM unnest($3::text[], $4::text[]) AS p(u, g) ORDER BY k
-                 ) keys"
-            ),
+            &client.prepare_cached(&sql).await?,
             &[&PAIR_LOCK_CLASS, &application, &users, &groups],
         )
         .await?;
@@ -155,7 +156,9 @@ pub async fn view(
     let (users, groups) = columns(pairs);
     let rows = client
         .query(
-            "SELECT p.u, p.g, gr.active, gr.id, m.aws_state, m.provenance, gr.deactivated
+            &client
+                .prepare_cached(
+                    "SELECT p.u, p.g, gr.active, gr.id, m.aws_state, m.provenance, gr.deactivated
              FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS p(u, g, n)
              LEFT JOIN aws_memberships m
                     ON m.application = $1 AND m.principal_id = p.u AND m.group_id = p.g
@@ -167,6 +170,8 @@ pub async fn view(
                  ORDER BY g.effective_end DESC LIMIT 1
              ) gr ON true
              ORDER BY p.n",
+                )
+                .await?,
             &[&application, &users, &groups],
         )
         .await?;
@@ -197,12 +202,12 @@ pub async fn mark_in_flight(
     let (users, groups) = columns(pairs);
     client
         .execute(
-            "INSERT INTO aws_memberships (application, principal_id, group_id, aws_state, provenance)
+            &client.prepare_cached("INSERT INTO aws_memberships (application, principal_id, group_id, aws_state, provenance)
              SELECT $1, u, g, 'unknown', CASE WHEN o THEN 'owned' END
              FROM unnest($2::text[], $3::text[], $4::bool[]) AS p(u, g, o)
              ON CONFLICT (application, principal_id, group_id) DO UPDATE
              SET aws_state = 'unknown', updated_at = clock_timestamp(),
-                 provenance = coalesce(aws_memberships.provenance, EXCLUDED.provenance)",
+                 provenance = coalesce(aws_memberships.provenance, EXCLUDED.provenance)").await?,
             &[&application, &users, &groups, &owned],
         )
         .await?;
@@ -223,7 +228,7 @@ pub async fn settle(
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO aws_memberships AS m (application, principal_id, group_id, aws_state,
+            &client.prepare_cached("INSERT INTO aws_memberships AS m (application, principal_id, group_id, aws_state,
                                                provenance, verified_at)
              VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN clock_timestamp() END)
              ON CONFLICT (application, principal_id, group_id) DO UPDATE
@@ -234,7 +239,7 @@ pub async fn settle(
                        AND j.id IS DISTINCT FROM $7) THEN 'unknown' ELSE EXCLUDED.aws_state END,
                  provenance = coalesce(EXCLUDED.provenance, m.provenance),
                  verified_at = coalesce(EXCLUDED.verified_at, m.verified_at),
-                 updated_at = clock_timestamp()",
+                 updated_at = clock_timestamp()").await?,
             &[
                 &application,
                 &pair.principal_id,

@@ -35,7 +35,9 @@ pub async fn claim_immediate(
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let rows = client
         .query(
-            "WITH due AS (
+            &client
+                .prepare_cached(
+                    "WITH due AS (
                  SELECT id FROM jobs
                  WHERE lane = 'immediate'
                    AND ((state = 'pending' AND next_attempt_at <= clock_timestamp())
@@ -66,6 +68,8 @@ pub async fn claim_immediate(
                     e.principal_id, e.user_attributes, e.group_attributes
              FROM claimed c JOIN events e ON e.id = c.event_id
              ORDER BY c.id",
+                )
+                .await?,
             &[&owner, &lease_secs, &limit, &dead_after_secs],
         )
         .await?;
@@ -101,12 +105,16 @@ pub async fn complete(
 ) -> Result<Option<f64>, StoreError> {
     let row = client
         .query_opt(
-            "UPDATE jobs j
+            &client
+                .prepare_cached(
+                    "UPDATE jobs j
              SET state = 'done', completed_at = clock_timestamp(), last_error = NULL,
                  lease_owner = NULL, lease_expires_at = NULL
              FROM events e
              WHERE j.id = $1 AND j.lease_owner = $2 AND j.state = 'running' AND e.id = j.event_id
              RETURNING extract(epoch FROM (j.completed_at - e.received_at))::float8",
+                )
+                .await?,
             &[&job_id, &owner],
         )
         .await?;
@@ -176,14 +184,12 @@ async fn release(
     set: &'static str,
     text: &str,
 ) -> Result<bool, StoreError> {
+    let sql = format!(
+        "UPDATE jobs SET {set}, lease_owner = NULL, lease_expires_at = NULL
+         WHERE id = $1 AND lease_owner = $2 AND state = 'running'"
+    );
     let updated = client
-        .execute(
-            &format!(
-                "UPDATE jobs SET {set}, lease_owner = NULL, lease_expires_at = NULL
-                 WHERE id = $1 AND lease_owner = $2 AND state = 'running'"
-            ),
-            &[&job_id, &owner, &text],
-        )
+        .execute(&client.prepare_cached(&sql).await?, &[&job_id, &owner, &text])
         .await?;
     Ok(updated == 1)
 }
@@ -197,8 +203,8 @@ pub async fn extend_lease(
 ) -> Result<bool, StoreError> {
     let updated = client
         .execute(
-            "UPDATE jobs SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
-             WHERE id = $1 AND lease_owner = $2 AND state = 'running'",
+            &client.prepare_cached("UPDATE jobs SET lease_expires_at = clock_timestamp() + make_interval(secs => $3)
+             WHERE id = $1 AND lease_owner = $2 AND state = 'running'").await?,
             &[&job_id, &owner, &lease_secs],
         )
         .await?;

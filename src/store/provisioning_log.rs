@@ -85,10 +85,10 @@ pub struct Entry<'a> {
 pub async fn append(client: &impl GenericClient, entry: &Entry<'_>) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
+            &client.prepare_cached("INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
                  group_id, status, error_code, reason, started_at, event_id, grant_id)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                     clock_timestamp() - make_interval(secs => $10), $11, $12)",
+                     clock_timestamp() - make_interval(secs => $10), $11, $12)").await?,
             &[
                 &entry.subject.application,
                 &entry.cycle_id,

@@ -39,9 +39,13 @@ pub async fn get_pair(
 ) -> Result<CachedPair, StoreError> {
     let rows = client
         .query(
-            "SELECT kind, aws_id, attributes FROM scim_ids
+            &client
+                .prepare_cached(
+                    "SELECT kind, aws_id, attributes FROM scim_ids
              WHERE application = $1
                AND ((kind = 'user' AND entra_id = $2) OR (kind = 'group' AND entra_id = $3))",
+                )
+                .await?,
             &[&application, &user_entra_id, &group_entra_id],
         )
         .await?;
@@ -71,12 +75,16 @@ pub async fn put(
 ) -> Result<(), StoreError> {
     client
         .execute(
-            "INSERT INTO scim_ids AS s (application, kind, entra_id, aws_id, attributes)
+            &client
+                .prepare_cached(
+                    "INSERT INTO scim_ids AS s (application, kind, entra_id, aws_id, attributes)
              VALUES ($1, $2, $3, $4, $5)
              ON CONFLICT (application, kind, entra_id)
              DO UPDATE SET aws_id = EXCLUDED.aws_id, resolved_at = now(),
                  attributes = CASE WHEN EXCLUDED.attributes IS NOT NULL THEN EXCLUDED.attributes
                                    WHEN s.aws_id = EXCLUDED.aws_id THEN s.attributes END",
+                )
+                .await?,
             &[
                 &application,
                 &kind.as_str(),
