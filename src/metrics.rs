@@ -6,8 +6,8 @@
 //! that a scrape never queries the database.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// This build's version (`Cargo.toml`).
@@ -65,6 +65,14 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     /// Jobs in state `failed` per application, refreshed in the background.
     pub jobs_failed: IntGaugeVec,
+    /// Live replicas as this replica's heartbeat last counted them; the outbound budgets are
+    /// divided by this number.
+    pub live_replicas: IntGauge,
+    /// This replica's share of each SCIM budget's sustained rate, by application and lane
+    /// (immediate or cycles).
+    pub scim_rate_limit: GaugeVec,
+    /// This replica's share of each SCIM budget's burst, by application and lane.
+    pub scim_burst_limit: IntGaugeVec,
 }
 
 /// Buckets for serving one HTTP request: intake commits in milliseconds; admin listings may take
@@ -229,6 +237,27 @@ impl Metrics {
             ),
             &["application"],
         )?;
+        let live_replicas = IntGauge::new(
+            "pimbridge_live_replicas",
+            "Live replicas as this replica's heartbeat last counted them (the SCIM budgets are divided among them).",
+        )?;
+        let scim_rate_limit = GaugeVec::new(
+            Opts::new(
+                "pimbridge_scim_rate_limit_requests_per_second",
+                "This replica's share of the application's SCIM request rate, by lane (immediate or cycles).",
+            ),
+            &["application", "lane"],
+        )?;
+        let scim_burst_limit = IntGaugeVec::new(
+            Opts::new(
+                "pimbridge_scim_rate_limit_burst",
+                "This replica's share of the application's SCIM burst, by lane (immediate or cycles).",
+            ),
+            &["application", "lane"],
+        )?;
+        registry.register(Box::new(live_replicas.clone()))?;
+        registry.register(Box::new(scim_rate_limit.clone()))?;
+        registry.register(Box::new(scim_burst_limit.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
@@ -272,6 +301,9 @@ impl Metrics {
             http_requests,
             http_request_duration,
             jobs_failed,
+            live_replicas,
+            scim_rate_limit,
+            scim_burst_limit,
         })
     }
 
