@@ -5,8 +5,6 @@
 //! Every beat also counts the live replicas and divides this replica's outbound SCIM budgets
 //! among them (docs/architecture.md, "Outbound budgets").
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Object, Pool};
@@ -15,8 +13,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
 use crate::config::ReplicaSettings;
-use crate::metrics::Metrics;
-use crate::scim::pacing::Pacer;
 use crate::store::{replicas, StoreError};
 
 /// First wait before the heartbeat session is opened again.
@@ -49,75 +45,13 @@ pub struct Heartbeat {
     /// Set once this replica is registered and holds its lock: only then may it take leases,
     /// since a lease of an owner that looks dead is taken over.
     pub registered: watch::Sender<bool>,
-    /// Divided among the live replicas, counted every beat.
-    pub budgets: Budgets,
+    /// Told the number of live replicas (this one included) after every beat; divides the
+    /// outbound budgets among them (`metrics::ScimBudgets`).
+    pub live_replicas: LiveCount,
 }
 
-/// This replica's outbound budgets: the pacer of every SCIM client (each application, both
-/// lanes), whose configured budget is the application's across all replicas.
-pub struct Budgets {
-    metrics: Metrics,
-    pacers: Vec<(String, &'static str, Arc<Pacer>)>,
-    /// The live count the shares were last divided by (0 before the first count).
-    replicas: AtomicU32,
-}
-
-impl Budgets {
-    pub fn new(metrics: Metrics) -> Self {
-        Self {
-            metrics,
-            pacers: Vec::new(),
-            replicas: AtomicU32::new(0),
-        }
-    }
-
-    /// Adds the pacer of `application`'s client for `lane` and publishes its share.
-    pub fn add(&mut self, application: &str, lane: &'static str, pacer: Arc<Pacer>) {
-        self.pacers.push((application.to_owned(), lane, pacer));
-        self.publish();
-    }
-
-    /// Divides every budget among `live` replicas (at least this one) when the count changed.
-    pub fn divide(&self, live: i64) {
-        let live = u32::try_from(live).unwrap_or(u32::MAX).max(1);
-        self.metrics.live_replicas.set(i64::from(live));
-        let before = self.replicas.swap(live, Ordering::Relaxed);
-        if before == live {
-            return;
-        }
-        for (_, _, pacer) in &self.pacers {
-            pacer.set_replicas(live);
-        }
-        self.publish();
-        if before == 0 {
-            tracing::info!(
-                live_replicas = live,
-                "outbound SCIM budgets divided among the live replicas"
-            );
-        } else {
-            tracing::info!(
-                live_replicas = live,
-                previously = before,
-                "live replicas changed; outbound SCIM budgets divided among them again"
-            );
-        }
-    }
-
-    fn publish(&self) {
-        for (application, lane, pacer) in &self.pacers {
-            let share = pacer.share();
-            let labels = [application.as_str(), lane];
-            self.metrics
-                .scim_rate_limit
-                .with_label_values(&labels)
-                .set(share.requests_per_second());
-            self.metrics
-                .scim_burst_limit
-                .with_label_values(&labels)
-                .set(i64::from(share.burst));
-        }
-    }
-}
+/// What the heartbeat tells the live count to.
+pub type LiveCount = Box<dyn Fn(u32) + Send + Sync>;
 
 impl Heartbeat {
     /// Beats until `shutdown`, then marks this replica dead (its leases are free at once).
@@ -180,10 +114,10 @@ impl Heartbeat {
         }
     }
 
-    /// Counts the live replicas (this one included) and divides the budgets by them.
+    /// Counts the live replicas (this one included, so at least 1) and says so.
     async fn count(&self, client: &Object) -> Result<(), StoreError> {
         let live = replicas::live_count(client, self.settings.dead_after.as_secs_f64()).await?;
-        self.budgets.divide(live);
+        (self.live_replicas)(u32::try_from(live).unwrap_or(u32::MAX).max(1));
         Ok(())
     }
 }

@@ -26,11 +26,11 @@ use crate::dispatch::Dispatcher;
 use crate::graph::GraphClient;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
-use crate::metrics::ScimObserver;
+use crate::metrics::{ScimBudgets, ScimObserver};
 use crate::provision::{Provisioner, Target};
 use crate::proxy::{ForwardingHeader, TrustedProxies};
 use crate::reload::SecretWatcher;
-use crate::replica::{Budgets, Heartbeat};
+use crate::replica::Heartbeat;
 use crate::resolve::subscriptions::SubscriptionManager;
 use crate::resolve::Resolver;
 use crate::retention::Retention;
@@ -124,7 +124,7 @@ impl Application {
             }
         }
         // Every client's budget is the application's across replicas: the heartbeat divides it.
-        let mut budgets = Budgets::new(metrics.clone());
+        let mut budgets = ScimBudgets::new(metrics.clone());
         let mut provisioner = build_provisioner(
             &settings,
             &metrics,
@@ -262,7 +262,7 @@ impl Application {
                 owner: owner.clone(),
                 settings: settings.replica.clone(),
                 registered,
-                budgets,
+                live_replicas: Box::new(move |live| budgets.divide(live)),
             };
             let task = after_bootstrap(
                 ready.clone(),
@@ -546,7 +546,7 @@ fn build_provisioner(
     metrics: &Metrics,
     lane: Lane,
     secret_files: &mut SecretWatcher,
-    budgets: &mut Budgets,
+    budgets: &mut ScimBudgets,
 ) -> anyhow::Result<Provisioner> {
     let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
