@@ -5,10 +5,15 @@
 //! database-derived gauges are refreshed in the background (`routes::metrics::refresh_loop`), so
 //! that a scrape never queries the database.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+use crate::scim::pacing::Pacer;
 
 /// This build's version (`Cargo.toml`).
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -65,6 +70,14 @@ pub struct Metrics {
     pub http_request_duration: HistogramVec,
     /// Jobs in state `failed` per application, refreshed in the background.
     pub jobs_failed: IntGaugeVec,
+    /// Live replicas as this replica's heartbeat last counted them; the outbound budgets are
+    /// divided by this number.
+    pub live_replicas: IntGauge,
+    /// This replica's share of each SCIM budget's sustained rate, by application and lane
+    /// (immediate or cycles).
+    pub scim_rate_limit: GaugeVec,
+    /// This replica's share of each SCIM budget's burst, by application and lane.
+    pub scim_burst_limit: IntGaugeVec,
 }
 
 /// Buckets for serving one HTTP request: intake commits in milliseconds; admin listings may take
@@ -229,6 +242,27 @@ impl Metrics {
             ),
             &["application"],
         )?;
+        let live_replicas = IntGauge::new(
+            "pimbridge_live_replicas",
+            "Live replicas as this replica's heartbeat last counted them (the SCIM budgets are divided among them).",
+        )?;
+        let scim_rate_limit = GaugeVec::new(
+            Opts::new(
+                "pimbridge_scim_rate_limit_requests_per_second",
+                "This replica's share of the application's SCIM request rate, by lane (immediate or cycles).",
+            ),
+            &["application", "lane"],
+        )?;
+        let scim_burst_limit = IntGaugeVec::new(
+            Opts::new(
+                "pimbridge_scim_rate_limit_burst",
+                "This replica's share of the application's SCIM burst, by lane (immediate or cycles).",
+            ),
+            &["application", "lane"],
+        )?;
+        registry.register(Box::new(live_replicas.clone()))?;
+        registry.register(Box::new(scim_rate_limit.clone()))?;
+        registry.register(Box::new(scim_burst_limit.clone()))?;
         registry.register(Box::new(build_info.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_request_duration.clone()))?;
@@ -272,6 +306,9 @@ impl Metrics {
             http_requests,
             http_request_duration,
             jobs_failed,
+            live_replicas,
+            scim_rate_limit,
+            scim_burst_limit,
         })
     }
 
@@ -309,5 +346,73 @@ impl crate::scim::RequestObserver for ScimObserver {
             .scim_request_duration
             .with_label_values(&[self.application.as_str(), method])
             .observe(elapsed.as_secs_f64());
+    }
+}
+
+/// This replica's outbound budgets: the pacer of every SCIM client (each application, both
+/// lanes), whose configured budget is the application's across all replicas. The heartbeat's
+/// live count divides them (docs/architecture.md, "Outbound budgets"); the count and the shares
+/// are published as gauges.
+pub struct ScimBudgets {
+    metrics: Metrics,
+    pacers: Vec<(String, &'static str, Arc<Pacer>)>,
+    /// The count the shares were last divided by (0 before the first count).
+    replicas: AtomicU32,
+}
+
+impl ScimBudgets {
+    pub fn new(metrics: Metrics) -> Self {
+        Self {
+            metrics,
+            pacers: Vec::new(),
+            replicas: AtomicU32::new(0),
+        }
+    }
+
+    /// Adds the pacer of `application`'s client for `lane` and publishes its share.
+    pub fn add(&mut self, application: &str, lane: &'static str, pacer: Arc<Pacer>) {
+        self.pacers.push((application.to_owned(), lane, pacer));
+        self.publish();
+    }
+
+    /// Divides every budget among `live` replicas when the count changed.
+    pub fn divide(&self, live: u32) {
+        let live = live.max(1);
+        self.metrics.live_replicas.set(i64::from(live));
+        let before = self.replicas.swap(live, Ordering::Relaxed);
+        if before == live {
+            return;
+        }
+        for (_, _, pacer) in &self.pacers {
+            pacer.set_replicas(live);
+        }
+        self.publish();
+        if before == 0 {
+            tracing::info!(
+                live_replicas = live,
+                "outbound SCIM budgets divided among the live replicas"
+            );
+        } else {
+            tracing::info!(
+                live_replicas = live,
+                previously = before,
+                "live replicas changed; outbound SCIM budgets divided among them again"
+            );
+        }
+    }
+
+    fn publish(&self) {
+        for (application, lane, pacer) in &self.pacers {
+            let share = pacer.share();
+            let labels = [application.as_str(), lane];
+            self.metrics
+                .scim_rate_limit
+                .with_label_values(&labels)
+                .set(share.requests_per_second());
+            self.metrics
+                .scim_burst_limit
+                .with_label_values(&labels)
+                .set(i64::from(share.burst));
+        }
     }
 }

@@ -1,6 +1,9 @@
 //! This replica's heartbeat (docs/architecture.md, "Crash recovery"): one session of its own holds
 //! the replica's liveness lock and refreshes its row in `replicas`, so that other replicas take
 //! its leases over within seconds after a crash instead of waiting for them to expire.
+//!
+//! Every beat also counts the live replicas and divides this replica's outbound SCIM budgets
+//! among them (docs/architecture.md, "Outbound budgets").
 
 use std::time::Duration;
 
@@ -42,7 +45,13 @@ pub struct Heartbeat {
     /// Set once this replica is registered and holds its lock: only then may it take leases,
     /// since a lease of an owner that looks dead is taken over.
     pub registered: watch::Sender<bool>,
+    /// Told the number of live replicas (this one included) after every beat; divides the
+    /// outbound budgets among them (`metrics::ScimBudgets`).
+    pub live_replicas: LiveCount,
 }
+
+/// What the heartbeat tells the live count to.
+pub type LiveCount = Box<dyn Fn(u32) + Send + Sync>;
 
 impl Heartbeat {
     /// Beats until `shutdown`, then marks this replica dead (its leases are free at once).
@@ -84,6 +93,8 @@ impl Heartbeat {
             return Err(HeartbeatError::LockHeld(self.owner.clone()));
         }
         replicas::beat(client, &self.owner).await?;
+        // Before the dispatcher starts: a replica joining takes its share from its first request.
+        self.count(client).await?;
         self.registered.send_replace(true);
         let mut beats: u64 = 0;
         loop {
@@ -95,10 +106,18 @@ impl Heartbeat {
                 () = tokio::time::sleep(self.settings.heartbeat_interval) => {}
             }
             replicas::beat(client, &self.owner).await?;
+            self.count(client).await?;
             beats += 1;
             if beats.is_multiple_of(BEATS_PER_CLEANUP) {
                 replicas::forget_silent(client, FORGET_AFTER.as_secs_f64()).await?;
             }
         }
+    }
+
+    /// Counts the live replicas (this one included, so at least 1) and says so.
+    async fn count(&self, client: &Object) -> Result<(), StoreError> {
+        let live = replicas::live_count(client, self.settings.dead_after.as_secs_f64()).await?;
+        (self.live_replicas)(u32::try_from(live).unwrap_or(u32::MAX).max(1));
+        Ok(())
     }
 }

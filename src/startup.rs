@@ -26,7 +26,7 @@ use crate::dispatch::Dispatcher;
 use crate::graph::GraphClient;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
-use crate::metrics::ScimObserver;
+use crate::metrics::{ScimBudgets, ScimObserver};
 use crate::provision::{Provisioner, Target};
 use crate::proxy::{ForwardingHeader, TrustedProxies};
 use crate::reload::SecretWatcher;
@@ -123,11 +123,23 @@ impl Application {
                 );
             }
         }
-        let mut provisioner =
-            build_provisioner(&settings, &metrics, Lane::Cycles, &mut secret_files)?;
+        // Every client's budget is the application's across replicas: the heartbeat divides it.
+        let mut budgets = ScimBudgets::new(metrics.clone());
+        let mut provisioner = build_provisioner(
+            &settings,
+            &metrics,
+            Lane::Cycles,
+            &mut secret_files,
+            &mut budgets,
+        )?;
         // The immediate lane spends a budget of its own (docs/architecture.md, "Outbound budgets").
-        let mut immediate =
-            build_provisioner(&settings, &metrics, Lane::Immediate, &mut secret_files)?;
+        let mut immediate = build_provisioner(
+            &settings,
+            &metrics,
+            Lane::Immediate,
+            &mut secret_files,
+            &mut budgets,
+        )?;
         // Users an event names too thinly (audit records carry no given or family name) are
         // completed from Graph when it is configured.
         if let Some(client) = &graph_client {
@@ -250,6 +262,7 @@ impl Application {
                 owner: owner.clone(),
                 settings: settings.replica.clone(),
                 registered,
+                live_replicas: Box::new(move |live| budgets.divide(live)),
             };
             let task = after_bootstrap(
                 ready.clone(),
@@ -525,13 +538,15 @@ fn long_enough(value: &SecretString) -> Result<(), String> {
     Ok(())
 }
 
-/// One SCIM client per application for `lane`, each reporting to the SCIM metrics; a token read
-/// from a file is watched in `secret_files` (for each lane's client).
+/// One SCIM client per application for `lane`, each reporting to the SCIM metrics and its pacer
+/// added to `budgets`; a token read from a file is watched in `secret_files` (for each lane's
+/// client).
 fn build_provisioner(
     settings: &Settings,
     metrics: &Metrics,
     lane: Lane,
     secret_files: &mut SecretWatcher,
+    budgets: &mut ScimBudgets,
 ) -> anyhow::Result<Provisioner> {
     let mut targets = BTreeMap::new();
     for (name, app) in &settings.applications {
@@ -542,6 +557,7 @@ fn build_provisioner(
         };
         let client = ScimClient::new(client_settings, Some(observer))
             .with_context(|| format!("application `{name}`: cannot build the SCIM client"))?;
+        budgets.add(name, lane.name(), client.pacer());
         if let (Some(path), Some(token)) = (&app.scim_token_file, &app.scim_token) {
             let target = client.clone();
             secret_files.watch(

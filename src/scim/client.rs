@@ -142,7 +142,8 @@ struct Inner {
     /// `Bearer <token>`, marked sensitive so reqwest never prints it; replaced when the token
     /// file changes ([`ScimClient::replace_token`]).
     authorization: RwLock<HeaderValue>,
-    pacer: Pacer,
+    /// Shared with the heartbeat, which divides its budget among the live replicas.
+    pacer: Arc<Pacer>,
     retry: RetryPolicy,
     request_timeout: Duration,
     consistency_window: Duration,
@@ -243,7 +244,7 @@ impl ScimClient {
                 http,
                 base,
                 authorization: RwLock::new(authorization),
-                pacer: Pacer::new(settings.requests_per_second, settings.burst)?,
+                pacer: Arc::new(Pacer::new(settings.requests_per_second, settings.burst)?),
                 retry: settings.retry_policy(),
                 request_timeout: settings.request_timeout,
                 consistency_window: settings.consistency_window,
@@ -263,6 +264,12 @@ impl ScimClient {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = authorization;
         Ok(())
+    }
+
+    /// This client's token bucket, for dividing its budget among replicas
+    /// (docs/architecture.md, "Outbound budgets").
+    pub fn pacer(&self) -> Arc<Pacer> {
+        self.inner.pacer.clone()
     }
 
     /// The character policy applied to every user and group name sent.

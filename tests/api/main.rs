@@ -30,6 +30,7 @@ mod metrics_catalogue;
 mod model;
 mod observability;
 mod openapi;
+mod pacing;
 mod postgres;
 mod quarantine;
 mod recovery;
