@@ -123,7 +123,7 @@ impl Application {
                 );
             }
         }
-        // Every client's budget is the application's across replicas: the heartbeat divides it.
+        // The cycles' budget is the application's across replicas: the heartbeat divides it.
         let mut budgets = ScimBudgets::new(metrics.clone());
         let mut provisioner = build_provisioner(
             &settings,
@@ -132,13 +132,15 @@ impl Application {
             &mut secret_files,
             &mut budgets,
         )?;
-        // The immediate lane spends a budget of its own (docs/architecture.md, "Outbound budgets").
+        // The immediate lane spends a budget of its own (docs/architecture.md, "Outbound budgets"),
+        // never divided: admission already bounds its traffic across replicas, and a divided
+        // bucket would hold back the first activations of a window.
         let mut immediate = build_provisioner(
             &settings,
             &metrics,
             Lane::Immediate,
             &mut secret_files,
-            &mut budgets,
+            &mut ScimBudgets::new(metrics.clone()),
         )?;
         // Users an event names too thinly (audit records carry no given or family name) are
         // completed from Graph when it is configured.

@@ -189,7 +189,10 @@ async fn release(
          WHERE id = $1 AND lease_owner = $2 AND state = 'running'"
     );
     let updated = client
-        .execute(&client.prepare_cached(&sql).await?, &[&job_id, &owner, &text])
+        .execute(
+            &client.prepare_cached(&sql).await?,
+            &[&job_id, &owner, &text],
+        )
         .await?;
     Ok(updated == 1)
 }
