@@ -165,7 +165,13 @@ def run(pimbridge, emulator, postgres_url, check):
             check("alice@contoso.com" in seen, f"NOTES.txt's last command shows the membership in the emulator: {seen.strip()[:200]}")
 
             # The live scrape after that traffic, from the internal listener, as Prometheus reads it.
-            scrape = urllib.request.urlopen(f"http://127.0.0.1:{internal_port}/metrics", timeout=10).read()
+            # The latency is observed once the job's outcome is committed, just after AWS holds it.
+            deadline = time.time() + 10
+            while True:
+                scrape = urllib.request.urlopen(f"http://127.0.0.1:{internal_port}/metrics", timeout=10).read()
+                if b"pimbridge_provisioning_latency_seconds_bucket" in scrape or time.time() > deadline:
+                    break
+                time.sleep(0.1)
             promtool = shutil.which("promtool")
             lint = subprocess.run([promtool or "promtool", "check", "metrics"], input=scrape, capture_output=True)
             families = sum(1 for line in scrape.decode().splitlines() if line.startswith("# TYPE pimbridge_"))
