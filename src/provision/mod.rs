@@ -139,7 +139,8 @@ pub(crate) struct Journal(std::sync::Mutex<JournalEntries>);
 #[derive(Debug, Default)]
 pub(super) struct JournalEntries {
     pub steps: Vec<PendingStep>,
-    pub ids: Vec<PendingId>,
+    /// By application, kind and Entra id: a cycle may learn thousands.
+    pub ids: std::collections::HashMap<(String, ObjectKind, String), PendingId>,
 }
 
 impl Journal {
@@ -147,7 +148,7 @@ impl Journal {
         f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
-    /// Everything waiting, oldest first; nothing is left.
+    /// Everything waiting (steps oldest first); nothing is left.
     pub(super) fn take(&self) -> JournalEntries {
         self.with(std::mem::take)
     }
@@ -155,43 +156,40 @@ impl Journal {
     /// Remembers an AWS id (and a user's attributes) until the outcome is recorded.
     pub(super) fn remember(&self, id: PendingId) {
         self.with(|j| {
-            j.ids.retain(|p| !p.same_object(&id));
-            j.ids.push(id);
+            j.ids.insert(id.key(), id);
         });
     }
 
     /// Forgets what was learnt of the subject's user and group (AWS no longer knows one).
     pub(super) fn forget(&self, subject: &crate::domain::Subject) {
         self.with(|j| {
-            j.ids.retain(|p| {
-                p.application != subject.application
-                    || (p.kind == ObjectKind::User && p.entra_id != subject.principal_id)
-                    || (p.kind == ObjectKind::Group && p.entra_id != subject.group_id)
-            })
+            j.ids.remove(&user_key(subject));
+            j.ids.remove(&group_key(subject));
         });
     }
 
     /// Overlays what was learnt on the ids read from the cache.
     pub(super) fn overlay(&self, subject: &crate::domain::Subject, pair: &mut CachedPair) {
         self.with(|j| {
-            for id in j
-                .ids
-                .iter()
-                .filter(|p| p.application == subject.application)
-            {
-                match id.kind {
-                    ObjectKind::User if id.entra_id == subject.principal_id => {
-                        pair.user = Some(id.aws_id.clone());
-                        pair.user_attributes = id.attributes.clone();
-                    }
-                    ObjectKind::Group if id.entra_id == subject.group_id => {
-                        pair.group = Some(id.aws_id.clone());
-                    }
-                    _ => {}
-                }
+            if let Some(user) = j.ids.get(&user_key(subject)) {
+                pair.user = Some(user.aws_id.clone());
+                pair.user_attributes = user.attributes.clone();
+            }
+            if let Some(group) = j.ids.get(&group_key(subject)) {
+                pair.group = Some(group.aws_id.clone());
             }
         });
     }
+}
+
+fn user_key(subject: &crate::domain::Subject) -> (String, ObjectKind, String) {
+    let application = subject.application.clone();
+    (application, ObjectKind::User, subject.principal_id.clone())
+}
+
+fn group_key(subject: &crate::domain::Subject) -> (String, ObjectKind, String) {
+    let application = subject.application.clone();
+    (application, ObjectKind::Group, subject.group_id.clone())
 }
 
 /// An AWS id not written to the cache yet.
@@ -205,10 +203,8 @@ pub(super) struct PendingId {
 }
 
 impl PendingId {
-    fn same_object(&self, other: &Self) -> bool {
-        self.application == other.application
-            && self.kind == other.kind
-            && self.entra_id == other.entra_id
+    fn key(&self) -> (String, ObjectKind, String) {
+        (self.application.clone(), self.kind, self.entra_id.clone())
     }
 
     /// Writes it to the cache.

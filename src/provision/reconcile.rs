@@ -654,7 +654,7 @@ impl Provisioner {
         let origin_is_cycle = cycle_id.is_some();
         let tx = db.transaction().await?;
         let learnt = journal.take();
-        for id in &learnt.ids {
+        for id in learnt.ids.values() {
             id.store(&tx).await?;
         }
         for step in &learnt.steps {

@@ -6,7 +6,7 @@ use serde_json::Value;
 use super::StoreError;
 
 /// What a cached id names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ObjectKind {
     User,
     Group,
