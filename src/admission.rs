@@ -31,26 +31,38 @@ pub struct Decision {
     pub admitted_at: Option<OffsetDateTime>,
 }
 
-/// Decides the lane of one activation now, by the database clock. Call with the application's
-/// row locked in the same transaction. A quarantined application's activations are deferred.
+/// Decides the lanes of `activations` activations of one request, in the order they are stored
+/// (id order): the first `limit - admitted` go to the immediate lane, the rest are deferred. Call
+/// with the application's row locked in the same transaction. The clock and the window's count are
+/// read once, in one statement: every activation admitted here is admitted at the same instant and
+/// counts against the next, so no window ever holds more than `limit` (a single event is a batch of
+/// one). A quarantined application's activations are deferred.
 pub async fn decide(
     client: &impl GenericClient,
     application: &str,
     rule: AdmissionRule,
-) -> Result<Decision, StoreError> {
+    activations: usize,
+) -> Result<Vec<Decision>, StoreError> {
     let row = client
         .query_one(
-            "SELECT clock_timestamp(), quarantined_at IS NOT NULL FROM applications WHERE name = $1",
-            &[&application],
+            // Half-open window, as in `decide_at`.
+            "SELECT c.now, a.quarantined_at IS NOT NULL,
+                    (SELECT count(*) FROM jobs j
+                     WHERE j.application = a.name AND j.lane = 'immediate'
+                       AND j.admitted_at > c.now - make_interval(secs => $2)
+                       AND j.admitted_at <= c.now)
+             FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
+             WHERE a.name = $1",
+            &[&application, &rule.window.as_secs_f64()],
         )
         .await?;
-    if row.get::<_, bool>(1) {
-        return Ok(Decision {
-            lane: Lane::Deferred,
-            admitted_at: None,
-        });
-    }
-    decide_at(client, application, rule, row.get(0)).await
+    let now: OffsetDateTime = row.get(0);
+    let admitted: i64 = if row.get::<_, bool>(1) {
+        i64::MAX
+    } else {
+        row.get(2)
+    };
+    Ok(lanes_for(admitted, rule.limit, now, activations))
 }
 
 /// Decides the lane of one activation at `now`. The window is half-open: an admission exactly
@@ -89,6 +101,14 @@ fn lane_for(admitted_in_window: i64, limit: u32, now: OffsetDateTime) -> Decisio
     }
 }
 
+/// The rule for `n` activations decided in order at one instant: each admitted one counts
+/// against the next.
+fn lanes_for(admitted_in_window: i64, limit: u32, now: OffsetDateTime, n: usize) -> Vec<Decision> {
+    (0..n)
+        .map(|k| lane_for(admitted_in_window.saturating_add(k as i64), limit, now))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -102,5 +122,28 @@ mod tests {
         assert_eq!(lane_for(5, 5, now).lane, Lane::Deferred);
         assert_eq!(lane_for(5, 5, now).admitted_at, None);
         assert_eq!(lane_for(9, 5, now).lane, Lane::Deferred);
+    }
+
+    #[test]
+    fn a_batch_fills_what_is_left_of_the_window_in_order() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        let lanes: Vec<Lane> = lanes_for(3, 5, now, 4).iter().map(|d| d.lane).collect();
+        assert_eq!(
+            lanes,
+            [
+                Lane::Immediate,
+                Lane::Immediate,
+                Lane::Deferred,
+                Lane::Deferred
+            ]
+        );
+        assert!(lanes_for(7, 5, now, 3)
+            .iter()
+            .all(|d| d.lane == Lane::Deferred));
+        // Quarantined: counted as full.
+        assert!(lanes_for(i64::MAX, 5, now, 3)
+            .iter()
+            .all(|d| d.admitted_at.is_none()));
+        assert!(lanes_for(0, 5, now, 0).is_empty());
     }
 }

@@ -5,6 +5,7 @@
 //! after it returns. A redelivered event (same source and id) changes nothing and takes no slot.
 
 pub mod audit;
+pub mod batch;
 pub mod counting;
 pub mod event;
 pub mod eventgrid;
@@ -157,8 +158,20 @@ impl Intake {
         events: &[NewEvent],
     ) -> Result<IntakeSummary, StoreError> {
         // Insert in id order so that two requests sharing ids take row locks in the same order.
+        // The sort is stable: of one id sent twice, the first is stored and the second is its
+        // duplicate, as if it had come later.
         let mut order: Vec<usize> = (0..events.len()).collect();
         order.sort_by(|a, b| events[*a].id.cmp(&events[*b].id));
+        let mut outcomes: Vec<Option<EventOutcome>> = vec![None; events.len()];
+        let mut unique: Vec<usize> = Vec::with_capacity(order.len());
+        for index in order {
+            match unique.last() {
+                Some(&last) if events[last].id == events[index].id => {
+                    outcomes[index] = Some(EventOutcome::Duplicate);
+                }
+                _ => unique.push(index),
+            }
+        }
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -174,108 +187,226 @@ impl Intake {
             store::lock_applications(&tx, &routed).await?;
         }
 
-        let mut outcomes = vec![None; events.len()];
+        // Every statement below covers the whole request: a batch costs the round trips of one
+        // event (docs/performance.md).
+        let to_insert: Vec<(&NewEvent, bool)> = unique
+            .iter()
+            .map(|&i| (&events[i], self.is_routed(&events[i].group_id)))
+            .collect();
+        let rows = store::insert_events(&tx, source, &to_insert).await?;
+        // (index in the request, row id) of the newly stored events, in id order.
+        let mut stored: Vec<(usize, i64)> = Vec::with_capacity(unique.len());
+        for (&index, row) in unique.iter().zip(rows) {
+            match row {
+                Some(row) => stored.push((index, row)),
+                None => outcomes[index] = Some(EventOutcome::Duplicate),
+            }
+        }
+
+        // Admission, once per application: its new activations in id order.
+        let mut activations: BTreeMap<&str, usize> = BTreeMap::new();
+        for &(index, _) in &stored {
+            if events[index].kind == EventKind::Activation {
+                for application in self.routing.applications_for(&events[index].group_id) {
+                    *activations.entry(application.as_str()).or_default() += 1;
+                }
+            }
+        }
+        let mut decisions: BTreeMap<&str, std::vec::IntoIter<admission::Decision>> =
+            BTreeMap::new();
+        for (application, n) in activations {
+            if let Some(rule) = self.routing.rules.get(application) {
+                let lanes = admission::decide(&tx, application, *rule, n).await?;
+                decisions.insert(application, lanes.into_iter());
+            }
+        }
+
+        let mut jobs = Vec::new();
         let mut any_immediate = false;
-        for index in order {
+        for &(index, event_row) in &stored {
             let event = &events[index];
             let applications = self.routing.applications_for(&event.group_id);
-            let outcome = match store::insert_event(&tx, source, event, !applications.is_empty())
-                .await?
-            {
-                None => EventOutcome::Duplicate,
-                Some(event_row) if applications.is_empty() => EventOutcome::Unrouted { event_row },
-                Some(event_row) => {
-                    let mut jobs = Vec::with_capacity(applications.len());
-                    for application in applications {
-                        let decision = match (event.kind, self.routing.rules.get(application)) {
-                            (EventKind::Activation, Some(rule)) => {
-                                admission::decide(&tx, application, *rule).await?
-                            }
-                            _ => admission::Decision {
-                                lane: Lane::Deferred,
-                                admitted_at: None,
-                            },
-                        };
-                        store::insert_job(
-                            &tx,
-                            event_row,
-                            application,
-                            event.kind.action(),
-                            decision.lane,
-                            decision.admitted_at,
-                        )
-                        .await?;
-                        self.record_grant(&tx, source, event, event_row, application)
-                            .await?;
-                        any_immediate |= decision.lane == Lane::Immediate;
-                        jobs.push((application.clone(), decision.lane));
-                    }
-                    EventOutcome::Accepted { event_row, jobs }
+            if applications.is_empty() {
+                outcomes[index] = Some(EventOutcome::Unrouted { event_row });
+                continue;
+            }
+            let mut lanes = Vec::with_capacity(applications.len());
+            for application in applications {
+                let decision = match event.kind {
+                    EventKind::Activation => decisions
+                        .get_mut(application.as_str())
+                        .and_then(Iterator::next),
+                    EventKind::Deactivation => None,
                 }
-            };
-            outcomes[index] = Some((event.id.clone(), event.kind, outcome));
+                .unwrap_or(admission::Decision {
+                    lane: Lane::Deferred,
+                    admitted_at: None,
+                });
+                jobs.push(store::NewJob {
+                    event_id: event_row,
+                    application,
+                    action: event.kind.action(),
+                    lane: decision.lane,
+                    admitted_at: decision.admitted_at,
+                });
+                any_immediate |= decision.lane == Lane::Immediate;
+                lanes.push((application.clone(), decision.lane));
+            }
+            outcomes[index] = Some(EventOutcome::Accepted {
+                event_row,
+                jobs: lanes,
+            });
         }
+        store::insert_jobs(&tx, &jobs).await?;
+        self.record_grants(&tx, source, events, &stored).await?;
+
         if any_immediate {
             store::notify_dispatchers(&tx).await?;
         }
         tx.commit().await?;
         Ok(IntakeSummary {
-            outcomes: outcomes.into_iter().flatten().collect(),
+            outcomes: events
+                .iter()
+                .zip(outcomes)
+                .filter_map(|(event, outcome)| Some((event.id.clone(), event.kind, outcome?)))
+                .collect(),
         })
     }
 
-    /// Starts, extends or ends the grants an event names in one application.
-    async fn record_grant(
+    /// Starts, extends or ends the grants the newly stored events name, per application, with
+    /// the same outcome as recording them one at a time in id order: the changes that touch
+    /// nothing another one touches in one statement per kind, the others one at a time
+    /// (see [`batch`]).
+    async fn record_grants(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
         source: EventSource,
-        event: &NewEvent,
-        event_row: i64,
-        application: &str,
+        events: &[NewEvent],
+        stored: &[(usize, i64)],
     ) -> Result<(), StoreError> {
         let family = grants::source_family(source.as_str());
-        match event.kind {
-            EventKind::Activation => {
-                let max = self
-                    .routing
-                    .max_grant
-                    .get(application)
-                    .copied()
-                    .unwrap_or(DEFAULT_MAX_GRANT);
-                let (ends_at, note) = grant_end(event, max, time::OffsetDateTime::now_utc());
-                grants::record_activation(
-                    tx,
-                    &grants::Activation {
-                        application,
-                        source: family,
-                        grant_key: event.grant_id.as_deref().unwrap_or(&event.id),
-                        principal_id: &event.principal_id,
-                        group_id: &event.group_id,
-                        occurred_at: event.occurred_at,
-                        ends_at,
-                        event_id: event_row,
-                        note,
-                    },
-                )
-                .await?;
+        let now = time::OffsetDateTime::now_utc();
+        // Per application, its events in id order.
+        let mut per_application: BTreeMap<&str, Vec<(&NewEvent, i64)>> = BTreeMap::new();
+        for &(index, row) in stored {
+            let event = &events[index];
+            for application in self.routing.applications_for(&event.group_id) {
+                per_application
+                    .entry(application.as_str())
+                    .or_default()
+                    .push((event, row));
             }
-            EventKind::Deactivation => {
-                grants::record_deactivation(
-                    tx,
-                    &grants::Deactivation {
-                        application,
-                        source: family,
-                        grant_key: event.grant_id.as_deref(),
-                        principal_id: &event.principal_id,
-                        group_id: &event.group_id,
-                        occurred_at: event.occurred_at,
-                        event_id: event_row,
-                    },
-                )
-                .await?;
+        }
+        for (application, changes) in per_application {
+            let max = self
+                .routing
+                .max_grant
+                .get(application)
+                .copied()
+                .unwrap_or(DEFAULT_MAX_GRANT);
+            let activation = |event, row| activation_of(application, family, event, row, max, now);
+            let deactivation = |event, row| deactivation_of(application, family, event, row);
+
+            let shapes: Vec<batch::Change<'_>> = changes
+                .iter()
+                .map(|(event, _)| batch::Change {
+                    activation: event.kind == EventKind::Activation,
+                    pair: (&event.principal_id, &event.group_id),
+                    key: event.grant_id.as_deref().unwrap_or(&event.id),
+                })
+                .collect();
+            let dependent = if changes.len() > 1 {
+                let keys: Vec<&str> = shapes
+                    .iter()
+                    .filter(|c| c.activation)
+                    .map(|c| c.key)
+                    .collect();
+                let existing = grants::pairs_of(tx, application, family, &keys).await?;
+                batch::dependent(&shapes, &existing)
+            } else {
+                vec![false; changes.len()]
+            };
+
+            let (mut together_on, mut together_off) = (Vec::new(), Vec::new());
+            for (&(event, row), _) in changes.iter().zip(&dependent).filter(|(_, d)| !**d) {
+                match event.kind {
+                    EventKind::Activation => together_on.push(activation(event, row)),
+                    EventKind::Deactivation => together_off.push(deactivation(event, row)),
+                }
+            }
+            grants::record_activations(tx, &together_on, &[]).await?;
+            grants::record_deactivations(tx, &together_off).await?;
+
+            // One at a time, in id order. Every event of the request is stored already; an
+            // activation must not see the deactivations of its pair that come after it.
+            let one_by_one: Vec<(&NewEvent, i64)> = changes
+                .iter()
+                .zip(&dependent)
+                .filter(|(_, d)| **d)
+                .map(|(change, _)| *change)
+                .collect();
+            for (k, &(event, row)) in one_by_one.iter().enumerate() {
+                match event.kind {
+                    EventKind::Activation => {
+                        let later: Vec<i64> = one_by_one[k + 1..]
+                            .iter()
+                            .filter(|(e, _)| {
+                                e.kind == EventKind::Deactivation
+                                    && e.principal_id == event.principal_id
+                                    && e.group_id == event.group_id
+                            })
+                            .map(|(_, row)| *row)
+                            .collect();
+                        grants::record_activations(tx, &[activation(event, row)], &later).await?;
+                    }
+                    EventKind::Deactivation => {
+                        grants::record_deactivations(tx, &[deactivation(event, row)]).await?;
+                    }
+                }
             }
         }
         Ok(())
+    }
+}
+
+/// The grant change of an activation in one application.
+fn activation_of<'a>(
+    application: &'a str,
+    family: &'a str,
+    event: &'a NewEvent,
+    event_row: i64,
+    max: std::time::Duration,
+    now: time::OffsetDateTime,
+) -> grants::Activation<'a> {
+    let (ends_at, note) = grant_end(event, max, now);
+    grants::Activation {
+        application,
+        source: family,
+        grant_key: event.grant_id.as_deref().unwrap_or(&event.id),
+        principal_id: &event.principal_id,
+        group_id: &event.group_id,
+        occurred_at: event.occurred_at,
+        ends_at,
+        event_id: event_row,
+        note,
+    }
+}
+
+/// The grant change of a deactivation in one application.
+fn deactivation_of<'a>(
+    application: &'a str,
+    family: &'a str,
+    event: &'a NewEvent,
+    event_row: i64,
+) -> grants::Deactivation<'a> {
+    grants::Deactivation {
+        application,
+        source: family,
+        grant_key: event.grant_id.as_deref(),
+        principal_id: &event.principal_id,
+        group_id: &event.group_id,
+        occurred_at: event.occurred_at,
+        event_id: event_row,
     }
 }
 

@@ -337,3 +337,249 @@ async fn events_survive_a_restart_of_the_application() {
         "idempotency holds across restarts"
     );
 }
+
+/// An event of `kind` for `user` in `GROUP_A`, `occurred` seconds from now, naming `grant`.
+fn grant_event(id: &str, kind: &str, user: &str, occurred: i64, grant: Option<&str>) -> Value {
+    let mut event = json!({
+        "id": id,
+        "type": kind,
+        "occurredAt": at(occurred),
+        "groupId": GROUP_A,
+        "principalId": user,
+    });
+    if kind == "activation" {
+        event["endsAt"] = json!(at(occurred + 4 * 3600));
+    }
+    if let Some(grant) = grant {
+        event["grantId"] = json!(grant);
+    }
+    event
+}
+
+/// The lane of each job of `alpha`, by event id in id order.
+async fn alpha_lanes(app: &TestApp) -> Vec<(String, String)> {
+    app.db
+        .query(
+            "SELECT e.source_event_id, j.lane FROM jobs j JOIN events e ON e.id = j.event_id
+             WHERE j.application = 'alpha' ORDER BY e.source_event_id",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_batch_admits_exactly_the_first_activations_in_id_order_and_reports_duplicates() {
+    let app = spawn_app().await; // alpha: 5 activations per 10 s (the default)
+                                 // Sent out of order, with one id twice: stored in id order, the repeat a duplicate.
+    let mut batch: Vec<Value> = (0..12)
+        .rev()
+        .map(|i| activation(&format!("adm-{i:02}"), GROUP_A, &format!("u{i}")))
+        .collect();
+    batch.push(activation("adm-03", GROUP_A, "u3"));
+
+    let first = app.post_events(&Value::Array(batch.clone())).await;
+    assert_eq!(first.status(), 202);
+    assert_eq!(
+        first.json::<Value>().await.unwrap(),
+        json!({"accepted": 12, "duplicates": 1})
+    );
+    let lanes = alpha_lanes(&app).await;
+    let immediate: Vec<&str> = lanes
+        .iter()
+        .filter(|(_, lane)| lane == "immediate")
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(
+        immediate,
+        ["adm-00", "adm-01", "adm-02", "adm-03", "adm-04"]
+    );
+    assert_eq!(
+        app.count("SELECT count(DISTINCT admitted_at) FROM jobs WHERE lane = 'immediate'")
+            .await,
+        1,
+        "one batch, one admission instant"
+    );
+
+    // Again, with two new ones: the window is full, the old ones are duplicates.
+    batch.push(activation("adm-12", GROUP_A, "u12"));
+    batch.push(activation("adm-13", GROUP_AB, "u13"));
+    let second = app.post_events(&Value::Array(batch)).await;
+    assert_eq!(
+        second.json::<Value>().await.unwrap(),
+        json!({"accepted": 2, "duplicates": 13})
+    );
+    assert_eq!(app.events().await, 14);
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE application = 'alpha' AND lane = 'immediate'")
+            .await,
+        5,
+        "never more than the limit in one window"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE application = 'beta' AND lane = 'immediate'")
+            .await,
+        1,
+        "beta's window is its own"
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM grants").await,
+        15,
+        "a grant per activation and application"
+    );
+}
+
+#[tokio::test]
+async fn a_quarantined_application_defers_a_whole_batch() {
+    let app = spawn_app().await;
+    app.db
+        .execute(
+            "UPDATE applications SET quarantined_at = now() WHERE name = 'alpha'",
+            &[],
+        )
+        .await
+        .unwrap();
+
+    let response = app
+        .post_events(&testkit::fixture::activations("q", GROUP_AB, 7))
+        .await;
+
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE application = 'alpha' AND lane = 'deferred'")
+            .await,
+        7
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE application = 'beta' AND lane = 'immediate'")
+            .await,
+        5
+    );
+}
+
+#[tokio::test]
+async fn an_activation_and_its_deactivation_in_one_batch_leave_no_active_grant() {
+    let app = spawn_app().await;
+    let batch = json!([
+        grant_event("pair-2", "deactivation", "u1", 0, None),
+        grant_event("pair-1", "activation", "u1", -60, None),
+        // Delivered before its activation in the batch's id order, and ends it all the same.
+        grant_event("pair-0", "deactivation", "u2", 0, None),
+        grant_event("pair-3", "activation", "u2", -60, None),
+        activation("pair-4", GROUP_A, "u3"),
+    ]);
+
+    let response = app.post_events(&batch).await;
+
+    assert_eq!(response.status(), 202);
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM grants
+             WHERE effective_end > clock_timestamp() AND principal_id IN ('u1', 'u2')"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM grants WHERE effective_end > clock_timestamp()")
+            .await,
+        1,
+        "u3's grant is untouched"
+    );
+}
+
+/// The grants and jobs of a database, in terms the sender chose (event ids, not row ids).
+async fn grants_and_jobs(app: &TestApp) -> (Vec<String>, Vec<String>) {
+    let grants = app
+        .db
+        .query(
+            "SELECT concat_ws(' | ', g.application, g.source, g.grant_key, g.principal_id,
+                              g.started_at, g.activated_at, g.ends_at, a.source_event_id,
+                              g.note, g.ended_at IS NULL, d.source_event_id,
+                              g.ended_at = d.occurred_at)
+             FROM grants g LEFT JOIN events a ON a.id = g.event_id
+             LEFT JOIN events d ON d.id = g.ended_by
+             ORDER BY g.application, g.grant_key",
+            &[],
+        )
+        .await
+        .unwrap();
+    let jobs = app
+        .db
+        .query(
+            "SELECT concat_ws(' | ', e.source_event_id, j.application, j.action, j.lane)
+             FROM jobs j JOIN events e ON e.id = j.event_id ORDER BY j.id",
+            &[],
+        )
+        .await
+        .unwrap();
+    (
+        grants.iter().map(|r| r.get(0)).collect(),
+        jobs.iter().map(|r| r.get(0)).collect(),
+    )
+}
+
+#[tokio::test]
+async fn a_batch_leaves_the_same_grants_and_jobs_as_its_events_posted_one_at_a_time_in_id_order() {
+    // Before: a grant of u9 under key "shared", which a batch activation of another user extends.
+    let before = json!([grant_event(
+        "e-00",
+        "activation",
+        "u9",
+        -600,
+        Some("shared")
+    )]);
+    let batch = json!([
+        // Independent changes.
+        grant_event("e-10", "activation", "u1", -60, None),
+        grant_event("e-11", "deactivation", "u2", 0, None),
+        activation("e-12", GROUP_AB, "u3"),
+        // One pair, in both orders, and a deactivation ahead of the sender's clock: the later
+        // one in id order must not be seen by the earlier.
+        grant_event("e-20", "activation", "u4", -120, None),
+        grant_event("e-21", "deactivation", "u4", 120, None),
+        grant_event("e-22", "deactivation", "u5", -30, None),
+        grant_event("e-23", "activation", "u5", -90, None),
+        // A deactivation naming another grant than the activation after it.
+        grant_event("e-30", "activation", "u6", -300, Some("k6")),
+        grant_event("e-31", "deactivation", "u6", -200, Some("other")),
+        grant_event("e-32", "activation", "u6", -100, None),
+        // An extension (same key twice, the older one second) and a repeat.
+        grant_event("e-40", "activation", "u7", -50, Some("k7")),
+        grant_event("e-41", "activation", "u7", -80, Some("k7")),
+        grant_event("e-40", "activation", "u7", -50, Some("k7")),
+        // u9's deactivation, then an extension of u9's grant by u8 which starts it again: the
+        // two touch one grant though their pairs differ.
+        grant_event("e-50", "deactivation", "u9", -40, None),
+        grant_event("e-51", "activation", "u8", -20, Some("shared")),
+    ]);
+    let batched = spawn_app().await;
+    let single = spawn_app().await;
+    for app in [&batched, &single] {
+        assert_eq!(app.post_events(&before).await.status(), 202);
+    }
+
+    let response = batched.post_events(&batch).await;
+    let mut singles = batch.as_array().unwrap().clone();
+    singles.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let mut duplicates = 0;
+    for event in &singles {
+        let body: Value = single.post_events(event).await.json().await.unwrap();
+        duplicates += body["duplicates"].as_i64().unwrap();
+    }
+
+    assert_eq!(
+        response.json::<Value>().await.unwrap(),
+        json!({"accepted": 14, "duplicates": 1})
+    );
+    assert_eq!(duplicates, 1);
+    let (batched, single) = (
+        grants_and_jobs(&batched).await,
+        grants_and_jobs(&single).await,
+    );
+    assert_eq!(batched.0, single.0, "grants");
+    assert_eq!(batched.1, single.1, "jobs");
+}
