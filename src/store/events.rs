@@ -33,6 +33,8 @@ pub async fn insert_events(
         events.iter().map(|(e, _)| e.user.as_ref()).collect();
     let group_attrs: Vec<Option<&serde_json::Value>> =
         events.iter().map(|(e, _)| e.group.as_ref()).collect();
+    // A deactivation's grant id says which grant it ends, also for activations stored later.
+    let grant_ids: Vec<Option<&str>> = events.iter().map(|(e, _)| e.grant_id.as_deref()).collect();
     let routing: Vec<&str> = events
         .iter()
         .map(|(_, routed)| if *routed { "routed" } else { "unrouted" })
@@ -40,13 +42,14 @@ pub async fn insert_events(
     let rows = client
         .query(
             "INSERT INTO events (source, source_event_id, kind, occurred_at, group_id, principal_id,
-                                 ends_at, user_attributes, group_attributes, routing)
+                                 ends_at, user_attributes, group_attributes, routing, grant_id)
              SELECT $1, u.id, u.kind, u.occurred_at, u.group_id, u.principal_id, u.ends_at, u.usr,
-                    u.grp, u.routing
+                    u.grp, u.routing, u.grant_id
              FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
-                         $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[])
+                         $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[])
                   WITH ORDINALITY
-                  AS u(id, kind, occurred_at, group_id, principal_id, ends_at, usr, grp, routing, ord)
+                  AS u(id, kind, occurred_at, group_id, principal_id, ends_at, usr, grp, routing,
+                       grant_id, ord)
              ORDER BY u.ord
              ON CONFLICT (source, source_event_id) DO NOTHING
              RETURNING id, source_event_id",
@@ -61,6 +64,7 @@ pub async fn insert_events(
                 &users,
                 &group_attrs,
                 &routing,
+                &grant_ids,
             ],
         )
         .await?;

@@ -422,3 +422,34 @@ async fn a_user_aws_creates_now_is_added_without_a_look_up_and_a_known_pair_cost
     assert_eq!(new_user, ["POST Users", "PATCH Groups"], "{new_user:?}");
     assert_eq!(known_pair, ["PATCH Groups"], "{known_pair:?}");
 }
+
+#[tokio::test]
+async fn a_targeted_deactivation_does_not_end_another_grant_delivered_after_it() {
+    // Arrange: grant instance-1 is activated and deactivated by name.
+    let f = spawn_with_cycles(|_| {}).await;
+    let mut one = event("activation", "late-1", "late", -120, Some(3600));
+    one["grantId"] = json!("instance-1");
+    let mut off = event("deactivation", "late-2", "late", -30, None);
+    off["grantId"] = json!("instance-1");
+    f.app.post_events(&json!([one, off])).await;
+
+    // Act: a second grant of the same pair, started before that deactivation, arrives late.
+    let mut two = event("activation", "late-3", "late", -60, Some(3600));
+    two["grantId"] = json!("instance-2");
+    f.app.post_events(&two).await;
+    run_cycle(&f.app, "alpha").await;
+
+    // Assert: the deactivation named instance-1 only; instance-2 still runs.
+    assert!(is_member(&f.a, "late"));
+    let ended: Option<time::OffsetDateTime> = f
+        .app
+        .db
+        .query_one(
+            "SELECT ended_at FROM grants WHERE grant_key = 'instance-2'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(ended, None);
+}
