@@ -468,6 +468,7 @@ async fn main() {
     }
     wait_immediate_done(&bench, "burst").await;
     let burst_ms = immediate_latencies(&bench, "burst").await;
+    let burst_stages = support::stages(&bench.db, "burst").await;
     let burst_deferred = deferred_count(&bench, "burst").await;
 
     // 3. Memory under 100 activations/s (before the batches, whose buffers the allocator keeps).
@@ -559,6 +560,10 @@ async fn main() {
     );
     let fifth = burst_ms.iter().copied().fold(f64::NAN, f64::max);
     summary("   receipt → AWS, burst of 5 new users", burst_ms);
+    let [claimed, reconciled, recorded] = burst_stages;
+    summary("     receipt → reconciliation starts", claimed);
+    summary("     reconciliation (lock, reads, SCIM)", reconciled);
+    summary("     outcome recorded (commit)", recorded);
     println!(
         "   fifth of the burst {fifth:.2} ms = {:.2}x floor p50 (goal ≤ 10x); {burst_deferred} deferred\n",
         fifth / floor_p50

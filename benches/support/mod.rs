@@ -189,3 +189,25 @@ pub fn event(id: &str, kind: &str, user: &str, occurred_at: &str) -> String {
     })
     .to_string()
 }
+
+/// Where the time from receipt to AWS confirmed goes, per done job of a case: until its
+/// reconciliation started (intake commit, NOTIFY, claim), the reconciliation (pair lock, reads,
+/// SCIM requests), and recording its outcome (one commit). From the provisioning log's add entry,
+/// whose `started_at` is its `finished_at` less the reconciliation's time.
+pub async fn stages(db: &tokio_postgres::Client, prefix: &str) -> [Vec<f64>; 3] {
+    let rows = db
+        .query(
+            "SELECT extract(epoch FROM (l.started_at - e.received_at))::float8 * 1000,
+                    extract(epoch FROM (l.finished_at - l.started_at))::float8 * 1000,
+                    extract(epoch FROM (j.completed_at - l.finished_at))::float8 * 1000
+             FROM jobs j JOIN events e ON e.id = j.event_id
+             JOIN provisioning_log l ON l.job_id = j.id AND l.action = 'add'
+                                    AND l.status = 'succeeded'
+             WHERE e.source_event_id LIKE $1 AND j.state = 'done'",
+            &[&format!("{prefix}-%")],
+        )
+        .await
+        .unwrap();
+    let column = |i: usize| rows.iter().map(|r| r.get::<_, f64>(i)).collect();
+    [column(0), column(1), column(2)]
+}

@@ -43,8 +43,11 @@ pub async fn claim_immediate(
                    AND ((state = 'pending' AND next_attempt_at <= clock_timestamp())
                         OR (state = 'running'
                             AND (lease_expires_at < clock_timestamp()
-                                 OR lease_owner IN (SELECT dead_owner
-                                                    FROM dead_replicas($4)))))
+                                 -- Only another replica's jobs ask who is dead: that reads
+                                 -- pg_locks, which a cycle fills with its pairs' locks.
+                                 OR (lease_owner <> $1
+                                     AND lease_owner IN (SELECT dead_owner
+                                                         FROM dead_replicas($4))))))
                  ORDER BY id
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED
