@@ -122,6 +122,11 @@ async fn cycle(bench: &Bench, label: &str) {
     let (planned, applied, failed, secs): (i32, i32, i32, f64) =
         (row.get(0), row.get(1), row.get(2), row.get(3));
     assert_eq!(failed, 0, "{label}: changes failed");
+    // Every case changes what it plans (a held or skipped cycle would measure nothing).
+    assert_eq!(
+        applied, planned,
+        "{label}: not every planned change was applied"
+    );
     let log = bench.emulator.request_log();
     let count = |method: &str| log.iter().filter(|r| r.method == method).count();
     println!(
@@ -149,7 +154,7 @@ async fn initial_cycle(bench: &Bench) {
 async fn history_case(history: i64, pending: usize) {
     let bench = Bench::start(
         "[sync]\ncheck_interval = \"20ms\"",
-        "activation_limit = 1\nrequests_per_second = 10000\nrequests_burst = 10000\ncycle_interval = \"1d\"",
+        "activation_limit = 1\nrequests_per_second = 10000\nrequests_burst = 10000\ncycle_interval = \"1d\"\nmax_removals_per_cycle = 100000000",
     )
     .await;
     initial_cycle(&bench).await;
@@ -226,7 +231,7 @@ async fn main() {
         "[sync]\ncheck_interval = \"20ms\"",
         // One immediate slot per window: nearly everything posted goes to the deferred lane.
         &format!(
-            "activation_limit = 1\nrequests_per_second = {rate}\nrequests_burst = {rate}\ncycle_interval = \"1d\""
+            "activation_limit = 1\nrequests_per_second = {rate}\nrequests_burst = {rate}\ncycle_interval = \"1d\"\n# Removes what it measures: no deletion threshold.\nmax_removals_per_cycle = 100000000"
         ),
     )
     .await;
