@@ -560,7 +560,8 @@ pub struct ApplicationSettings {
     /// The admission window.
     #[serde(default = "default_activation_window", with = "duration")]
     pub activation_window: Duration,
-    /// Outbound SCIM requests per second (AWS publishes no limit; 5 is conservative).
+    /// Outbound SCIM requests per second of cycles and the admin API, for all replicas together
+    /// (each paces at its share; AWS publishes no limit; 5 is conservative).
     #[serde(default = "default_requests_per_second")]
     #[serde(deserialize_with = "whole")]
     pub requests_per_second: u32,
