@@ -24,7 +24,9 @@ use crate::store::scim_ids::{self, CachedPair, ObjectKind};
 use crate::store::{provisioning_log, StoreError};
 
 pub use decide::{decide, Step};
-pub use reconcile::{Failure, JobSettled, Options, Origin, Outcome, PairRequest, Reconciled};
+pub use reconcile::{
+    Failure, JobSettled, Listings, Options, Origin, Outcome, PairRequest, Reconciled,
+};
 
 /// Why a change could not be applied.
 #[derive(Debug, thiserror::Error)]

@@ -3,6 +3,7 @@
 //! unlock. Changes go out grouped per AWS group, at most 100 members per PATCH (the client chunks).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Object;
@@ -61,6 +62,30 @@ pub struct Options {
     pub hold_removals: Option<String>,
     /// Whether a transient failure will be tried again (the log says `retrying`, else `failed`).
     pub retry_transient: bool,
+    /// Group listings of the drift check, shared by a cycle's reconciliations so that a group is
+    /// listed once per cycle rather than once per reconciliation.
+    pub listings: Option<Arc<Listings>>,
+}
+
+/// The members AWS listed for groups (AWS ids), taken during one cycle. A cycle reconciles each
+/// pair once, so a listing still tells the truth for the pairs it has not reached; what changes
+/// meanwhile (by hand, or an immediate add) is found by the next cycle, and an add or removal
+/// sent on a stale listing is one AWS treats as a no-op.
+#[derive(Debug, Default)]
+pub struct Listings(std::sync::Mutex<BTreeMap<String, Arc<BTreeSet<String>>>>);
+
+impl Listings {
+    fn get(&self, group: &str) -> Option<Arc<BTreeSet<String>>> {
+        let listed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        listed.get(group).cloned()
+    }
+
+    fn put(&self, group: String, members: BTreeSet<String>) -> Arc<BTreeSet<String>> {
+        let members = Arc::new(members);
+        let mut listed = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        listed.insert(group, members.clone());
+        members
+    }
 }
 
 /// Why a change did not happen, shareable by all changes of a failed PATCH.
@@ -212,10 +237,13 @@ impl Provisioner {
         };
         let mut verified = vec![false; requests.len()];
         if options.verify {
+            let local = Listings::default();
+            let listings = options.listings.as_deref().unwrap_or(&local);
             self.verify(
                 db,
                 target,
                 unlinked,
+                listings,
                 requests,
                 &mut views,
                 &mut verified,
@@ -406,6 +434,7 @@ impl Provisioner {
         db: &Object,
         target: &Target,
         unlinked: LogIds<'_>,
+        listings: &Listings,
         requests: &[PairRequest],
         views: &mut [PairView],
         verified: &mut [bool],
@@ -422,7 +451,6 @@ impl Provisioner {
                     .or_default() += 1;
             }
         }
-        let mut listed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for (i, view) in views.iter_mut().enumerate() {
             if view.provenance != Some(Provenance::Owned) {
                 continue;
@@ -435,19 +463,18 @@ impl Provisioner {
                 .ids(db, target, subject, false, &mut groups, unlinked)
                 .await
             {
-                Ok(Some(AwsIds { group, user, .. })) if list => match listed.get(&group) {
-                    Some(members) => Ok(members.contains(&user)),
-                    None => match target.client.list_group_members(&group).await {
-                        Ok(members) => {
-                            let members: BTreeSet<String> =
-                                members.into_iter().filter_map(|u| u.id).collect();
-                            let present = members.contains(&user);
-                            listed.insert(group, members);
-                            Ok(present)
-                        }
-                        Err(e) => Err(e),
-                    },
-                },
+                Ok(Some(AwsIds { group, user, .. })) if list || listings.get(&group).is_some() => {
+                    match listings.get(&group) {
+                        Some(members) => Ok(members.contains(&user)),
+                        None => match target.client.list_group_members(&group).await {
+                            Ok(members) => {
+                                let members = members.into_iter().filter_map(|u| u.id).collect();
+                                Ok(listings.put(group, members).contains(&user))
+                            }
+                            Err(e) => Err(e),
+                        },
+                    }
+                }
                 Ok(Some(AwsIds { group, user, .. })) => {
                     target.client.is_member(&group, &user).await
                 }

@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::CycleRunner;
 use crate::domain::Action;
-use crate::provision::{Options, Origin, Outcome, PairRequest};
+use crate::provision::{Listings, Options, Origin, Outcome, PairRequest};
 use crate::store::cycles::{self, CycleCounts, StartedCycle, WorkPair};
 use crate::store::StoreError;
 use crate::store::{aws_memberships, removal_holds};
@@ -80,6 +80,8 @@ impl CycleRunner {
         let mut auth_failure = None;
         let mut interrupted = false;
         // `work` is ordered by group: each batch is one group's pairs, one PATCH per kind.
+        // One listing per group for the whole cycle (the drift check's).
+        let listings = std::sync::Arc::new(Listings::default());
         for batch in batches(&work) {
             if shutdown.is_cancelled() {
                 // Stopping: the rest stays pending for the next cycle, which is due at once.
@@ -103,6 +105,7 @@ impl CycleRunner {
                 verify: true,
                 hold_removals: hold_removals.clone(),
                 retry_transient: true,
+                listings: Some(listings.clone()),
             };
             let origin = Origin::Cycle { cycle_id: cycle.id };
             let report = self

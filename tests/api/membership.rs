@@ -453,3 +453,33 @@ async fn a_targeted_deactivation_does_not_end_another_grant_delivered_after_it()
         .get(0);
     assert_eq!(ended, None);
 }
+
+#[tokio::test]
+async fn a_cycle_of_several_reconciliations_lists_a_group_once() {
+    // Arrange: 150 members pimbridge owns (more than one reconciliation of 100 pairs), all
+    // deactivated.
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
+    f.app.post_events(&activations("wide", GROUP_A, 150)).await;
+    run_cycle(&f.app, "alpha").await;
+    wait_for_no_pending(&f.app, Duration::from_secs(10)).await;
+    assert_eq!(members(&f.a), 150);
+    let off: Vec<Value> = (0..150)
+        .map(|i| deactivation(&format!("wide-off-{i}"), GROUP_A, &format!("wide-user-{i}")))
+        .collect();
+    f.app.post_events(&json!(off)).await;
+    f.a.clear_request_log();
+
+    // Act
+    let cycle = run_cycle(&f.app, "alpha").await;
+
+    // Assert: all removed, and the drift check listed the group's members once (two pages of
+    // 100), not once per reconciliation.
+    assert_eq!(cycle.applied, 150);
+    assert_eq!(members(&f.a), 0);
+    let pages =
+        f.a.request_log()
+            .iter()
+            .filter(|r| r.method == "GET" && r.query.contains("groups.value"))
+            .count();
+    assert_eq!(pages, 2, "listing pages");
+}
