@@ -69,17 +69,19 @@ pub struct Resolver {
 }
 
 impl Resolver {
-    /// Resolves hints until `shutdown`.
+    /// Resolves hints every `interval` until `shutdown`. The first round is one interval after
+    /// start, whether bootstrap took more or less time than that, so a replica's first look does
+    /// not depend on how fast it started.
     pub async fn run(self, shutdown: CancellationToken) {
         loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.interval) => {}
+            }
             if self.bootstrapped.load(std::sync::atomic::Ordering::Acquire) {
                 if let Err(e) = self.round().await {
                     tracing::warn!(error.message = %e, "cannot claim Graph hints");
                 }
-            }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(self.interval) => {}
             }
         }
     }

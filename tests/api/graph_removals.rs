@@ -13,9 +13,9 @@ use crate::helpers::*;
 use crate::postgres::PgServer;
 
 /// The cycles fixture with `[graph]` pointing at `graph`. The resolver looks for notifications
-/// once a minute (its first look is at start-up), so what a test sets up in Graph after this
-/// returns is asked about only by the check before a removal: Graph's own activations never
-/// become grants here, as when its notifications are late.
+/// once a minute (its first look a minute after start-up), so what a test sets up in Graph is
+/// asked about only by the check before a removal: Graph's own activations never become grants
+/// here, as when its notifications are late.
 async fn spawn_with_graph(graph: &RunningGraphEmulator) -> Fixture {
     let a = emulator().await;
     let b = emulator().await;
