@@ -110,6 +110,11 @@ pub async fn insert_jobs(
 }
 
 /// Locks the named applications' rows, in name order so that concurrent intakes cannot deadlock.
+///
+/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: it serialises intakes just as well, but does not block
+/// the foreign-key checks (`FOR KEY SHARE`) of every insert that names the application, such as a
+/// dispatcher's claim writing `aws_memberships`. With `FOR UPDATE`, a burst of intakes held the
+/// claim of the first one's job until the last one committed.
 pub async fn lock_applications(
     client: &impl GenericClient,
     names: &[&str],
@@ -119,7 +124,7 @@ pub async fn lock_applications(
     sorted.dedup();
     client
         .query(
-            "SELECT name FROM applications WHERE name = ANY($1) ORDER BY name FOR UPDATE",
+            "SELECT name FROM applications WHERE name = ANY($1) ORDER BY name FOR NO KEY UPDATE",
             &[&sorted],
         )
         .await?;

@@ -56,7 +56,7 @@ pub async fn enter_once(
 ) -> Result<bool, StoreError> {
     let quarantined: bool = client
         .query_one(
-            "SELECT quarantined_at IS NOT NULL FROM applications WHERE name = $1 FOR UPDATE",
+            "SELECT quarantined_at IS NOT NULL FROM applications WHERE name = $1 FOR NO KEY UPDATE",
             &[&application],
         )
         .await?

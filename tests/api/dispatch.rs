@@ -319,6 +319,45 @@ async fn jobs_committed_before_a_crash_are_sent_once_after_restart() {
 }
 
 #[tokio::test]
+async fn an_intake_holding_the_application_does_not_stall_the_dispatch_of_a_committed_job() {
+    // Arrange: a committed immediate job, and an intake transaction of another request that holds
+    // the application's row (as every intake does until it commits).
+    let (intake_only, a, b, database_url) = accepted_by_an_intake_only_replica("held-1").await;
+    let pool = pimbridge::store::build_pool(&pimbridge::config::DatabaseSettings {
+        url: Some(database_url.as_str().into()),
+        url_file: None,
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(2),
+        ca_file: None,
+    })
+    .unwrap();
+    let mut holder = pool.get().await.unwrap();
+    let intake = holder.transaction().await.unwrap();
+    pimbridge::store::events::lock_applications(&intake, &["alpha"])
+        .await
+        .unwrap();
+
+    // Act: a dispatching replica starts while the lock is held.
+    let app = spawn_app_with(
+        dispatch_settings(&database_url, &a, &b, |_| {}),
+        &database_url,
+    )
+    .await;
+
+    // Assert: the job reaches AWS and is recorded done without waiting for that intake.
+    let done = eventually(Duration::from_secs(5), || members(&a) == 1).await;
+    assert!(done.is_some(), "the job waited for the intake's lock");
+    wait_for_no_pending(&app, Duration::from_secs(5)).await;
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE state = 'done'")
+            .await,
+        1
+    );
+    intake.rollback().await.unwrap();
+    drop(intake_only);
+}
+
+#[tokio::test]
 async fn a_job_claimed_by_a_replica_that_died_is_taken_over_and_applied_once() {
     let (mut intake_only, a, b, database_url) = accepted_by_an_intake_only_replica("dead-1").await;
     // A replica claims the job and dies before its SCIM call: the lease is left behind.
