@@ -169,9 +169,10 @@ async fn main() {
         latencies(&bench.db, "known").await,
     );
     for case in ["new", "known"] {
-        let [claimed, reconciled, recorded] = support::stages(&bench.db, case).await;
+        let [committed, claimed, reconciled, recorded] = support::stages(&bench.db, case).await;
+        summary(&format!("  {case}: receipt → intake committed"), committed);
         summary(
-            &format!("  {case}: receipt → reconciliation starts"),
+            &format!("  {case}: committed → reconciliation starts"),
             claimed,
         );
         summary(

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use aws_scim_emulator::DEFAULT_TOKEN;
 use pimbridge::config::Settings;
 use pimbridge::startup::Application;
-use support::{config_toml, event, now_rfc3339, percentile, summary, Bench, GROUP};
+use support::{config_toml, event, mib, now_rfc3339, percentile, rss_kib, summary, Bench, GROUP};
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 const CLIENTS: usize = 8;
@@ -65,21 +65,6 @@ fn plan() -> Plan {
             startups: 1,
         }
     }
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
-fn mib(kib: u64) -> f64 {
-    kib as f64 / 1024.0
 }
 
 /// The SCIM JSON of a bench user, and what pimbridge keeps of it in `scim_ids.attributes`.
@@ -560,8 +545,9 @@ async fn main() {
     );
     let fifth = burst_ms.iter().copied().fold(f64::NAN, f64::max);
     summary("   receipt → AWS, burst of 5 new users", burst_ms);
-    let [claimed, reconciled, recorded] = burst_stages;
-    summary("     receipt → reconciliation starts", claimed);
+    let [committed, claimed, reconciled, recorded] = burst_stages;
+    summary("     receipt → intake committed", committed);
+    summary("     committed → reconciliation starts", claimed);
     summary("     reconciliation (lock, reads, SCIM)", reconciled);
     summary("     outcome recorded (commit)", recorded);
     println!(

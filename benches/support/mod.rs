@@ -190,14 +190,17 @@ pub fn event(id: &str, kind: &str, user: &str, occurred_at: &str) -> String {
     .to_string()
 }
 
-/// Where the time from receipt to AWS confirmed goes, per done job of a case: until its
-/// reconciliation started (intake commit, NOTIFY, claim), the reconciliation (pair lock, reads,
-/// SCIM requests), and recording its outcome (one commit). From the provisioning log's add entry,
-/// whose `started_at` is its `finished_at` less the reconciliation's time.
-pub async fn stages(db: &tokio_postgres::Client, prefix: &str) -> [Vec<f64>; 3] {
+/// Where the time from receipt to AWS confirmed goes, per done job of a case: the rest of the
+/// intake transaction (receipt is its `events` insert; until its commit, by the commit timestamp
+/// of the event's row), until the job's reconciliation started (NOTIFY, claim), the
+/// reconciliation (pair lock, reads, SCIM requests), and recording its outcome (one commit). From
+/// the provisioning log's add entry, whose `started_at` is its `finished_at` less the
+/// reconciliation's time. Needs `track_commit_timestamp` (the durable server has it).
+pub async fn stages(db: &tokio_postgres::Client, prefix: &str) -> [Vec<f64>; 4] {
     let rows = db
         .query(
-            "SELECT extract(epoch FROM (l.started_at - e.received_at))::float8 * 1000,
+            "SELECT extract(epoch FROM (pg_xact_commit_timestamp(e.xmin) - e.received_at))::float8 * 1000,
+                    extract(epoch FROM (l.started_at - pg_xact_commit_timestamp(e.xmin)))::float8 * 1000,
                     extract(epoch FROM (l.finished_at - l.started_at))::float8 * 1000,
                     extract(epoch FROM (j.completed_at - l.finished_at))::float8 * 1000
              FROM jobs j JOIN events e ON e.id = j.event_id
@@ -209,5 +212,21 @@ pub async fn stages(db: &tokio_postgres::Client, prefix: &str) -> [Vec<f64>; 3] 
         .await
         .unwrap();
     let column = |i: usize| rows.iter().map(|r| r.get::<_, f64>(i)).collect();
-    [column(0), column(1), column(2)]
+    [column(0), column(1), column(2), column(3)]
+}
+
+/// `VmRSS` of this process (the service, the emulator and the load all live in it), in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+pub fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
 }

@@ -18,7 +18,6 @@ use std::time::Duration;
 use crate::config::UserNameAttribute;
 use crate::graph::{GraphClient, GraphError};
 use crate::scim::{ScimClient, ScimError};
-use deadpool_postgres::GenericClient;
 
 use crate::store::scim_ids::{self, CachedPair, ObjectKind};
 use crate::store::{provisioning_log, StoreError};
@@ -143,6 +142,18 @@ pub(super) struct JournalEntries {
     pub steps: Vec<PendingStep>,
     /// By application, kind and Entra id: a cycle may learn thousands.
     pub ids: std::collections::HashMap<(String, ObjectKind, String), PendingId>,
+    /// What the cache held for the reconciliation's users and groups when it started.
+    pub read: Option<Prefetched>,
+}
+
+/// The cached ids of a reconciliation's users and groups, read in one query when it starts, so
+/// that a hundred pairs do not cost a hundred look-ups.
+#[derive(Debug, Default)]
+pub(super) struct Prefetched {
+    application: String,
+    users: std::collections::HashSet<String>,
+    groups: std::collections::HashSet<String>,
+    ids: scim_ids::CachedIds,
 }
 
 impl Journal {
@@ -167,7 +178,39 @@ impl Journal {
         self.with(|j| {
             j.ids.remove(&user_key(subject));
             j.ids.remove(&group_key(subject));
+            if let Some(read) = j.read.as_mut() {
+                read.ids.users.remove(&subject.principal_id);
+                read.ids.groups.remove(&subject.group_id);
+            }
         });
+    }
+
+    /// Keeps what the cache held for the `users` and `groups` of `application`.
+    pub(super) fn prefetched(
+        &self,
+        application: &str,
+        users: &[&str],
+        groups: &[&str],
+        ids: scim_ids::CachedIds,
+    ) {
+        let read = Prefetched {
+            application: application.to_owned(),
+            users: users.iter().map(|&u| u.to_owned()).collect(),
+            groups: groups.iter().map(|&g| g.to_owned()).collect(),
+            ids,
+        };
+        self.with(|j| j.read = Some(read));
+    }
+
+    /// What the cache held for the subject when the reconciliation started, if it was read then.
+    pub(super) fn read(&self, subject: &crate::domain::Subject) -> Option<CachedPair> {
+        self.with(|j| {
+            let read = j.read.as_ref()?;
+            let covered = read.application == subject.application
+                && read.users.contains(&subject.principal_id)
+                && read.groups.contains(&subject.group_id);
+            covered.then(|| read.ids.pair(&subject.principal_id, &subject.group_id))
+        })
     }
 
     /// Overlays what was learnt on the ids read from the cache.
@@ -209,17 +252,15 @@ impl PendingId {
         (self.application.clone(), self.kind, self.entra_id.clone())
     }
 
-    /// Writes it to the cache.
-    pub(super) async fn store(&self, client: &impl GenericClient) -> Result<(), StoreError> {
-        scim_ids::put(
-            client,
-            &self.application,
-            self.kind,
-            &self.entra_id,
-            &self.aws_id,
-            self.attributes.as_ref(),
-        )
-        .await
+    /// As the cache stores it.
+    pub(super) fn new_id(&self) -> scim_ids::NewId<'_> {
+        scim_ids::NewId {
+            application: &self.application,
+            kind: self.kind,
+            entra_id: &self.entra_id,
+            aws_id: &self.aws_id,
+            attributes: self.attributes.as_ref(),
+        }
     }
 }
 

@@ -10,11 +10,11 @@ use deadpool_postgres::Object;
 
 use super::decide::{self, decide, Step};
 use super::resolve::CachedUser;
-use super::{Journal, LogIds, ProvisionError, Provisioner, Target};
+use super::{Journal, LogIds, PendingId, PendingStep, ProvisionError, Provisioner, Target};
 use crate::domain::{Action, Subject};
-use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance};
+use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance, Settlement};
 use crate::store::provisioning_log::{self, Status};
-use crate::store::{jobs, StoreError};
+use crate::store::{jobs, scim_ids, StoreError};
 use crate::telemetry::error_chain;
 
 /// Who asked, for the provisioning log and for what the record must say before a request.
@@ -225,6 +225,10 @@ impl Provisioner {
             ..LogIds::default()
         };
         let mut views = aws_memberships::view(&*db, application, pairs).await?;
+        let users: Vec<&str> = pairs.iter().map(|p| p.principal_id.as_str()).collect();
+        let groups: Vec<&str> = pairs.iter().map(|p| p.group_id.as_str()).collect();
+        let cached = scim_ids::get_many(&*db, application, &users, &groups).await?;
+        journal.prefetched(application, &users, &groups, cached);
         let mut report = Reconciled::default();
         let target = match self.target(application) {
             Ok(target) => target,
@@ -679,14 +683,12 @@ impl Provisioner {
             _ => None,
         };
         let origin_is_cycle = cycle_id.is_some();
-        let tx = db.transaction().await?;
         let learnt = journal.take();
-        for id in learnt.ids.values() {
-            id.store(&tx).await?;
-        }
-        for step in &learnt.steps {
-            provisioning_log::append(&tx, &step.entry()).await?;
-        }
+        let ids: Vec<scim_ids::NewId<'_>> = learnt.ids.values().map(PendingId::new_id).collect();
+        // The steps taken on the way come first in the log, then one entry per pair.
+        let mut entries: Vec<provisioning_log::Entry<'_>> =
+            learnt.steps.iter().map(PendingStep::entry).collect();
+        let mut settlements = Vec::with_capacity(requests.len());
         for (i, outcome) in report.outcomes.iter().enumerate() {
             let request = &requests[i];
             let view = &views[i];
@@ -699,29 +701,21 @@ impl Provisioner {
                 Option<&str>,
             ) = match outcome {
                 Outcome::Added => {
-                    aws_memberships::settle(
-                        &tx,
-                        application,
+                    settlements.push(Settlement {
                         pair,
-                        AwsState::Present,
-                        owner,
-                        true,
-                        own_job,
-                    )
-                    .await?;
+                        state: AwsState::Present,
+                        provenance: owner,
+                        verified: true,
+                    });
                     (Action::Add, Status::Succeeded, None, None)
                 }
                 Outcome::Removed => {
-                    aws_memberships::settle(
-                        &tx,
-                        application,
+                    settlements.push(Settlement {
                         pair,
-                        AwsState::Absent,
-                        None,
-                        true,
-                        own_job,
-                    )
-                    .await?;
+                        state: AwsState::Absent,
+                        provenance: None,
+                        verified: true,
+                    });
                     let why = if view.deactivated {
                         "deactivated"
                     } else {
@@ -731,16 +725,12 @@ impl Provisioner {
                 }
                 Outcome::Unchanged(reason) => {
                     if verified[i] {
-                        aws_memberships::settle(
-                            &tx,
-                            application,
+                        settlements.push(Settlement {
                             pair,
-                            view.aws,
-                            view.provenance,
-                            true,
-                            own_job,
-                        )
-                        .await?;
+                            state: view.aws,
+                            provenance: view.provenance,
+                            verified: true,
+                        });
                     }
                     // A cycle's check of a pair that needed nothing is not a step worth a log
                     // entry; anything asked for by an event or an operator is.
@@ -767,27 +757,28 @@ impl Provisioner {
                     (action_for(view), status, Some(failure), None)
                 }
             };
-            provisioning_log::append(
-                &tx,
-                &provisioning_log::Entry {
-                    cycle_id,
-                    job_id: request.job_id,
-                    event_id: request.event_id,
-                    grant_id: view.grant_id,
-                    action: action.into(),
-                    subject: &request.subject,
-                    status,
-                    error_code: failure.map(|f| f.code.as_str()),
-                    reason: failure.map(|f| f.reason.as_str()).or(reason),
-                    elapsed_secs: if matches!(outcome, Outcome::Added | Outcome::Removed) {
-                        elapsed_secs
-                    } else {
-                        0.0
-                    },
+            entries.push(provisioning_log::Entry {
+                cycle_id,
+                job_id: request.job_id,
+                event_id: request.event_id,
+                grant_id: view.grant_id,
+                action: action.into(),
+                subject: &request.subject,
+                status,
+                error_code: failure.map(|f| f.code.as_str()),
+                reason: failure.map(|f| f.reason.as_str()).or(reason),
+                elapsed_secs: if matches!(outcome, Outcome::Added | Outcome::Removed) {
+                    elapsed_secs
+                } else {
+                    0.0
                 },
-            )
-            .await?;
+            });
         }
+        // A fixed number of statements however many pairs: a cycle's hundred cost what one does.
+        let tx = db.transaction().await?;
+        scim_ids::put_many(&tx, &ids).await?;
+        provisioning_log::append_many(&tx, &entries).await?;
+        aws_memberships::settle(&tx, application, &settlements, own_job).await?;
         let job = match (origin, report.outcomes.as_slice()) {
             (
                 Origin::Job {

@@ -15,20 +15,27 @@ use crate::store::provisioning_log::{LogAction, Status};
 use crate::store::scim_ids::{self, CachedPair, ObjectKind};
 
 impl Provisioner {
-    /// Both cached ids of a subject in one query, with what this reconciliation learnt since.
+    /// Both cached ids of a subject (read with the reconciliation's other pairs, else in one
+    /// query), with what this reconciliation learnt since.
     pub(super) async fn cached(
         &self,
         db: &Object,
         subject: &Subject,
         journal: Option<&Journal>,
     ) -> Result<CachedPair, ProvisionError> {
-        let mut pair = scim_ids::get_pair(
-            db,
-            &subject.application,
-            &subject.principal_id,
-            &subject.group_id,
-        )
-        .await?;
+        let read = journal.and_then(|j| j.read(subject));
+        let mut pair = match read {
+            Some(pair) => pair,
+            None => {
+                scim_ids::get_pair(
+                    db,
+                    &subject.application,
+                    &subject.principal_id,
+                    &subject.group_id,
+                )
+                .await?
+            }
+        };
         if let Some(journal) = journal {
             journal.overlay(subject, &mut pair);
         }
@@ -276,7 +283,7 @@ impl Provisioner {
         };
         match log.journal {
             Some(journal) => journal.remember(id),
-            None => id.store(db).await?,
+            None => scim_ids::put_many(db, &[id.new_id()]).await?,
         }
         Ok(aws_id)
     }

@@ -214,38 +214,82 @@ pub async fn mark_in_flight(
     Ok(())
 }
 
-/// Records what AWS now holds for a pair (and who put it there, when that became known). Left
-/// `unknown` while an immediate job of the pair other than `own_job` is claimed: its request may
-/// land after this one.
+/// What a reconciliation learnt of one pair in AWS.
+#[derive(Debug, Clone, Copy)]
+pub struct Settlement<'a> {
+    pub pair: &'a Pair,
+    pub state: AwsState,
+    /// Who put the membership there, when that became known.
+    pub provenance: Option<Provenance>,
+    /// AWS was asked (or answered a change), rather than the state inferred.
+    pub verified: bool,
+}
+
+/// Records what AWS now holds for each pair (and who put it there, when that became known), in
+/// one statement. A pair is left `unknown` while an immediate job of it other than `own_job` is
+/// claimed: its request may land after this one. A pair given twice ends as if settled twice in
+/// order: the last state, the last provenance given, verified if either was.
 pub async fn settle(
     client: &impl GenericClient,
     application: &str,
-    pair: &Pair,
-    state: AwsState,
-    provenance: Option<Provenance>,
-    verified: bool,
+    settlements: &[Settlement<'_>],
     own_job: Option<i64>,
 ) -> Result<(), StoreError> {
+    let mut merged: Vec<Settlement<'_>> = Vec::with_capacity(settlements.len());
+    let mut at: std::collections::HashMap<&Pair, usize> = std::collections::HashMap::new();
+    for s in settlements {
+        match at.get(s.pair) {
+            Some(&i) => {
+                let earlier = merged[i];
+                merged[i] = Settlement {
+                    provenance: s.provenance.or(earlier.provenance),
+                    verified: s.verified || earlier.verified,
+                    ..*s
+                };
+            }
+            None => {
+                at.insert(s.pair, merged.len());
+                merged.push(*s);
+            }
+        }
+    }
+    if merged.is_empty() {
+        return Ok(());
+    }
+    let users: Vec<&str> = merged
+        .iter()
+        .map(|s| s.pair.principal_id.as_str())
+        .collect();
+    let groups: Vec<&str> = merged.iter().map(|s| s.pair.group_id.as_str()).collect();
+    let states: Vec<&str> = merged.iter().map(|s| s.state.as_str()).collect();
+    let provenances: Vec<Option<&str>> = merged
+        .iter()
+        .map(|s| s.provenance.map(Provenance::as_str))
+        .collect();
+    let verified: Vec<bool> = merged.iter().map(|s| s.verified).collect();
     client
         .execute(
             &client.prepare_cached("INSERT INTO aws_memberships AS m (application, principal_id, group_id, aws_state,
                                                provenance, verified_at)
-             VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN clock_timestamp() END)
+             SELECT $1, u, g, st, pr, CASE WHEN v THEN clock_timestamp() END
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
+                  AS p(u, g, st, pr, v)
              ON CONFLICT (application, principal_id, group_id) DO UPDATE
              SET aws_state = CASE WHEN EXISTS (
                      SELECT 1 FROM jobs j JOIN events e ON e.id = j.event_id
                      WHERE j.application = $1 AND j.lane = 'immediate' AND j.state = 'running'
-                       AND e.principal_id = $2 AND e.group_id = $3
+                       AND e.principal_id = EXCLUDED.principal_id
+                       AND e.group_id = EXCLUDED.group_id
                        AND j.id IS DISTINCT FROM $7) THEN 'unknown' ELSE EXCLUDED.aws_state END,
                  provenance = coalesce(EXCLUDED.provenance, m.provenance),
                  verified_at = coalesce(EXCLUDED.verified_at, m.verified_at),
                  updated_at = clock_timestamp()").await?,
             &[
                 &application,
-                &pair.principal_id,
-                &pair.group_id,
-                &state.as_str(),
-                &provenance.map(Provenance::as_str),
+                &users,
+                &groups,
+                &states,
+                &provenances,
                 &verified,
                 &own_job,
             ],

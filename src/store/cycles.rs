@@ -87,6 +87,7 @@ pub async fn request_now(
 #[derive(Debug, Clone)]
 pub struct StartedCycle {
     pub id: i64,
+    pub application: String,
     pub initial: bool,
     /// Events received up to here are in the cycle.
     pub cutoff: OffsetDateTime,
@@ -120,6 +121,7 @@ pub async fn start(
         .await?;
     Ok(StartedCycle {
         id: row.get(0),
+        application: application.to_owned(),
         initial: row.get(1),
         cutoff: row.get(2),
     })
@@ -137,17 +139,42 @@ pub struct WorkPair {
     pub job_ids: Vec<i64>,
 }
 
-/// The pairs a cycle looks at: those with pending deferred jobs received up to the cutoff, those
-/// with an active grant (checked in AWS), and those pimbridge owns that AWS may still hold (their
-/// grants may have ended). Found through indexed per-application look-ups, so planning costs what
-/// the pending work and the live grants cost, not what history does. One statement, one snapshot.
-pub async fn work(
+/// How much a cycle's plan holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanSize {
+    /// Pairs the cycle looks at.
+    pub pairs: i64,
+    /// Of those, the pairs with pending deferred jobs (changes asked for by events).
+    pub asked: i64,
+}
+
+/// Plans a cycle: the pairs it looks at are those with pending deferred jobs received up to the
+/// cutoff, those with an active grant (checked in AWS), and those pimbridge owns that AWS may
+/// still hold (their grants may have ended). Found through indexed per-application look-ups, so
+/// planning costs what the pending work and the live grants cost, not what history does; one
+/// statement, one snapshot. The plan is written to this connection's temporary `cycle_plan`
+/// table and read a page at a time ([`plan_page`]), so a backlog of a million jobs is never held
+/// in memory at once.
+pub async fn plan(
     client: &impl GenericClient,
     application: &str,
     cutoff: OffsetDateTime,
-) -> Result<Vec<WorkPair>, StoreError> {
-    let rows = client
-        .query(
+) -> Result<PlanSize, StoreError> {
+    client
+        .batch_execute(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS cycle_plan (
+                 group_id     text NOT NULL,
+                 principal_id text NOT NULL,
+                 job_ids      bigint[] NOT NULL,
+                 job_id       bigint,
+                 event_id     bigint,
+                 PRIMARY KEY (group_id, principal_id)
+             );
+             TRUNCATE cycle_plan",
+        )
+        .await?;
+    let row = client
+        .query_one(
             "WITH pending AS (
                  SELECT e.principal_id, e.group_id, array_agg(j.id ORDER BY j.id) AS job_ids,
                         max(j.id) AS job_id, max(e.id) AS event_id
@@ -161,12 +188,31 @@ pub async fn work(
                  UNION
                  SELECT principal_id, group_id FROM grants
                  WHERE application = $1 AND effective_end > $2
-             ), work AS (
-                 SELECT principal_id, group_id, coalesce(p.job_ids, '{}') AS job_ids,
-                        p.job_id, p.event_id
+             ), planned AS (
+                 INSERT INTO cycle_plan (group_id, principal_id, job_ids, job_id, event_id)
+                 SELECT group_id, principal_id, coalesce(p.job_ids, '{}'), p.job_id, p.event_id
                  FROM pending p FULL JOIN live l USING (principal_id, group_id)
+                 RETURNING job_id
              )
-             SELECT w.principal_id, w.group_id, w.job_ids, w.job_id, w.event_id,
+             SELECT count(*), count(job_id) FROM planned",
+            &[&application, &cutoff],
+        )
+        .await?;
+    Ok(PlanSize {
+        pairs: row.get(0),
+        asked: row.get(1),
+    })
+}
+
+/// Up to `limit` pairs of the plan after `after` (group id, principal id), in that order, with
+/// the newest attributes any of their events carried.
+pub async fn plan_page(
+    client: &impl GenericClient,
+    application: &str,
+    after: Option<(&str, &str)>,
+    limit: i64,
+) -> Result<Vec<WorkPair>, StoreError> {
+    let select = "SELECT w.principal_id, w.group_id, w.job_ids, w.job_id, w.event_id,
                     (SELECT e.user_attributes FROM events e
                      WHERE e.principal_id = w.principal_id AND e.group_id = w.group_id
                        AND e.user_attributes IS NOT NULL
@@ -175,11 +221,21 @@ pub async fn work(
                      WHERE e.principal_id = w.principal_id AND e.group_id = w.group_id
                        AND e.group_attributes IS NOT NULL
                      ORDER BY e.occurred_at DESC, e.id DESC LIMIT 1)
-             FROM work w
-             ORDER BY w.group_id, w.principal_id",
-            &[&application, &cutoff],
-        )
-        .await?;
+             FROM cycle_plan w";
+    // Two statements rather than one with an `OR`, so that each page starts with an index seek.
+    let rows = match after {
+        None => {
+            let sql = format!("{select} ORDER BY w.group_id, w.principal_id LIMIT $1");
+            client.query(&sql, &[&limit]).await?
+        }
+        Some((group, principal)) => {
+            let sql = format!(
+                "{select} WHERE (w.group_id, w.principal_id) > ($1, $2)
+                 ORDER BY w.group_id, w.principal_id LIMIT $3"
+            );
+            client.query(&sql, &[&group, &principal, &limit]).await?
+        }
+    };
     Ok(rows
         .iter()
         .map(|r| WorkPair {
@@ -204,26 +260,37 @@ pub struct CompletedJob {
     pub latency_secs: f64,
 }
 
-/// Ends a pair's jobs after AWS reflects its grants: jobs that asked for that state are done,
-/// the others superseded. Returns the done jobs with their latency.
+/// Ends pairs' jobs after AWS reflects their grants, in one statement: for each pair, its job ids
+/// and whether the grants make it a member. Jobs that asked for that state are done, the others
+/// superseded. Returns the done jobs with their latency.
 pub async fn settle_applied(
     client: &impl GenericClient,
     cycle_id: i64,
-    job_ids: &[i64],
-    member: bool,
+    pairs: &[(&[i64], bool)],
 ) -> Result<Vec<CompletedJob>, StoreError> {
+    let (job_ids, members): (Vec<i64>, Vec<bool>) = pairs
+        .iter()
+        .flat_map(|&(jobs, member)| jobs.iter().map(move |&id| (id, member)))
+        .unzip();
+    if job_ids.is_empty() {
+        return Ok(Vec::new());
+    }
     let rows = client
         .query(
-            "UPDATE jobs j
-             SET state = CASE WHEN (j.action = 'add') = $3 THEN 'done' ELSE 'superseded' END,
-                 note = CASE WHEN (j.action = 'add') = $3 THEN NULL
+            &client
+                .prepare_cached(
+                    "UPDATE jobs j
+             SET state = CASE WHEN (j.action = 'add') = s.member THEN 'done' ELSE 'superseded' END,
+                 note = CASE WHEN (j.action = 'add') = s.member THEN NULL
                              ELSE 'superseded: the grants decided otherwise' END,
                  completed_at = clock_timestamp(), last_error = NULL, cycle_id = $1
-             FROM events e
-             WHERE j.id = ANY($2) AND j.state = 'pending' AND e.id = j.event_id
+             FROM unnest($2::int8[], $3::bool[]) AS s(id, member), events e
+             WHERE j.id = s.id AND j.state = 'pending' AND e.id = j.event_id
              RETURNING j.state, j.action,
                        extract(epoch FROM (j.completed_at - e.received_at))::float8",
-            &[&cycle_id, &job_ids, &member],
+                )
+                .await?,
+            &[&cycle_id, &job_ids, &members],
         )
         .await?;
     Ok(rows

@@ -83,25 +83,66 @@ pub struct Entry<'a> {
 
 /// Appends an entry.
 pub async fn append(client: &impl GenericClient, entry: &Entry<'_>) -> Result<(), StoreError> {
+    append_many(client, std::slice::from_ref(entry)).await
+}
+
+/// Appends entries in one statement, in the order given (a cycle's hundred changes are one round
+/// trip, not a hundred).
+pub async fn append_many(
+    client: &impl GenericClient,
+    entries: &[Entry<'_>],
+) -> Result<(), StoreError> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let applications: Vec<&str> = entries
+        .iter()
+        .map(|e| e.subject.application.as_str())
+        .collect();
+    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
+    let principals: Vec<&str> = entries
+        .iter()
+        .map(|e| e.subject.principal_id.as_str())
+        .collect();
+    let groups: Vec<&str> = entries
+        .iter()
+        .map(|e| e.subject.group_id.as_str())
+        .collect();
+    let statuses: Vec<&str> = entries.iter().map(|e| e.status.as_str()).collect();
+    let codes: Vec<Option<&str>> = entries.iter().map(|e| e.error_code).collect();
+    let reasons: Vec<Option<&str>> = entries.iter().map(|e| e.reason).collect();
+    let cycles: Vec<Option<i64>> = entries.iter().map(|e| e.cycle_id).collect();
+    let jobs: Vec<Option<i64>> = entries.iter().map(|e| e.job_id).collect();
+    let events: Vec<Option<i64>> = entries.iter().map(|e| e.event_id).collect();
+    let grants: Vec<Option<i64>> = entries.iter().map(|e| e.grant_id).collect();
+    let elapsed: Vec<f64> = entries.iter().map(|e| e.elapsed_secs).collect();
     client
         .execute(
-            &client.prepare_cached("INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
+            &client
+                .prepare_cached(
+                    "INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
                  group_id, status, error_code, reason, started_at, event_id, grant_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9,
-                     clock_timestamp() - make_interval(secs => $10), $11, $12)").await?,
+             SELECT a, c, j, act, u, g, st, code, why,
+                    clock_timestamp() - make_interval(secs => secs), ev, gr
+             FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::float8[], $11::int8[], $12::int8[])
+                  WITH ORDINALITY AS e(a, c, j, act, u, g, st, code, why, secs, ev, gr, n)
+             ORDER BY n",
+                )
+                .await?,
             &[
-                &entry.subject.application,
-                &entry.cycle_id,
-                &entry.job_id,
-                &entry.action.as_str(),
-                &entry.subject.principal_id,
-                &entry.subject.group_id,
-                &entry.status.as_str(),
-                &entry.error_code,
-                &entry.reason,
-                &entry.elapsed_secs,
-                &entry.event_id,
-                &entry.grant_id,
+                &applications,
+                &cycles,
+                &jobs,
+                &actions,
+                &principals,
+                &groups,
+                &statuses,
+                &codes,
+                &reasons,
+                &elapsed,
+                &events,
+                &grants,
             ],
         )
         .await?;

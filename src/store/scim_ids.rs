@@ -1,5 +1,7 @@
 //! Cache of AWS resource ids by Entra object id, per application.
 
+use std::collections::HashMap;
+
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
 
@@ -30,6 +32,29 @@ pub struct CachedPair {
     pub user_attributes: Option<Value>,
 }
 
+/// Cached ids of several users and groups of one application, by Entra id.
+#[derive(Debug, Clone, Default)]
+pub struct CachedIds {
+    /// AWS id and last known attributes of each cached user.
+    pub users: HashMap<String, (String, Option<Value>)>,
+    pub groups: HashMap<String, String>,
+}
+
+impl CachedIds {
+    /// What is cached for one user and one group.
+    pub fn pair(&self, user_entra_id: &str, group_entra_id: &str) -> CachedPair {
+        let (user, user_attributes) = match self.users.get(user_entra_id) {
+            Some((id, attributes)) => (Some(id.clone()), attributes.clone()),
+            None => (None, None),
+        };
+        CachedPair {
+            user,
+            group: self.groups.get(group_entra_id).cloned(),
+            user_attributes,
+        }
+    }
+}
+
 /// Reads the cached ids of one user and one group of an application in a single query.
 pub async fn get_pair(
     client: &impl GenericClient,
@@ -37,30 +62,53 @@ pub async fn get_pair(
     user_entra_id: &str,
     group_entra_id: &str,
 ) -> Result<CachedPair, StoreError> {
+    let ids = get_many(client, application, &[user_entra_id], &[group_entra_id]).await?;
+    Ok(ids.pair(user_entra_id, group_entra_id))
+}
+
+/// Reads the cached ids of `users` and `groups` of an application in a single query.
+pub async fn get_many(
+    client: &impl GenericClient,
+    application: &str,
+    users: &[&str],
+    groups: &[&str],
+) -> Result<CachedIds, StoreError> {
     let rows = client
         .query(
             &client
                 .prepare_cached(
-                    "SELECT kind, aws_id, attributes FROM scim_ids
+                    "SELECT kind, entra_id, aws_id, attributes FROM scim_ids
              WHERE application = $1
-               AND ((kind = 'user' AND entra_id = $2) OR (kind = 'group' AND entra_id = $3))",
+               AND ((kind = 'user' AND entra_id = ANY($2)) OR (kind = 'group' AND entra_id = ANY($3)))",
                 )
                 .await?,
-            &[&application, &user_entra_id, &group_entra_id],
+            &[&application, &users, &groups],
         )
         .await?;
-    let mut pair = CachedPair::default();
+    let mut ids = CachedIds::default();
     for row in rows {
-        let aws_id: String = row.get(1);
+        let (entra_id, aws_id): (String, String) = (row.get(1), row.get(2));
         match row.get::<_, &str>(0) {
             "user" => {
-                pair.user = Some(aws_id);
-                pair.user_attributes = row.get(2);
+                ids.users.insert(entra_id, (aws_id, row.get(3)));
             }
-            _ => pair.group = Some(aws_id),
+            _ => {
+                ids.groups.insert(entra_id, aws_id);
+            }
         }
     }
-    Ok(pair)
+    Ok(ids)
+}
+
+/// An AWS id to cache.
+#[derive(Debug, Clone, Copy)]
+pub struct NewId<'a> {
+    pub application: &'a str,
+    pub kind: ObjectKind,
+    pub entra_id: &'a str,
+    pub aws_id: &'a str,
+    /// What AWS holds for a user's attributes, when known.
+    pub attributes: Option<&'a Value>,
 }
 
 /// Records (or replaces) an AWS id, with what AWS holds for the user's attributes when known, in
@@ -73,25 +121,39 @@ pub async fn put(
     aws_id: &str,
     attributes: Option<&Value>,
 ) -> Result<(), StoreError> {
+    let id = NewId {
+        application,
+        kind,
+        entra_id,
+        aws_id,
+        attributes,
+    };
+    put_many(client, &[id]).await
+}
+
+/// [`put`] for several ids in one statement; each (application, kind, Entra id) at most once.
+pub async fn put_many(client: &impl GenericClient, ids: &[NewId<'_>]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let applications: Vec<&str> = ids.iter().map(|i| i.application).collect();
+    let kinds: Vec<&str> = ids.iter().map(|i| i.kind.as_str()).collect();
+    let entra_ids: Vec<&str> = ids.iter().map(|i| i.entra_id).collect();
+    let aws_ids: Vec<&str> = ids.iter().map(|i| i.aws_id).collect();
+    let attributes: Vec<Option<&Value>> = ids.iter().map(|i| i.attributes).collect();
     client
         .execute(
             &client
                 .prepare_cached(
                     "INSERT INTO scim_ids AS s (application, kind, entra_id, aws_id, attributes)
-             VALUES ($1, $2, $3, $4, $5)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
              ON CONFLICT (application, kind, entra_id)
              DO UPDATE SET aws_id = EXCLUDED.aws_id, resolved_at = now(),
                  attributes = CASE WHEN EXCLUDED.attributes IS NOT NULL THEN EXCLUDED.attributes
                                    WHEN s.aws_id = EXCLUDED.aws_id THEN s.attributes END",
                 )
                 .await?,
-            &[
-                &application,
-                &kind.as_str(),
-                &entra_id,
-                &aws_id,
-                &attributes,
-            ],
+            &[&applications, &kinds, &entra_ids, &aws_ids, &attributes],
         )
         .await?;
     Ok(())

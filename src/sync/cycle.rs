@@ -19,6 +19,9 @@ use crate::store::{aws_memberships, removal_holds};
 /// Members per reconciliation: one PATCH's worth (AWS takes at most 100 changes per PATCH).
 const PAIRS_PER_BATCH: usize = 100;
 
+/// Pairs of the plan read at a time: what a cycle holds in memory however large its backlog.
+const PLAN_PAGE: i64 = 1000;
+
 /// How a cycle ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CycleOutcome {
@@ -65,78 +68,93 @@ impl CycleRunner {
         shutdown: &CancellationToken,
     ) -> Result<CycleReport, StoreError> {
         let cycle = cycles::start(db, application, &self.owner).await?;
-        let work = cycles::work(db, application, cycle.cutoff).await?;
+        let plan = cycles::plan(db, application, cycle.cutoff).await?;
         let mut counts = CycleCounts {
             // Changes asked for by events; checks that turn into a change are added as they do.
-            planned: i32::try_from(work.iter().filter(|p| !p.job_ids.is_empty()).count())
-                .unwrap_or(i32::MAX),
+            planned: i32::try_from(plan.asked).unwrap_or(i32::MAX),
             ..CycleCounts::default()
         };
         cycles::progress(db, cycle.id, &counts).await?;
         let hold_removals = self.removal_threshold(db, application, cycle.id).await?;
-        tracing::info!(cycle.id = cycle.id, application = %application, pairs = work.len(),
+        tracing::info!(cycle.id = cycle.id, application = %application, pairs = plan.pairs,
             initial = cycle.initial, "cycle started");
 
         let mut auth_failure = None;
         let mut interrupted = false;
-        // `work` is ordered by group: each batch is one group's pairs, one PATCH per kind.
         // One listing per group for the whole cycle (the drift check's).
         let listings = std::sync::Arc::new(Listings::default());
-        for batch in batches(&work) {
-            if shutdown.is_cancelled() {
-                // Stopping: the rest stays pending for the next cycle, which is due at once.
-                interrupted = true;
+        // The plan is read a page at a time, ordered by group: each batch is one group's pairs,
+        // one PATCH per kind.
+        let mut after: Option<(String, String)> = None;
+        'pages: loop {
+            let from = after.as_ref().map(|(g, p)| (g.as_str(), p.as_str()));
+            let page = cycles::plan_page(db, application, from, PLAN_PAGE).await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = Some((
+                last.subject.group_id.clone(),
+                last.subject.principal_id.clone(),
+            ));
+            for batch in batches(&page) {
+                if shutdown.is_cancelled() {
+                    // Stopping: the rest stays pending for the next cycle, which is due at once.
+                    interrupted = true;
+                    break 'pages;
+                }
+                if auth_failure.is_some() {
+                    // AWS refuses our credentials: every further request would too. Keep the jobs.
+                    counts.retrying += i32::try_from(batch.len()).unwrap_or(i32::MAX);
+                    continue;
+                }
+                let requests: Vec<PairRequest> = batch
+                    .iter()
+                    .map(|pair| PairRequest {
+                        subject: pair.subject.clone(),
+                        event_id: pair.event_id,
+                        job_id: pair.job_id,
+                    })
+                    .collect();
+                let options = Options {
+                    verify: true,
+                    hold_removals: hold_removals.clone(),
+                    retry_transient: true,
+                    listings: Some(listings.clone()),
+                };
+                let origin = Origin::Cycle { cycle_id: cycle.id };
+                let report = self
+                    .provisioner
+                    .reconcile(db, application, origin, &requests, &options)
+                    .await?;
+                for (kind, found) in [
+                    ("missing", report.drift_missing),
+                    ("lingering", report.drift_lingering),
+                ] {
+                    if found > 0 {
+                        self.metrics
+                            .drift
+                            .with_label_values(&[application, kind])
+                            .inc_by(u64::from(found));
+                    }
+                }
+                auth_failure = report.outcomes.iter().find_map(|o| match o {
+                    Outcome::Failed(f) if f.auth => Some(f.reason.clone()),
+                    _ => None,
+                });
+                self.settle(
+                    db,
+                    &cycle,
+                    batch,
+                    &report.outcomes,
+                    &report.desired,
+                    &mut counts,
+                )
+                .await?;
+                cycles::progress(db, cycle.id, &counts).await?;
+            }
+            if page.len() < PLAN_PAGE as usize {
                 break;
             }
-            if auth_failure.is_some() {
-                // AWS refuses our credentials: every further request would too. Keep the jobs.
-                counts.retrying += i32::try_from(batch.len()).unwrap_or(i32::MAX);
-                continue;
-            }
-            let requests: Vec<PairRequest> = batch
-                .iter()
-                .map(|pair| PairRequest {
-                    subject: pair.subject.clone(),
-                    event_id: pair.event_id,
-                    job_id: pair.job_id,
-                })
-                .collect();
-            let options = Options {
-                verify: true,
-                hold_removals: hold_removals.clone(),
-                retry_transient: true,
-                listings: Some(listings.clone()),
-            };
-            let origin = Origin::Cycle { cycle_id: cycle.id };
-            let report = self
-                .provisioner
-                .reconcile(db, application, origin, &requests, &options)
-                .await?;
-            for (kind, found) in [
-                ("missing", report.drift_missing),
-                ("lingering", report.drift_lingering),
-            ] {
-                if found > 0 {
-                    self.metrics
-                        .drift
-                        .with_label_values(&[application, kind])
-                        .inc_by(u64::from(found));
-                }
-            }
-            auth_failure = report.outcomes.iter().find_map(|o| match o {
-                Outcome::Failed(f) if f.auth => Some(f.reason.clone()),
-                _ => None,
-            });
-            self.settle(
-                db,
-                &cycle,
-                batch,
-                &report.outcomes,
-                &report.desired,
-                &mut counts,
-            )
-            .await?;
-            cycles::progress(db, cycle.id, &counts).await?;
         }
 
         let outcome = if interrupted {
@@ -209,9 +227,9 @@ impl CycleRunner {
         counts: &mut CycleCounts,
     ) -> Result<(), StoreError> {
         let tx = db.transaction().await?;
-        let mut completed = Vec::new();
+        // Pairs whose jobs end now: written together after the loop.
+        let mut applied: Vec<(&[i64], bool)> = Vec::new();
         for ((pair, outcome), &member) in batch.iter().zip(outcomes).zip(desired) {
-            let application = &pair.subject.application;
             let checked_only = pair.job_ids.is_empty();
             if checked_only {
                 if matches!(outcome, Outcome::Unchanged(_)) {
@@ -223,13 +241,11 @@ impl CycleRunner {
             match outcome {
                 Outcome::Added | Outcome::Removed => {
                     counts.applied += 1;
-                    let done = cycles::settle_applied(&tx, cycle.id, &pair.job_ids, member).await?;
-                    completed.extend(done.into_iter().map(|job| (pair, job)));
+                    applied.push((&pair.job_ids, member));
                 }
                 Outcome::Unchanged(_) | Outcome::NotWanted => {
                     counts.skipped += 1;
-                    let done = cycles::settle_applied(&tx, cycle.id, &pair.job_ids, member).await?;
-                    completed.extend(done.into_iter().map(|job| (pair, job)));
+                    applied.push((&pair.job_ids, member));
                 }
                 // A held removal keeps its jobs: the next cycle asks again (Graph may have
                 // caught up, or an operator confirmed). Not a failure, so it does not count as one.
@@ -251,18 +267,19 @@ impl CycleRunner {
                     .await?;
                     if failed > 0 || !transient {
                         counts.failed += 1;
-                        tracing::error!(cycle.id = cycle.id, application = %application,
+                        tracing::error!(cycle.id = cycle.id, application = %cycle.application,
                             error.message = %failure.reason, "change failed");
                     } else {
                         counts.retrying += 1;
-                        tracing::warn!(cycle.id = cycle.id, application = %application,
+                        tracing::warn!(cycle.id = cycle.id, application = %cycle.application,
                             error.message = %failure.reason, "change failed; the next cycle retries it");
                     }
                 }
             }
         }
+        let completed = cycles::settle_applied(&tx, cycle.id, &applied).await?;
         tx.commit().await?;
-        for (pair, job) in completed {
+        for job in completed {
             let action = if job.action == Action::Add.as_str() {
                 Action::Add
             } else {
@@ -270,7 +287,7 @@ impl CycleRunner {
             };
             self.metrics
                 .provisioning_latency
-                .with_label_values(&[&pair.subject.application, "deferred", action.as_str()])
+                .with_label_values(&[&cycle.application, "deferred", action.as_str()])
                 .observe(job.latency_secs);
         }
         Ok(())

@@ -483,3 +483,90 @@ async fn a_cycle_of_several_reconciliations_lists_a_group_once() {
             .count();
     assert_eq!(pages, 2, "listing pages");
 }
+
+#[tokio::test]
+async fn one_reconciliation_of_mixed_changes_records_each_pair_its_own_outcome() {
+    // Arrange: in one group, a standing member that also activated, and two members pimbridge
+    // added; one of those is then removed by hand in AWS.
+    let f = spawn_with_cycles(|app| app.activation_limit = 3).await;
+    standing_member_in_aws(&f.a, "perm").await;
+    for principal in ["perm", "drop", "fix"] {
+        f.app
+            .post_events(&event(
+                "activation",
+                &format!("{principal}-on"),
+                principal,
+                -60,
+                Some(3600),
+            ))
+            .await;
+    }
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    remove_in_aws(&f.a, "fix").await;
+
+    // Act: a deferred activation of a user new to AWS, two deactivations, then one cycle, whose
+    // reconciliation takes the four pairs together.
+    f.app
+        .post_events(&json!([
+            event("activation", "add-on", "add", -30, Some(3600)),
+            event("deactivation", "drop-off", "drop", -10, None),
+            event("deactivation", "perm-off", "perm", -10, None),
+        ]))
+        .await;
+    run_cycle(&f.app, "alpha").await;
+
+    // Assert: AWS, the record of AWS, the log and the jobs each name the right pair.
+    let in_aws: Vec<bool> = ["add", "drop", "fix", "perm"]
+        .iter()
+        .map(|p| is_member(&f.a, p))
+        .collect();
+    assert_eq!(in_aws, [true, false, true, true]);
+    let rows = f
+        .app
+        .db
+        .query(
+            "SELECT m.principal_id, m.aws_state, m.provenance,
+                    l.action, l.status, coalesce(l.reason, ''), e.source_event_id, j.state
+             FROM aws_memberships m
+             JOIN provisioning_log l ON l.principal_id = m.principal_id
+                  AND l.cycle_id = (SELECT max(id) FROM cycles) AND l.action IN ('add', 'remove')
+             LEFT JOIN events e ON e.id = l.event_id
+             LEFT JOIN jobs j ON j.id = l.job_id
+             ORDER BY m.principal_id",
+            &[],
+        )
+        .await
+        .unwrap();
+    let seen: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let reason: String = r.get(5);
+            format!(
+                "{} {} {} | {} {} {} | {} {}",
+                r.get::<_, String>(0),
+                r.get::<_, String>(1),
+                r.get::<_, Option<String>>(2).unwrap_or_default(),
+                r.get::<_, String>(3),
+                r.get::<_, String>(4),
+                if reason.contains("standing") {
+                    "standing"
+                } else {
+                    &reason
+                },
+                r.get::<_, Option<String>>(6).unwrap_or_else(|| "-".into()),
+                r.get::<_, Option<String>>(7).unwrap_or_else(|| "-".into()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "add present owned | add succeeded  | add-on done",
+            "drop absent owned | remove succeeded deactivated | drop-off done",
+            // Drift repaired: no event asked for it.
+            "fix present owned | add succeeded  | - -",
+            "perm present standing | remove skipped standing | perm-off done",
+        ],
+        "{seen:#?}"
+    );
+}

@@ -101,12 +101,14 @@ fn decode_cursor(token: &str, kind: &str, filter: Option<&str>) -> Result<u64, A
     Ok(after)
 }
 
-/// Builds the list response for `items` (sequence number, rendered resource), already
-/// filtered and in creation order.
-pub(crate) fn page(
+/// Builds the list response for `items` (sequence number, resource), already filtered and in
+/// creation order; only the page's resources are rendered, so listing a large group a page at a
+/// time costs each page what it returns.
+pub(crate) fn page<T>(
     kind: &str,
-    items: Vec<(u64, Value)>,
+    items: Vec<(u64, T)>,
     params: &ListParams,
+    render: impl Fn(T) -> Value,
 ) -> Result<Value, ApiError> {
     let after = match &params.cursor {
         CursorParam::Continue(token) => decode_cursor(token, kind, params.filter.as_deref())?,
@@ -120,7 +122,7 @@ pub(crate) fn page(
             break;
         };
         last_seq = seq;
-        resources.push(item);
+        resources.push(render(item));
     }
     let more = remaining.peek().is_some();
     let n = resources.len();
@@ -184,7 +186,7 @@ mod tests {
         };
         let mut seen = Vec::new();
         loop {
-            let page = page("Users", items(5), &params).unwrap_or_default();
+            let page = page("Users", items(5), &params, |v| v).unwrap_or_default();
             seen.extend(page["Resources"].as_array().cloned().unwrap_or_default());
             match page.get("nextCursor").and_then(Value::as_str) {
                 Some(c) => params.cursor = CursorParam::Continue(c.to_owned()),

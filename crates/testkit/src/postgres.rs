@@ -146,8 +146,10 @@ impl Cluster {
     }
 
     pub fn start(&self) {
+        // A durable server (the benchmarks') also keeps commit times, so that a benchmark can say
+        // when the transaction that wrote a row committed.
         let speed = if self.durable {
-            ""
+            "-c track_commit_timestamp=on"
         } else {
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         };

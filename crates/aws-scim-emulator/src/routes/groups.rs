@@ -101,8 +101,9 @@ pub(super) async fn list(shared: web::Data<Shared>, req: HttpRequest) -> ScimRes
                 .collect()
         }
     };
-    let items = items.into_iter().map(|g| (g.seq, g.render(true))).collect();
-    Ok(HttpResponse::Ok().json(paging::page("Groups", items, &params)?))
+    let items = items.into_iter().map(|g| (g.seq, g)).collect();
+    let page = paging::page("Groups", items, &params, |g| g.render(true))?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 pub(super) async fn patch(

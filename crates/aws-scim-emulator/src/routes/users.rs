@@ -71,8 +71,9 @@ pub(super) async fn list(shared: web::Data<Shared>, req: HttpRequest) -> ScimRes
             .into_iter()
             .collect(),
     };
-    let items = items.into_iter().map(|u| (u.seq, u.render())).collect();
-    Ok(HttpResponse::Ok().json(paging::page("Users", items, &params)?))
+    let items = items.into_iter().map(|u| (u.seq, u)).collect();
+    let page = paging::page("Users", items, &params, |u| u.render())?;
+    Ok(HttpResponse::Ok().json(page))
 }
 
 pub(super) async fn put(
