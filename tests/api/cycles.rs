@@ -502,3 +502,53 @@ async fn cycles_follow_the_configured_interval() {
         "the next cycle is due one interval after the last started"
     );
 }
+
+#[tokio::test]
+async fn a_plan_read_a_page_at_a_time_yields_every_pair_once_in_order() {
+    // Arrange: 25 activations of alpha, of which 24 wait for the cycle.
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
+    f.app.post_events(&activations("paged", GROUP_A, 25)).await;
+    wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
+    let pool = pimbridge::store::build_pool(&pimbridge::config::DatabaseSettings {
+        url: Some(f.database_url.as_str().into()),
+        url_file: None,
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(2),
+        ca_file: None,
+    })
+    .unwrap();
+    let db = pool.get().await.unwrap();
+
+    // Act: plan, then read pages of 7.
+    let now = time::OffsetDateTime::now_utc();
+    let plan = pimbridge::store::cycles::plan(&db, "alpha", now)
+        .await
+        .unwrap();
+    let mut read = Vec::new();
+    let mut pages = 0;
+    loop {
+        let after = read
+            .last()
+            .map(|(g, p): &(String, String)| (g.as_str(), p.as_str()));
+        let page = pimbridge::store::cycles::plan_page(&db, "alpha", after, 7)
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        pages += 1;
+        read.extend(
+            page.into_iter()
+                .map(|w| (w.subject.group_id, w.subject.principal_id)),
+        );
+    }
+
+    // Assert: the 24 waiting pairs and the one with a running grant, each once, in order.
+    assert_eq!((plan.pairs, plan.asked), (25, 24));
+    assert_eq!(pages, 4);
+    let mut expected: Vec<(String, String)> = (0..25)
+        .map(|i| (GROUP_A.to_owned(), format!("paged-user-{i}")))
+        .collect();
+    expected.sort();
+    assert_eq!(read, expected);
+}
