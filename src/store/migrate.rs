@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i32, &str, &str)] = &[
     ),
     (8, "retention", include_str!("../../sql/0008_retention.sql")),
     (9, "replicas", include_str!("../../sql/0009_replicas.sql")),
+    (
+        10,
+        "jobs_by_event",
+        include_str!("../../sql/0010_jobs_by_event.sql"),
+    ),
 ];
 
 /// Advisory lock key held while migrating ("pimbridge" in ASCII, truncated to fit an i64).

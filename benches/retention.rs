@@ -1,0 +1,199 @@
+//! Retention under load: a database holding old history is pruned while intake runs at 100
+//! single activations/s, beside the same intake measured idle (no pruning) in the same run.
+//!
+//! Run: `cargo bench --bench retention` (10,000,000 events 120 days old, each with its done job;
+//! `-- --events N` for another size). A pass over that much history takes longer than is worth
+//! waiting for: it is measured for its first 180 s (`-- --window S`) and then stopped between two
+//! batches, as a shutdown would. Under `cargo test --all-targets` it makes a small smoke run
+//! (20,000 events, to the end).
+//!
+//! The service runs with retention off; the benchmark runs one pass of `pimbridge::retention`
+//! with the default settings (90 days, batches of 1,000) itself, so that it knows when the pass
+//! starts and ends. Intake latency is POST → 202 at the sender (every accepted event is durable
+//! before its 202: Postgres runs with fsync on).
+
+// A benchmark may panic on a failed set-up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pimbridge::config::{DatabaseSettings, RetentionSettings};
+use pimbridge::retention::Retention;
+use support::{event, now_rfc3339, summary, Bench};
+use tokio_util::sync::CancellationToken;
+
+/// Posts single activations at 100/s until `stop`; returns each POST → 202 time in ms.
+async fn intake_at_100(
+    bench: Arc<Bench>,
+    prefix: &'static str,
+    stop: CancellationToken,
+) -> Vec<f64> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    let mut i: u32 = 0;
+    while !stop.is_cancelled() {
+        tokio::time::sleep_until((start + Duration::from_millis(10) * i).into()).await;
+        let bench = bench.clone();
+        tasks.push(tokio::spawn(async move {
+            let body = event(
+                &format!("{prefix}-{i}"),
+                "activation",
+                &format!("{prefix}-user-{i}"),
+                &now_rfc3339(),
+            );
+            let sent = Instant::now();
+            let response = bench.signed_post(body).send().await.unwrap();
+            assert_eq!(response.status(), 202);
+            sent.elapsed().as_secs_f64() * 1000.0
+        }));
+        i += 1;
+    }
+    let mut times = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        times.push(task.await.unwrap());
+    }
+    times
+}
+
+fn p99(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    support::percentile(&sorted, 99.0)
+}
+
+#[tokio::main]
+async fn main() {
+    let full = std::env::args().any(|a| a == "--bench");
+    let mut events: i64 = if full { 10_000_000 } else { 20_000 };
+    let mut args = std::env::args();
+    while let Some(arg) = args.next() {
+        if arg == "--events" {
+            events = args.next().and_then(|v| v.parse().ok()).unwrap_or(events);
+        }
+    }
+    let idle_seconds = if full { 30.0 } else { 1.0 };
+    let mut window_seconds: f64 = if full { 180.0 } else { 60.0 };
+    let mut args = std::env::args();
+    while let Some(arg) = args.next() {
+        if arg == "--window" {
+            window_seconds = args
+                .next()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(window_seconds);
+        }
+    }
+    let bench = Arc::new(Bench::start("[retention]\nenabled = false", "").await);
+
+    // Old history: events received 120 days ago and their done jobs.
+    let loading = Instant::now();
+    let chunk = 1_000_000.min(events);
+    let mut loaded = 0;
+    while loaded < events {
+        let n = chunk.min(events - loaded);
+        bench
+            .db
+            .execute(
+                "INSERT INTO events (source, source_event_id, kind, occurred_at, received_at,
+                                     group_id, principal_id, routing)
+                 SELECT 'api', 'old-' || i, 'activation',
+                        now() - interval '120 days' + i * interval '100 microseconds',
+                        now() - interval '120 days' + i * interval '100 microseconds',
+                        $3, 'old-user-' || (i % 100000), 'routed'
+                 FROM generate_series($1::int8, $2::int8) i",
+                &[&(loaded + 1), &(loaded + n), &support::GROUP],
+            )
+            .await
+            .unwrap();
+        // Each with the job that applied it, done as long ago.
+        bench
+            .db
+            .execute(
+                "INSERT INTO jobs (event_id, application, action, lane, state, created_at,
+                                   completed_at)
+                 SELECT id, 'bench', 'add', 'deferred', 'done', received_at, received_at
+                 FROM events WHERE source_event_id LIKE 'old-%' AND id BETWEEN $1 AND $2",
+                &[&(loaded + 1), &(loaded + n)],
+            )
+            .await
+            .unwrap();
+        loaded += n;
+    }
+    bench
+        .db
+        .batch_execute("VACUUM ANALYZE events")
+        .await
+        .unwrap();
+    let loaded_in = loading.elapsed().as_secs_f64();
+
+    // Warm-up (connections, caches), not counted.
+    let stop = CancellationToken::new();
+    let warm = tokio::spawn(intake_at_100(bench.clone(), "warm", stop.clone()));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.cancel();
+    warm.await.unwrap();
+
+    // Idle: intake alone.
+    let stop = CancellationToken::new();
+    let idle = tokio::spawn(intake_at_100(bench.clone(), "idle", stop.clone()));
+    tokio::time::sleep(Duration::from_secs_f64(idle_seconds)).await;
+    stop.cancel();
+    let idle = idle.await.unwrap();
+
+    // Pruning: one pass, intake at the same rate until the pass ends.
+    let pool = pimbridge::store::build_pool(&DatabaseSettings {
+        url: Some(bench.database_url.as_str().into()),
+        url_file: None,
+        max_connections: 1,
+        connect_timeout: Duration::from_secs(5),
+        ca_file: None,
+    })
+    .unwrap();
+    let retention = Retention {
+        pool: pool.clone(),
+        settings: RetentionSettings::default(),
+    };
+    let stop = CancellationToken::new();
+    let during = tokio::spawn(intake_at_100(bench.clone(), "during", stop.clone()));
+    let started = Instant::now();
+    let db = pool.get().await.unwrap();
+    // A long pass is measured for `window` seconds, then stopped between two batches.
+    let window = CancellationToken::new();
+    let timer = {
+        let window = window.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs_f64(window_seconds)).await;
+            window.cancel();
+        })
+    };
+    let report = retention.pass(&db, &window).await.unwrap();
+    timer.abort();
+    let pass_secs = started.elapsed().as_secs_f64();
+    stop.cancel();
+    let during = during.await.unwrap();
+    let deleted: u64 = report.values().sum();
+    let left = bench
+        .count("SELECT count(*) FROM events WHERE source_event_id LIKE 'old-%'")
+        .await;
+
+    println!(
+        "retention: {events} events of 120 days ago (loaded in {loaded_in:.1} s), intake at 100 activations/s\n"
+    );
+    summary("intake POST → 202, idle", idle.clone());
+    summary("intake POST → 202, while pruning", during.clone());
+    println!(
+        "   p99 while pruning / idle p99 = {:.2}x (goal ≤ 2x)",
+        p99(&during) / p99(&idle)
+    );
+    println!(
+        "   pass: {deleted} rows deleted in {pass_secs:.1} s ({:.0} rows/s; stopped after {window_seconds} s if not done), {left} old events left; {report:?}",
+        deleted as f64 / pass_secs
+    );
+    drop(db);
+    match Arc::try_unwrap(bench) {
+        Ok(bench) => bench.stop().await,
+        Err(_) => unreachable!("every load task has finished"),
+    }
+}
