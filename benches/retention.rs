@@ -25,12 +25,13 @@ use pimbridge::retention::Retention;
 use support::{event, now_rfc3339, summary, Bench};
 use tokio_util::sync::CancellationToken;
 
-/// Posts single activations at 100/s until `stop`; returns each POST → 202 time in ms.
+/// Posts single activations at 100/s until `stop`; returns each POST → answer time in ms, and
+/// how many were not answered 202 (the service answers 503 when the database does not keep up).
 async fn intake_at_100(
     bench: Arc<Bench>,
     prefix: &'static str,
     stop: CancellationToken,
-) -> Vec<f64> {
+) -> (Vec<f64>, usize) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     let mut i: u32 = 0;
@@ -46,16 +47,21 @@ async fn intake_at_100(
             );
             let sent = Instant::now();
             let response = bench.signed_post(body).send().await.unwrap();
-            assert_eq!(response.status(), 202);
-            sent.elapsed().as_secs_f64() * 1000.0
+            (
+                sent.elapsed().as_secs_f64() * 1000.0,
+                response.status() == 202,
+            )
         }));
         i += 1;
     }
     let mut times = Vec::with_capacity(tasks.len());
+    let mut refused = 0;
     for task in tasks {
-        times.push(task.await.unwrap());
+        let (ms, accepted) = task.await.unwrap();
+        times.push(ms);
+        refused += usize::from(!accepted);
     }
-    times
+    (times, refused)
 }
 
 fn p99(values: &[f64]) -> f64 {
@@ -181,8 +187,10 @@ async fn main() {
     println!(
         "retention: {events} events of 120 days ago (loaded in {loaded_in:.1} s), intake at 100 activations/s\n"
     );
+    let ((idle, idle_refused), (during, during_refused)) = (idle, during);
     summary("intake POST → 202, idle", idle.clone());
     summary("intake POST → 202, while pruning", during.clone());
+    println!("   not accepted (503): {idle_refused} idle, {during_refused} while pruning");
     println!(
         "   p99 while pruning / idle p99 = {:.2}x (goal ≤ 2x)",
         p99(&during) / p99(&idle)

@@ -73,13 +73,21 @@ impl Retention {
             let keep_secs = f64::from(self.settings.days_of(kind.as_str())) * SECONDS_PER_DAY;
             let deleted = report.entry(kind.as_str()).or_default();
             loop {
+                let started = std::time::Instant::now();
                 let n = retention::purge_batch(db, kind, keep_secs, batch).await?;
                 *deleted += n;
                 if (n as i64) < batch || shutdown.is_cancelled() {
                     break;
                 }
-                // Let intake and the workers in between batches.
-                tokio::task::yield_now().await;
+                // Rest in proportion to the batch: deleting millions of rows writes and flushes
+                // as much as intake does, and without rests intake's commits queue behind it.
+                let rest = started
+                    .elapsed()
+                    .mul_f64(1.0 / self.settings.duty_cycle - 1.0);
+                tokio::select! {
+                    () = shutdown.cancelled() => break,
+                    () = tokio::time::sleep(rest) => {}
+                }
             }
         }
         Ok(report)

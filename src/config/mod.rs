@@ -311,6 +311,10 @@ pub struct RetentionSettings {
     /// Rows deleted per statement (and per transaction): small, so that locks stay short.
     #[serde(deserialize_with = "whole")]
     pub batch_size: usize,
+    /// Share of a pass's time spent deleting (0 < share ≤ 1): after a batch that took `t`, the
+    /// pass rests `t × (1 / share − 1)`, so that the disk's writes and flushes stay mostly
+    /// intake's. 1 deletes without rest.
+    pub duty_cycle: f64,
     /// Time between passes.
     #[serde(with = "duration")]
     pub interval: Duration,
@@ -323,6 +327,7 @@ impl Default for RetentionSettings {
             days: 90,
             days_by_kind: RetentionDays::default(),
             batch_size: 1000,
+            duty_cycle: 0.25,
             interval: Duration::from_secs(3600),
         }
     }

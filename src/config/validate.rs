@@ -294,6 +294,12 @@ impl Settings {
                 "must be between 1 and 100000",
             ));
         }
+        if !(r.duty_cycle > 0.0 && r.duty_cycle <= 1.0) {
+            return Err(ConfigError::invalid(
+                "retention.duty_cycle",
+                "must be more than 0 and at most 1",
+            ));
+        }
         if !(SECOND..=24 * HOUR).contains(&r.interval) {
             return Err(ConfigError::invalid(
                 "retention.interval",

@@ -77,9 +77,13 @@ pub async fn get_many(
         .query(
             &client
                 .prepare_cached(
+                    // Two index look-ups rather than one `OR`, which the planner may answer
+                    // with a scan of every cached id.
                     "SELECT kind, entra_id, aws_id, attributes FROM scim_ids
-             WHERE application = $1
-               AND ((kind = 'user' AND entra_id = ANY($2)) OR (kind = 'group' AND entra_id = ANY($3)))",
+             WHERE application = $1 AND kind = 'user' AND entra_id = ANY($2)
+             UNION ALL
+             SELECT kind, entra_id, aws_id, attributes FROM scim_ids
+             WHERE application = $1 AND kind = 'group' AND entra_id = ANY($3)",
                 )
                 .await?,
             &[&application, &users, &groups],

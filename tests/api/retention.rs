@@ -311,6 +311,8 @@ fn retention_settings_are_checked_at_start_up_naming_the_key() {
     for (section, key) in [
         ("[retention]\ndays = 0", "retention.days"),
         ("[retention]\nbatch_size = 0", "retention.batch_size"),
+        ("[retention]\nduty_cycle = 0", "retention.duty_cycle"),
+        ("[retention]\nduty_cycle = 1.5", "retention.duty_cycle"),
         ("[retention]\ninterval = \"10ms\"", "retention.interval"),
         (
             "[retention.days_by_kind]\nevents = 0",

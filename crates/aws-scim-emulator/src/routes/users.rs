@@ -54,11 +54,18 @@ pub(super) async fn list(shared: web::Data<Shared>, req: HttpRequest) -> ScimRes
             .users()
             .filter(|u| u.external_id() == Some(x.as_str()))
             .collect(),
+        // The group's members, in creation order: a page of a large group costs its members, not
+        // every user.
         UserFilter::GroupsValue(group_id) => match store.group(group_id) {
-            Some(group) => store
-                .users()
-                .filter(|u| group.members.contains(&u.id))
-                .collect(),
+            Some(group) => {
+                let mut members: Vec<_> = group
+                    .members
+                    .iter()
+                    .filter_map(|id| store.user(id))
+                    .collect();
+                members.sort_by_key(|u| u.seq);
+                members
+            }
             None if settings.unknown_filter_reference_not_found => {
                 return Err(ApiError::group_not_found())
             }
