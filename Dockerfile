@@ -20,6 +20,8 @@ RUN mkdir -p src benches crates/aws-scim-emulator/src crates/graph-emulator/src 
  && touch crates/testkit/src/lib.rs \
  && echo 'fn main() {}' > benches/scrape_flood.rs \
  && echo 'fn main() {}' > benches/intake.rs \
+ && echo 'fn main() {}' > benches/backlog.rs \
+ && echo 'fn main() {}' > benches/retention.rs \
  && cargo build --release --locked -p pimbridge -p aws-scim-emulator -p graph-emulator --bins \
  && rm -rf src benches crates/*/src
 COPY src src
