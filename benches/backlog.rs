@@ -43,13 +43,7 @@ async fn main() {
         "cycle_interval = \"1d\"",
     )
     .await;
-    while bench
-        .count("SELECT count(*) FROM cycles WHERE outcome <> 'running'")
-        .await
-        == 0
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bench.initial_cycle().await;
     let idle = peak_rss(sample).await;
 
     // The backlog: activations of users new to AWS, each with its deferred job and running grant.

@@ -140,17 +140,6 @@ async fn cycle(bench: &Bench, label: &str) {
     );
 }
 
-/// Waits until the application's initial cycle has passed.
-async fn initial_cycle(bench: &Bench) {
-    while bench
-        .count("SELECT count(*) FROM cycles WHERE outcome <> 'running'")
-        .await
-        == 0
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// Planning against `history` past events, then unpaced cycles of `pending` changes.
 async fn history_case(history: i64, pending: usize) {
     let bench = Bench::start(
@@ -158,7 +147,7 @@ async fn history_case(history: i64, pending: usize) {
         "activation_limit = 1\nrequests_per_second = 10000\nrequests_burst = 10000\ncycle_interval = \"1d\"\nmax_removals_per_cycle = 100000000",
     )
     .await;
-    initial_cycle(&bench).await;
+    bench.initial_cycle().await;
     let loading = Instant::now();
     bench
         .db
@@ -256,13 +245,7 @@ async fn main() {
     )
     .await;
     // Let the application's initial cycle pass.
-    while bench
-        .count("SELECT count(*) FROM cycles WHERE outcome <> 'running'")
-        .await
-        == 0
-    {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    bench.initial_cycle().await;
     let n = args.changes;
     println!(
         "sync cycle: {n} changes per case, outbound pace {rate} requests/s (burst {rate}), {} cores, loopback\n",

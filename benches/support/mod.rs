@@ -104,6 +104,17 @@ impl Bench {
             .unwrap()
     }
 
+    /// Waits until the application's initial cycle has passed.
+    pub async fn initial_cycle(&self) {
+        while self
+            .count("SELECT count(*) FROM cycles WHERE outcome <> 'running'")
+            .await
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn count(&self, sql: &str) -> i64 {
         self.db.query_one(sql, &[]).await.unwrap().get(0)
     }

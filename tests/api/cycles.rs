@@ -509,14 +509,7 @@ async fn a_plan_read_a_page_at_a_time_yields_every_pair_once_in_order() {
     let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
     f.app.post_events(&activations("paged", GROUP_A, 25)).await;
     wait_for_no_pending(&f.app, Duration::from_secs(5)).await;
-    let pool = pimbridge::store::build_pool(&pimbridge::config::DatabaseSettings {
-        url: Some(f.database_url.as_str().into()),
-        url_file: None,
-        max_connections: 1,
-        connect_timeout: Duration::from_secs(2),
-        ca_file: None,
-    })
-    .unwrap();
+    let pool = pool_on(f.database_url.as_str(), 1);
     let db = pool.get().await.unwrap();
 
     // Act: plan, then read pages of 7.

@@ -127,14 +127,7 @@ async fn the_window_slides_the_sixth_at_nine_point_nine_seconds_waits_and_at_ten
         )
         .await;
     }
-    let pool = pimbridge::store::build_pool(&pimbridge::config::DatabaseSettings {
-        url: Some(app.database_url.as_str().into()),
-        url_file: None,
-        max_connections: 2,
-        connect_timeout: Duration::from_secs(2),
-        ca_file: None,
-    })
-    .unwrap();
+    let pool = pool_on(app.database_url.as_str(), 2);
     let db = pool.get().await.unwrap();
     let decide = |at: time::OffsetDateTime| {
         let db = &db;
@@ -323,14 +316,7 @@ async fn an_intake_holding_the_application_does_not_stall_the_dispatch_of_a_comm
     // Arrange: a committed immediate job, and an intake transaction of another request that holds
     // the application's row (as every intake does until it commits).
     let (intake_only, a, b, database_url) = accepted_by_an_intake_only_replica("held-1").await;
-    let pool = pimbridge::store::build_pool(&pimbridge::config::DatabaseSettings {
-        url: Some(database_url.as_str().into()),
-        url_file: None,
-        max_connections: 1,
-        connect_timeout: Duration::from_secs(2),
-        ca_file: None,
-    })
-    .unwrap();
+    let pool = pool_on(database_url.as_str(), 1);
     let mut holder = pool.get().await.unwrap();
     let intake = holder.transaction().await.unwrap();
     pimbridge::store::events::lock_applications(&intake, &["alpha"])
