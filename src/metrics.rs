@@ -49,9 +49,9 @@ pub struct Metrics {
     pub application_quarantined: IntGaugeVec,
     /// Sync cycles run by this replica, by application and outcome.
     pub cycles: IntCounterVec,
-    /// Differences between AWS and the grants found by cycles' checks (and repaired), by kind:
-    /// `missing` (an owned membership with an active grant that AWS did not hold) or `lingering`
-    /// (an owned membership without an active grant that AWS still held).
+    /// Differences between AWS and what pimbridge knew it had left there, found by cycles'
+    /// checks (and repaired), by kind: `missing` (an owned membership AWS held, now gone) or
+    /// `lingering` (one pimbridge had removed, back in AWS). A grant that ended is not drift.
     pub drift: IntCounterVec,
     /// Sync cycle durations by application.
     pub cycle_duration: HistogramVec,
@@ -184,7 +184,7 @@ impl Metrics {
         let drift = IntCounterVec::new(
             Opts::new(
                 "pimbridge_drift_total",
-                "Memberships where AWS differed from the grants, found and repaired by cycles.",
+                "Memberships where AWS differed from what pimbridge left there (someone edited AWS), found and repaired by cycles.",
             ),
             &["application", "kind"],
         )?;

@@ -12,6 +12,7 @@ use super::decide::{self, decide, Step};
 use super::resolve::CachedUser;
 use super::{Journal, LogIds, PendingId, PendingStep, ProvisionError, Provisioner, Target};
 use crate::domain::{Action, Subject};
+use crate::scim::MAX_MEMBER_CHANGES_PER_PATCH;
 use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance, Settlement};
 use crate::store::provisioning_log::{self, Status};
 use crate::store::{jobs, scim_ids, StoreError};
@@ -145,9 +146,9 @@ pub struct Reconciled {
     pub outcomes: Vec<Outcome>,
     /// Whether each pair should be a member (an active grant), as decided under its lock.
     pub desired: Vec<bool>,
-    /// Owned pairs with an active grant that AWS did not hold.
+    /// Owned pairs pimbridge knew AWS held, found missing (someone removed them).
     pub drift_missing: u32,
-    /// Owned pairs without an active grant that AWS still held.
+    /// Owned pairs pimbridge knew AWS did not hold, found there (someone added them back).
     pub drift_lingering: u32,
     /// The asking job, when settled with the outcome; `None` leaves it to the caller (a failure,
     /// whose retry policy is the caller's).
@@ -488,15 +489,23 @@ impl Provisioner {
             };
             match actual {
                 Ok(present) => {
-                    if present != view.desired {
-                        if view.desired {
-                            report.drift_missing += 1;
-                        } else {
+                    // Drift is AWS differing from what pimbridge knows it left there, not from
+                    // the grants: a grant that ended is still in AWS until this cycle removes it,
+                    // and an unknown record is a request of pimbridge's whose outcome was lost.
+                    let drifted = match view.aws {
+                        AwsState::Present => !present,
+                        AwsState::Absent => present,
+                        AwsState::Unknown => false,
+                    };
+                    if drifted {
+                        if present {
                             report.drift_lingering += 1;
+                        } else {
+                            report.drift_missing += 1;
                         }
                         tracing::warn!(application = %subject.application,
                             principal_id = %subject.principal_id, group_id = %subject.group_id,
-                            in_aws = present, "drift: AWS differs from the grants; repairing");
+                            in_aws = present, "drift: AWS differs from what pimbridge left there; repairing");
                     }
                     view.aws = AwsState::known(present);
                     verified[i] = true;
@@ -604,7 +613,14 @@ impl Provisioner {
             by_group.entry(p.group.as_str()).or_default().push(p);
         }
         let mut results = Vec::with_capacity(planned.len());
-        for (group, members) in by_group {
+        // One PATCH per chunk, so that a failure lands on the chunk that met it.
+        let mut chunks: Vec<(&str, &[&Planned])> = Vec::new();
+        for (group, members) in &by_group {
+            for chunk in members.chunks(MAX_MEMBER_CHANGES_PER_PATCH) {
+                chunks.push((group, chunk));
+            }
+        }
+        for (group, members) in chunks {
             let ids: Vec<&str> = members.iter().map(|p| p.user.as_str()).collect();
             match patch(target, action, group, &ids).await {
                 Ok(()) => results.extend(members.iter().map(|p| (p.index, Ok(())))),

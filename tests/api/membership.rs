@@ -455,33 +455,115 @@ async fn a_targeted_deactivation_does_not_end_another_grant_delivered_after_it()
 }
 
 #[tokio::test]
-async fn a_cycle_of_several_reconciliations_lists_a_group_once() {
-    // Arrange: 150 members pimbridge owns (more than one reconciliation of 100 pairs), all
-    // deactivated.
-    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
-    f.app.post_events(&activations("wide", GROUP_A, 150)).await;
-    run_cycle(&f.app, "alpha").await;
+async fn a_deactivation_is_not_counted_as_drift_but_a_member_removed_by_hand_is() {
+    // Arrange: twelve members pimbridge added (the cycle checks them with a listing); eleven
+    // deactivate, and the twelfth, whose grant runs on, is removed by hand in AWS.
+    let f = spawn_with_cycles(|app| app.activation_limit = 20).await;
+    f.app.post_events(&activations("norm", GROUP_A, 12)).await;
     wait_for_no_pending(&f.app, Duration::from_secs(10)).await;
-    assert_eq!(members(&f.a), 150);
-    let off: Vec<Value> = (0..150)
-        .map(|i| deactivation(&format!("wide-off-{i}"), GROUP_A, &format!("wide-user-{i}")))
+    assert_eq!(members(&f.a), 12);
+    let off: Vec<Value> = (0..11)
+        .map(|i| deactivation(&format!("norm-off-{i}"), GROUP_A, &format!("norm-user-{i}")))
         .collect();
     f.app.post_events(&json!(off)).await;
-    f.a.clear_request_log();
+    remove_in_aws(&f.a, "norm-user-11").await;
 
     // Act
     let cycle = run_cycle(&f.app, "alpha").await;
 
-    // Assert: all removed, and the drift check listed the group's members once (two pages of
+    // Assert: the eleven removals are the grants ending, as pimbridge's record expected; only
+    // the membership someone removed behind its back is drift (and it is put back).
+    assert_eq!(cycle.applied, 12);
+    assert_eq!(members(&f.a), 1);
+    let metrics = f.app.metrics().await;
+    let drift = |kind| {
+        metric_value(
+            &metrics,
+            "pimbridge_drift_total",
+            &[("application", "alpha"), ("kind", kind)],
+        )
+    };
+    assert_eq!(drift("missing"), 1.0);
+    assert_eq!(drift("lingering"), 0.0);
+}
+
+/// `n` members pimbridge added to group A (`{prefix}-user-{i}`), all deactivated since, with the
+/// emulator's request log cleared.
+async fn owned_members_deactivated(f: &Fixture, prefix: &str, n: usize) {
+    let Value::Array(on) = activations(prefix, GROUP_A, n) else {
+        unreachable!("activations are an array")
+    };
+    let off: Vec<Value> = (0..n)
+        .map(|i| {
+            deactivation(
+                &format!("{prefix}-off-{i}"),
+                GROUP_A,
+                &format!("{prefix}-user-{i}"),
+            )
+        })
+        .collect();
+    // A request carries at most 1,000 events.
+    for chunk in on.chunks(500) {
+        f.app.post_events(&json!(chunk)).await;
+    }
+    run_cycle(&f.app, "alpha").await;
+    wait_for_no_pending(&f.app, Duration::from_secs(10)).await;
+    assert_eq!(members(&f.a), n);
+    for chunk in off.chunks(500) {
+        f.app.post_events(&json!(chunk)).await;
+    }
+    f.a.clear_request_log();
+}
+
+#[tokio::test]
+async fn a_cycle_of_several_reconciliations_lists_a_group_once() {
+    // Arrange: 1,050 members pimbridge owns (more than one reconciliation of 1,000 pairs), all
+    // deactivated; a removal threshold above them.
+    let f = spawn_with_cycles(|app| {
+        app.activation_limit = 1;
+        app.max_removals_per_cycle = 2000;
+    })
+    .await;
+    owned_members_deactivated(&f, "wide", 1050).await;
+
+    // Act
+    let cycle = run_cycle(&f.app, "alpha").await;
+
+    // Assert: all removed, and the drift check listed the group's members once (eleven pages of
     // 100), not once per reconciliation.
-    assert_eq!(cycle.applied, 150);
+    assert_eq!(cycle.applied, 1050);
     assert_eq!(members(&f.a), 0);
     let pages =
         f.a.request_log()
             .iter()
             .filter(|r| r.method == "GET" && r.query.contains("groups.value"))
             .count();
-    assert_eq!(pages, 2, "listing pages");
+    assert_eq!(pages, 11, "listing pages");
+}
+
+#[tokio::test]
+async fn a_refused_patch_costs_only_its_own_hundred_members_sent_again_one_by_one() {
+    // Arrange: 150 owned members deactivated (one reconciliation, two PATCHes); AWS refuses the
+    // first PATCH once.
+    let f = spawn_with_cycles(|app| app.activation_limit = 1).await;
+    owned_members_deactivated(&f, "split", 150).await;
+    f.a.inject(Fault::error(400, 1).for_methods(&["PATCH"]));
+
+    // Act
+    let cycle = run_cycle(&f.app, "alpha").await;
+
+    // Assert: all removed; the refused PATCH's hundred members were sent again one at a time (to
+    // find which one AWS refuses), the other fifty in their own PATCH.
+    assert_eq!(cycle.applied, 150);
+    assert_eq!(members(&f.a), 0);
+    let patches: Vec<u16> =
+        f.a.request_log()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .map(|r| r.status)
+            .collect();
+    assert_eq!(patches.len(), 102, "one refused, 100 alone, one of 50");
+    assert_eq!(patches[0], 400);
 }
 
 #[tokio::test]
