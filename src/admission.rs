@@ -1,10 +1,16 @@
 //! Admission to the immediate lane: exact, per application, across replicas (docs/architecture.md).
 //!
 //! An activation goes to the immediate lane iff fewer than `limit` activations of the same
-//! application were admitted there in the `window` before now. The caller holds the application's
-//! row lock (see `store::events::lock_applications`), so decisions are serialised per application,
-//! and "now" is Postgres's `clock_timestamp()` read *after* the lock, so every replica uses one clock
-//! and admissions are recorded in the order they were decided.
+//! application were admitted there in the `window` before now. Whoever may admit holds the
+//! application's admission lock (`store::events::lock_admission`) until commit, so admissions are
+//! decided one at a time across replicas, and "now" is Postgres's `clock_timestamp()` read *after*
+//! the lock, so every replica uses one clock and admissions are recorded in the order they were
+//! decided.
+//!
+//! A window that is already full needs no lock: admissions are only ever added, so an activation
+//! that sees `limit` committed admissions in the window before its own now is deferred whatever
+//! other intakes are doing. Under a steady flow most activations take that path, and intakes of
+//! one application do not queue behind each other's commits.
 
 use std::time::Duration;
 
@@ -33,16 +39,33 @@ pub struct Decision {
 
 /// Decides the lanes of `activations` activations of one request, in the order they are stored
 /// (id order): the first `limit - admitted` go to the immediate lane, the rest are deferred. Call
-/// with the application's row locked in the same transaction. The clock and the window's count are
-/// read once, in one statement: every activation admitted here is admitted at the same instant and
-/// counts against the next, so no window ever holds more than `limit` (a single event is a batch of
-/// one). A quarantined application's activations are deferred.
+/// in the request's transaction, after its other locks. The clock and the window's count are read
+/// in one statement: every activation admitted here is admitted at the same instant and counts
+/// against the next, so no window ever holds more than `limit` (a single event is a batch of one).
+/// A quarantined application's activations are deferred.
 pub async fn decide(
     client: &impl GenericClient,
     application: &str,
     rule: AdmissionRule,
     activations: usize,
 ) -> Result<Vec<Decision>, StoreError> {
+    let (now, admitted) = window(client, application, rule).await?;
+    if admitted >= i64::from(rule.limit) {
+        return Ok(lanes_for(admitted, rule.limit, now, activations));
+    }
+    // Room, as far as committed admissions tell: look again under the lock.
+    crate::store::events::lock_admission(client, application).await?;
+    let (now, admitted) = window(client, application, rule).await?;
+    Ok(lanes_for(admitted, rule.limit, now, activations))
+}
+
+/// Postgres's clock and the admissions of `application` in the window before it (`i64::MAX` while
+/// the application is quarantined).
+async fn window(
+    client: &impl GenericClient,
+    application: &str,
+    rule: AdmissionRule,
+) -> Result<(OffsetDateTime, i64), StoreError> {
     let row = client
         .query_one(
             // Half-open window, as in `decide_at`.
@@ -62,7 +85,7 @@ pub async fn decide(
     } else {
         row.get(2)
     };
-    Ok(lanes_for(admitted, rule.limit, now, activations))
+    Ok((now, admitted))
 }
 
 /// Decides the lane of one activation at `now`. The window is half-open: an admission exactly

@@ -24,6 +24,11 @@ use event::NewEvent;
 /// Times a transaction that hit a deadlock or serialisation failure is tried again.
 const CONFLICT_RETRIES: usize = 3;
 
+/// Requests of up to this many events lock the pairs and grants they touch; larger ones lock their
+/// applications instead (a lock per key would fill Postgres's shared lock table, sized for about
+/// 64 locks per connection).
+const KEY_LOCKS_UP_TO: usize = 16;
+
 /// Which applications an Entra group feeds, and each application's admission rule.
 #[derive(Debug, Clone, Default)]
 pub struct Routing {
@@ -175,16 +180,26 @@ impl Intake {
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        // The application locks taken below are released at commit, before the flush.
+        store::commit_without_waiting(&tx).await?;
 
-        // Admission and grants are serialised per application: an activation and a deactivation
-        // of one pair never race, and N replicas admit as one would.
+        // An activation and a deactivation of one pair (or two changes of one grant) never race,
+        // and N replicas admit as one would (admission takes its own lock).
         let routed: Vec<&str> = events
             .iter()
             .flat_map(|e| self.routing.applications_for(&e.group_id))
             .map(String::as_str)
             .collect();
         if !routed.is_empty() {
-            store::lock_applications(&tx, &routed).await?;
+            let mode = if unique.len() <= KEY_LOCKS_UP_TO {
+                store::IntakeLock::Keys
+            } else {
+                store::IntakeLock::Applications
+            };
+            store::lock_applications(&tx, &routed, mode).await?;
+            if mode == store::IntakeLock::Keys {
+                store::lock_keys(&tx, &self.keys(source, events, &unique)).await?;
+            }
         }
 
         // Every statement below covers the whole request: a batch costs the round trips of one
@@ -264,6 +279,9 @@ impl Intake {
             store::notify_dispatchers(&tx).await?;
         }
         tx.commit().await?;
+        // Durable before anyone is told: also for a request whose events were all redeliveries,
+        // as the first delivery's transaction may still be on its way to disk.
+        store::flush(&client).await?;
         Ok(IntakeSummary {
             outcomes: events
                 .iter()
@@ -271,6 +289,28 @@ impl Intake {
                 .filter_map(|(event, outcome)| Some((event.id.clone(), event.kind, outcome?)))
                 .collect(),
         })
+    }
+
+    /// The pairs and grants the events at `indexes` may touch in each application they are routed
+    /// to (see [`store::IntakeLock::Keys`]).
+    fn keys(&self, source: EventSource, events: &[NewEvent], indexes: &[usize]) -> Vec<String> {
+        let family = grants::source_family(source.as_str());
+        let mut keys = Vec::new();
+        for &i in indexes {
+            let event = &events[i];
+            for application in self.routing.applications_for(&event.group_id) {
+                keys.push(store::pair_key(
+                    application,
+                    &event.group_id,
+                    &event.principal_id,
+                ));
+                if event.kind == EventKind::Activation {
+                    let key = event.grant_id.as_deref().unwrap_or(&event.id);
+                    keys.push(store::grant_key(application, family, key));
+                }
+            }
+        }
+        keys
     }
 
     /// Starts, extends or ends the grants the newly stored events name, per application, with

@@ -109,25 +109,119 @@ pub async fn insert_jobs(
     Ok(())
 }
 
-/// Locks the named applications' rows, in name order so that concurrent intakes cannot deadlock.
+/// How an intake transaction keeps concurrent intakes of the same applications apart
+/// (docs/architecture.md, "Intake"). Locks are always taken in this order: applications (by name),
+/// then keys (by hash), then admission (by application name), so no two intakes deadlock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IntakeLock {
+    /// The applications' rows `FOR SHARE`, then one transaction lock per key the request touches:
+    /// intakes of one application run side by side unless they touch the same pair or grant.
+    Keys,
+    /// The applications' rows `FOR NO KEY UPDATE`: the request runs alone for its applications.
+    /// For large requests, whose keys would take a lock each in Postgres's shared lock table.
+    Applications,
+}
+
+/// Locks the named applications' rows in `mode`, in name order.
 ///
-/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: it serialises intakes just as well, but does not block
-/// the foreign-key checks (`FOR KEY SHARE`) of every insert that names the application, such as a
-/// dispatcher's claim writing `aws_memberships`. With `FOR UPDATE`, a burst of intakes held the
-/// claim of the first one's job until the last one committed.
+/// `FOR NO KEY UPDATE`, not `FOR UPDATE`: it excludes other intakes (and a quarantine's entry)
+/// just as well, but does not block the foreign-key checks (`FOR KEY SHARE`) of every insert that
+/// names the application, such as a dispatcher's claim writing `aws_memberships`. With
+/// `FOR UPDATE`, a burst of intakes held the claim of the first one's job until the last one
+/// committed. `FOR SHARE` excludes only those two.
 pub async fn lock_applications(
     client: &impl GenericClient,
     names: &[&str],
+    mode: IntakeLock,
 ) -> Result<(), StoreError> {
     let mut sorted: Vec<&str> = names.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
+    let sql = match mode {
+        IntakeLock::Keys => {
+            "SELECT name FROM applications WHERE name = ANY($1) ORDER BY name FOR SHARE"
+        }
+        IntakeLock::Applications => {
+            "SELECT name FROM applications WHERE name = ANY($1) ORDER BY name FOR NO KEY UPDATE"
+        }
+    };
+    client.query(sql, &[&sorted]).await?;
+    Ok(())
+}
+
+/// Advisory lock class of intake's keys ("pimk"); a key is hashed into the second half.
+const INTAKE_KEY_CLASS: i32 = 0x7069_6d6b;
+/// Advisory lock class of admission ("pima"), one key per application.
+const ADMISSION_CLASS: i32 = 0x7069_6d61;
+
+/// The key of a pair of `application` that an intake touches (its grants, its deactivations).
+pub fn pair_key(application: &str, group_id: &str, principal_id: &str) -> String {
+    format!("pair\u{1f}{application}\u{1f}{group_id}\u{1f}{principal_id}")
+}
+
+/// The key of a grant an activation may extend, whichever pair it belongs to.
+pub fn grant_key(application: &str, family: &str, key: &str) -> String {
+    format!("grant\u{1f}{application}\u{1f}{family}\u{1f}{key}")
+}
+
+/// Takes a transaction lock on each of `keys` ([`pair_key`], [`grant_key`]), in hash order;
+/// released at commit. Two keys sharing a hash only wait for each other needlessly.
+pub async fn lock_keys(client: &impl GenericClient, keys: &[String]) -> Result<(), StoreError> {
+    if keys.is_empty() {
+        return Ok(());
+    }
     client
         .query(
-            "SELECT name FROM applications WHERE name = ANY($1) ORDER BY name FOR NO KEY UPDATE",
-            &[&sorted],
+            "SELECT pg_advisory_xact_lock($1, k)
+             FROM (SELECT DISTINCT hashtext(k) AS k FROM unnest($2::text[]) AS u(k) ORDER BY k) s",
+            &[&INTAKE_KEY_CLASS, &keys],
         )
         .await?;
+    Ok(())
+}
+
+/// Takes `application`'s admission lock until commit: whoever may admit to its immediate lane
+/// holds it, so admissions are decided one at a time across replicas.
+pub async fn lock_admission(
+    client: &impl GenericClient,
+    application: &str,
+) -> Result<(), StoreError> {
+    client
+        .query(
+            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &[&ADMISSION_CLASS, &application],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Lets the transaction on `client` commit without waiting for its flush to disk; the caller must
+/// call [`flush`] on the same connection after the commit and before telling anyone the rows are
+/// stored.
+///
+/// Why: intake holds its locks (see [`IntakeLock`]) until it commits, so with a synchronous
+/// commit every intake waiting for the same locks also waited for the holder's flush to disk, and
+/// queued when the disk slowed (e.g. under retention's deletes). Committed asynchronously, the
+/// locks are released as soon as the commit is written to the log; the flushes of concurrent
+/// intakes then share one disk write (group commit) in [`flush`].
+///
+/// Safe because nothing acts on a row before it is durable: a crash before the flush loses the
+/// transaction, but no one has answered 2xx for it yet (the sender delivers it again), and every
+/// worker that acts on stored rows in AWS first commits a write of its own synchronously (a job's
+/// claim, a cycle's write-ahead), which flushes the log up to and past this transaction.
+pub async fn commit_without_waiting(client: &impl GenericClient) -> Result<(), StoreError> {
+    client
+        .batch_execute("SET LOCAL synchronous_commit = off")
+        .await?;
+    Ok(())
+}
+
+/// Waits until everything this connection committed (and everything committed before it, on any
+/// connection) is flushed to disk: a transaction of its own, which takes a transaction id so that
+/// its commit is written to the log and flushed synchronously. Concurrent flushes share one disk
+/// write.
+pub async fn flush(client: &impl GenericClient) -> Result<(), StoreError> {
+    client.batch_execute("SELECT txid_current()").await?;
     Ok(())
 }
 

@@ -314,14 +314,18 @@ async fn jobs_committed_before_a_crash_are_sent_once_after_restart() {
 #[tokio::test]
 async fn an_intake_holding_the_application_does_not_stall_the_dispatch_of_a_committed_job() {
     // Arrange: a committed immediate job, and an intake transaction of another request that holds
-    // the application's row (as every intake does until it commits).
+    // the application's row (as a large request does until it commits).
     let (intake_only, a, b, database_url) = accepted_by_an_intake_only_replica("held-1").await;
     let pool = pool_on(database_url.as_str(), 1);
     let mut holder = pool.get().await.unwrap();
     let intake = holder.transaction().await.unwrap();
-    pimbridge::store::events::lock_applications(&intake, &["alpha"])
-        .await
-        .unwrap();
+    pimbridge::store::events::lock_applications(
+        &intake,
+        &["alpha"],
+        pimbridge::store::events::IntakeLock::Applications,
+    )
+    .await
+    .unwrap();
 
     // Act: a dispatching replica starts while the lock is held.
     let app = spawn_app_with(

@@ -583,3 +583,78 @@ async fn a_batch_leaves_the_same_grants_and_jobs_as_its_events_posted_one_at_a_t
     assert_eq!(batched.0, single.0, "grants");
     assert_eq!(batched.1, single.1, "jobs");
 }
+
+/// Waits (bounded) until a backend of the test's database waits for a lock of `kind`
+/// (`advisory`, `tuple`, `transactionid`, …).
+async fn a_backend_waits_for(app: &TestApp, kinds: &[&str]) {
+    let kinds: Vec<String> = kinds.iter().map(|k| k.to_string()).collect();
+    for _ in 0..500 {
+        let waiting = app
+            .db
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND wait_event_type = 'Lock'
+                   AND wait_event = ANY($1)",
+                &[&kinds],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if waiting > 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no intake waited for a lock of kind {kinds:?}");
+}
+
+#[tokio::test]
+async fn an_intake_waits_only_for_intakes_of_the_same_pair_or_for_a_large_request() {
+    use pimbridge::store::events::{lock_applications, lock_keys, pair_key, IntakeLock};
+    // Arrange: an intake of one request in flight, holding alpha as small requests do and the
+    // key of the pair (alpha, group A, "busy").
+    let app = spawn_app().await;
+    let pool = pool_on(app.database_url.as_str(), 1);
+    let mut holder = pool.get().await.unwrap();
+    let in_flight = holder.transaction().await.unwrap();
+    lock_applications(&in_flight, &["alpha"], IntakeLock::Keys)
+        .await
+        .unwrap();
+    lock_keys(&in_flight, &[pair_key("alpha", GROUP_A, "busy")])
+        .await
+        .unwrap();
+
+    // Act + Assert: another pair of the same application goes through meanwhile.
+    let other = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.post_events(&activation("free-1", GROUP_A, "free")),
+    )
+    .await
+    .expect("an intake of another pair waited for the one in flight");
+    assert_eq!(other.status(), 202);
+
+    // The same pair waits for the one in flight, and so does a request large enough to lock the
+    // whole application.
+    let same_body = activation("busy-1", GROUP_A, "busy");
+    let same = app.post_events(&same_body);
+    tokio::pin!(same);
+    tokio::select! {
+        _ = &mut same => panic!("an intake of the same pair did not wait"),
+        () = a_backend_waits_for(&app, &["advisory"]) => {}
+    }
+    let large: Vec<Value> = (0..20)
+        .map(|i| activation(&format!("wide-{i}"), GROUP_A, &format!("wide-{i}")))
+        .collect();
+    let large_body = json!(large);
+    let large = app.post_events(&large_body);
+    tokio::pin!(large);
+    tokio::select! {
+        _ = &mut large => panic!("a large request did not wait"),
+        _ = &mut same => panic!("an intake of the same pair did not wait"),
+        () = a_backend_waits_for(&app, &["tuple", "transactionid"]) => {}
+    }
+    in_flight.rollback().await.unwrap();
+    assert_eq!(same.await.status(), 202);
+    assert_eq!(large.await.status(), 202);
+    assert_eq!(app.events().await, 22);
+}
