@@ -9,7 +9,7 @@ use deadpool_postgres::{GenericClient, Pool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::RetentionSettings;
-use crate::store::retention::{self, Kind};
+use crate::store::retention::{self, Cursor, Kind};
 use crate::store::StoreError;
 
 const SECONDS_PER_DAY: f64 = 86_400.0;
@@ -70,12 +70,17 @@ impl Retention {
         let batch = self.settings.batch_size as i64;
         let mut report = RetentionReport::new();
         for kind in Kind::ALL {
+            if shutdown.is_cancelled() {
+                break;
+            }
             let keep_secs = f64::from(self.settings.days_of(kind.as_str())) * SECONDS_PER_DAY;
             let deleted = report.entry(kind.as_str()).or_default();
+            let mut from = Cursor::START;
             loop {
                 let started = std::time::Instant::now();
-                let n = retention::purge_batch(db, kind, keep_secs, batch).await?;
+                let (n, next) = retention::purge_batch(db, kind, keep_secs, batch, from).await?;
                 *deleted += n;
+                from = next;
                 if (n as i64) < batch || shutdown.is_cancelled() {
                     break;
                 }

@@ -4,6 +4,7 @@
 //! here), and no row that a kept row still references.
 
 use deadpool_postgres::GenericClient;
+use time::OffsetDateTime;
 
 use super::StoreError;
 
@@ -45,76 +46,127 @@ impl Kind {
         }
     }
 
-    /// One batch: `$1` = seconds kept, `$2` = batch size.
+    /// One batch: `$1` = seconds kept, `$2` = batch size, `$3` = where the previous batch of the
+    /// pass stopped (null at first). Each kind is deleted oldest first by its time column
+    /// and a batch answers how many rows it deleted and the newest time among them.
+    ///
+    /// A batch starts where the previous one stopped rather than at the oldest row: the rows
+    /// deleted earlier in the pass stay in the index until vacuum, and a scan from the start
+    /// would walk over all of them again, batch after batch. Rows kept on the way (still
+    /// needed) are looked at again by the next pass.
     fn statement(self) -> &'static str {
         match self {
             Kind::ProvisioningLog => {
-                "DELETE FROM provisioning_log WHERE id IN (
-                     SELECT id FROM provisioning_log
-                     WHERE finished_at < clock_timestamp() - make_interval(secs => $1)
-                     ORDER BY finished_at LIMIT $2)"
+                "WITH gone AS (
+                     DELETE FROM provisioning_log WHERE id IN (
+                         SELECT id FROM provisioning_log
+                         WHERE finished_at < clock_timestamp() - make_interval(secs => $1)
+                           AND finished_at >= coalesce($3::timestamptz, '-infinity')
+                         ORDER BY finished_at LIMIT $2)
+                     RETURNING finished_at AS at)
+                 SELECT count(*), max(at) FROM gone"
             }
             // Final states only; a job a kept log entry names stays with it.
             Kind::Jobs => {
-                "DELETE FROM jobs WHERE id IN (
-                     SELECT j.id FROM jobs j
-                     WHERE j.state IN ('done', 'failed', 'superseded')
-                       AND j.completed_at < clock_timestamp() - make_interval(secs => $1)
-                       AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.job_id = j.id)
-                     ORDER BY j.completed_at LIMIT $2)"
+                "WITH gone AS (
+                     DELETE FROM jobs WHERE id IN (
+                         SELECT j.id FROM jobs j
+                         WHERE j.state IN ('done', 'failed', 'superseded')
+                           AND j.completed_at < clock_timestamp() - make_interval(secs => $1)
+                           AND j.completed_at >= coalesce($3::timestamptz, '-infinity')
+                           AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.job_id = j.id)
+                         ORDER BY j.completed_at LIMIT $2)
+                     RETURNING completed_at AS at)
+                 SELECT count(*), max(at) FROM gone"
             }
             // Finished cycles only; each application keeps its newest finished cycle that was not
             // interrupted (it decides whether the next one is the initial cycle).
             Kind::Cycles => {
-                "DELETE FROM cycles WHERE id IN (
-                     SELECT c.id FROM cycles c
-                     WHERE c.outcome NOT IN ('running', 'held')
-                       AND c.finished_at < clock_timestamp() - make_interval(secs => $1)
-                       AND c.id < (SELECT max(n.id) FROM cycles n
-                                   WHERE n.application = c.application
-                                     AND n.outcome NOT IN ('interrupted', 'running'))
-                       AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.cycle_id = c.id)
-                     ORDER BY c.id LIMIT $2)"
+                "WITH gone AS (
+                     DELETE FROM cycles WHERE id IN (
+                         SELECT c.id FROM cycles c
+                         WHERE c.outcome NOT IN ('running', 'held')
+                           AND c.finished_at < clock_timestamp() - make_interval(secs => $1)
+                           AND c.finished_at >= coalesce($3::timestamptz, '-infinity')
+                           AND c.id < (SELECT max(n.id) FROM cycles n
+                                       WHERE n.application = c.application
+                                         AND n.outcome NOT IN ('interrupted', 'running'))
+                           AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.cycle_id = c.id)
+                         ORDER BY c.finished_at LIMIT $2)
+                     RETURNING finished_at AS at)
+                 SELECT count(*), max(at) FROM gone"
             }
             // Grants that ended that long ago; a grant in force has an end in the future.
             Kind::Grants => {
-                "DELETE FROM grants WHERE id IN (
-                     SELECT id FROM grants
-                     WHERE effective_end < clock_timestamp() - make_interval(secs => $1)
-                     ORDER BY effective_end LIMIT $2)"
+                "WITH gone AS (
+                     DELETE FROM grants WHERE id IN (
+                         SELECT id FROM grants
+                         WHERE effective_end < clock_timestamp() - make_interval(secs => $1)
+                           AND effective_end >= coalesce($3::timestamptz, '-infinity')
+                         ORDER BY effective_end LIMIT $2)
+                     RETURNING effective_end AS at)
+                 SELECT count(*), max(at) FROM gone"
             }
             // Events no job and no grant references (so none with a pending job or a grant
             // still kept).
             Kind::Events => {
-                "DELETE FROM events WHERE id IN (
-                     SELECT e.id FROM events e
-                     WHERE e.received_at < clock_timestamp() - make_interval(secs => $1)
-                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id)
-                       AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.event_id = e.id)
-                       AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.ended_by = e.id)
-                     ORDER BY e.received_at LIMIT $2)"
+                "WITH gone AS (
+                     DELETE FROM events WHERE id IN (
+                         SELECT e.id FROM events e
+                         WHERE e.received_at < clock_timestamp() - make_interval(secs => $1)
+                           AND e.received_at >= coalesce($3::timestamptz, '-infinity')
+                           AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id)
+                           AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.event_id = e.id)
+                           AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.ended_by = e.id)
+                         ORDER BY e.received_at LIMIT $2)
+                     RETURNING received_at AS at)
+                 SELECT count(*), max(at) FROM gone"
             }
             Kind::GraphHints => {
-                "DELETE FROM graph_hints WHERE id IN (
-                     SELECT id FROM graph_hints
-                     WHERE state IN ('done', 'failed')
-                       AND completed_at < clock_timestamp() - make_interval(secs => $1)
-                     ORDER BY completed_at LIMIT $2)"
+                "WITH gone AS (
+                     DELETE FROM graph_hints WHERE id IN (
+                         SELECT id FROM graph_hints
+                         WHERE state IN ('done', 'failed')
+                           AND completed_at < clock_timestamp() - make_interval(secs => $1)
+                           AND completed_at >= coalesce($3::timestamptz, '-infinity')
+                         ORDER BY completed_at LIMIT $2)
+                     RETURNING completed_at AS at)
+                 SELECT count(*), max(at) FROM gone"
             }
         }
     }
 }
 
-/// Deletes at most `batch` rows of `kind` older than `keep_secs`; returns how many.
+/// Where a pass of one kind has got to: the newest time deleted so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor(Option<OffsetDateTime>);
+
+impl Cursor {
+    /// Before the oldest row.
+    pub const START: Cursor = Cursor(None);
+}
+
+/// Deletes at most `batch` rows of `kind` older than `keep_secs`, from `from` on; returns how
+/// many, and where the next batch starts.
 pub async fn purge_batch(
     client: &impl GenericClient,
     kind: Kind,
     keep_secs: f64,
     batch: i64,
-) -> Result<u64, StoreError> {
-    Ok(client
-        .execute(kind.statement(), &[&keep_secs, &batch])
-        .await?)
+    from: Cursor,
+) -> Result<(u64, Cursor), StoreError> {
+    let row = client
+        .query_one(
+            &client.prepare_cached(kind.statement()).await?,
+            &[&keep_secs, &batch, &from.0],
+        )
+        .await?;
+    let deleted: i64 = row.get(0);
+    let newest: Option<OffsetDateTime> = row.get(1);
+    Ok((
+        u64::try_from(deleted).unwrap_or(0),
+        Cursor(newest.or(from.0)),
+    ))
 }
 
 /// Tries to become the one replica running retention; hold the connection until [`unlock`].
