@@ -658,3 +658,51 @@ async fn an_intake_waits_only_for_intakes_of_the_same_pair_or_for_a_large_reques
     assert_eq!(large.await.status(), 202);
     assert_eq!(app.events().await, 22);
 }
+
+#[tokio::test]
+async fn a_full_admission_window_defers_without_waiting_for_an_admission_in_flight() {
+    use pimbridge::store::events::lock_admission;
+    // Arrange: alpha's window is full (five admitted); an intake that may admit to alpha holds
+    // its admission lock, and another holds beta's, whose window is empty.
+    let app = spawn_app().await;
+    let five: Vec<Value> = (0..5)
+        .map(|i| activation(&format!("full-{i}"), GROUP_A, &format!("full-{i}")))
+        .collect();
+    assert_eq!(app.post_events(&json!(five)).await.status(), 202);
+    let pool = pool_on(app.database_url.as_str(), 1);
+    let mut holder = pool.get().await.unwrap();
+    let in_flight = holder.transaction().await.unwrap();
+    lock_admission(&in_flight, "alpha").await.unwrap();
+    lock_admission(&in_flight, "beta").await.unwrap();
+
+    // Act + Assert: the sixth activation of alpha is deferred at once.
+    let sixth = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        app.post_events(&activation("full-5", GROUP_A, "full-5")),
+    )
+    .await
+    .expect("a deferral waited for the admission lock");
+    assert_eq!(sixth.status(), 202);
+    assert_eq!(
+        alpha_lanes(&app).await.last().unwrap(),
+        &("full-5".to_string(), "deferred".to_string())
+    );
+
+    // An activation of beta, which may be admitted, waits for beta's admission lock.
+    let first_body = activation("beta-0", GROUP_B, "beta-0");
+    let first = app.post_events(&first_body);
+    tokio::pin!(first);
+    tokio::select! {
+        _ = &mut first => panic!("an admission did not wait for the one in flight"),
+        () = a_backend_waits_for(&app, &["advisory"]) => {}
+    }
+    in_flight.rollback().await.unwrap();
+    assert_eq!(first.await.status(), 202);
+    let lane: String = app
+        .db
+        .query_one("SELECT lane FROM jobs WHERE application = 'beta'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(lane, "immediate");
+}
