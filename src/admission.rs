@@ -66,16 +66,17 @@ async fn window(
     application: &str,
     rule: AdmissionRule,
 ) -> Result<(OffsetDateTime, i64), StoreError> {
+    // Half-open window, as in `decide_at`. Prepared once per connection: every activation reads it.
+    let sql = "SELECT c.now, a.quarantined_at IS NOT NULL,
+                      (SELECT count(*) FROM jobs j
+                       WHERE j.application = a.name AND j.lane = 'immediate'
+                         AND j.admitted_at > c.now - make_interval(secs => $2)
+                         AND j.admitted_at <= c.now)
+               FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
+               WHERE a.name = $1";
     let row = client
         .query_one(
-            // Half-open window, as in `decide_at`.
-            "SELECT c.now, a.quarantined_at IS NOT NULL,
-                    (SELECT count(*) FROM jobs j
-                     WHERE j.application = a.name AND j.lane = 'immediate'
-                       AND j.admitted_at > c.now - make_interval(secs => $2)
-                       AND j.admitted_at <= c.now)
-             FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
-             WHERE a.name = $1",
+            &client.prepare_cached(sql).await?,
             &[&application, &rule.window.as_secs_f64()],
         )
         .await?;

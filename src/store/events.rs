@@ -145,7 +145,9 @@ pub async fn lock_applications(
             "SELECT name FROM applications WHERE name = ANY($1) ORDER BY name FOR NO KEY UPDATE"
         }
     };
-    client.query(sql, &[&sorted]).await?;
+    client
+        .query(&client.prepare_cached(sql).await?, &[&sorted])
+        .await?;
     Ok(())
 }
 
@@ -170,10 +172,11 @@ pub async fn lock_keys(client: &impl GenericClient, keys: &[String]) -> Result<(
     if keys.is_empty() {
         return Ok(());
     }
+    let sql = "SELECT pg_advisory_xact_lock($1, k)
+               FROM (SELECT DISTINCT hashtext(k) AS k FROM unnest($2::text[]) AS u(k) ORDER BY k) s";
     client
         .query(
-            "SELECT pg_advisory_xact_lock($1, k)
-             FROM (SELECT DISTINCT hashtext(k) AS k FROM unnest($2::text[]) AS u(k) ORDER BY k) s",
+            &client.prepare_cached(sql).await?,
             &[&INTAKE_KEY_CLASS, &keys],
         )
         .await?;
@@ -186,9 +189,10 @@ pub async fn lock_admission(
     client: &impl GenericClient,
     application: &str,
 ) -> Result<(), StoreError> {
+    let sql = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
     client
         .query(
-            "SELECT pg_advisory_xact_lock($1, hashtext($2))",
+            &client.prepare_cached(sql).await?,
             &[&ADMISSION_CLASS, &application],
         )
         .await?;

@@ -46,89 +46,66 @@ impl Kind {
         }
     }
 
-    /// The table, its time column and the query choosing one batch's ids: `$1` = seconds kept,
-    /// `$2` = batch size, `$3` = where the previous batch stopped (null at first).
+    /// The table, its time column and what else a row (`t`) must meet to be deleted.
     fn batch(self) -> (&'static str, &'static str, &'static str) {
         match self {
-            Kind::ProvisioningLog => (
-                "provisioning_log",
-                "finished_at",
-                "SELECT id FROM provisioning_log
-                 WHERE finished_at < clock_timestamp() - make_interval(secs => $1)
-                   AND finished_at >= coalesce($3::timestamptz, '-infinity')
-                 ORDER BY finished_at LIMIT $2",
-            ),
+            Kind::ProvisioningLog => ("provisioning_log", "finished_at", ""),
             // Final states only; a job a kept log entry names stays with it.
             Kind::Jobs => (
                 "jobs",
                 "completed_at",
-                "SELECT j.id FROM jobs j
-                 WHERE j.state IN ('done', 'failed', 'superseded')
-                   AND j.completed_at < clock_timestamp() - make_interval(secs => $1)
-                   AND j.completed_at >= coalesce($3::timestamptz, '-infinity')
-                   AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.job_id = j.id)
-                 ORDER BY j.completed_at LIMIT $2",
+                "AND t.state IN ('done', 'failed', 'superseded')
+                 AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.job_id = t.id)",
             ),
             // Finished cycles only; each application keeps its newest finished cycle that was not
             // interrupted (it decides whether the next one is the initial cycle).
             Kind::Cycles => (
                 "cycles",
                 "finished_at",
-                "SELECT c.id FROM cycles c
-                 WHERE c.outcome NOT IN ('running', 'held')
-                   AND c.finished_at < clock_timestamp() - make_interval(secs => $1)
-                   AND c.finished_at >= coalesce($3::timestamptz, '-infinity')
-                   AND c.id < (SELECT max(n.id) FROM cycles n
-                               WHERE n.application = c.application
-                                 AND n.outcome NOT IN ('interrupted', 'running'))
-                   AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.cycle_id = c.id)
-                 ORDER BY c.finished_at LIMIT $2",
+                "AND t.outcome NOT IN ('running', 'held')
+                 AND t.id < (SELECT max(n.id) FROM cycles n
+                             WHERE n.application = t.application
+                               AND n.outcome NOT IN ('interrupted', 'running'))
+                 AND NOT EXISTS (SELECT 1 FROM provisioning_log p WHERE p.cycle_id = t.id)",
             ),
             // Grants that ended that long ago; a grant in force has an end in the future.
-            Kind::Grants => (
-                "grants",
-                "effective_end",
-                "SELECT id FROM grants
-                 WHERE effective_end < clock_timestamp() - make_interval(secs => $1)
-                   AND effective_end >= coalesce($3::timestamptz, '-infinity')
-                 ORDER BY effective_end LIMIT $2",
-            ),
+            Kind::Grants => ("grants", "effective_end", ""),
             // Events no job and no grant references (so none with a pending job or a grant
             // still kept).
             Kind::Events => (
                 "events",
                 "received_at",
-                "SELECT e.id FROM events e
-                 WHERE e.received_at < clock_timestamp() - make_interval(secs => $1)
-                   AND e.received_at >= coalesce($3::timestamptz, '-infinity')
-                   AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = e.id)
-                   AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.event_id = e.id)
-                   AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.ended_by = e.id)
-                 ORDER BY e.received_at LIMIT $2",
+                "AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.event_id = t.id)
+                 AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.event_id = t.id)
+                 AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.ended_by = t.id)",
             ),
             Kind::GraphHints => (
                 "graph_hints",
                 "completed_at",
-                "SELECT id FROM graph_hints
-                 WHERE state IN ('done', 'failed')
-                   AND completed_at < clock_timestamp() - make_interval(secs => $1)
-                   AND completed_at >= coalesce($3::timestamptz, '-infinity')
-                 ORDER BY completed_at LIMIT $2",
+                "AND t.state IN ('done', 'failed')",
             ),
         }
     }
 
-    /// One batch, oldest first by the kind's time column, answering how many rows it deleted and
-    /// the newest time among them.
+    /// One batch, oldest first by the kind's time column: `$1` = seconds kept, `$2` = batch
+    /// size, `$3` = where the previous batch of the pass stopped (null at first). Answers how many
+    /// rows it deleted and the newest time among them.
     ///
     /// A batch starts where the previous one stopped rather than at the oldest row: the rows
     /// deleted earlier in the pass stay in the index until vacuum, and a scan from the start
     /// would walk over all of them again, batch after batch. Rows kept on the way (still
     /// needed) are looked at again by the next pass.
     fn statement(self) -> String {
-        let (table, at, choose) = self.batch();
+        let (table, at, also) = self.batch();
         format!(
-            "WITH gone AS (DELETE FROM {table} WHERE id IN ({choose}) RETURNING {at} AS at)
+            "WITH gone AS (
+                 DELETE FROM {table} WHERE id IN (
+                     SELECT t.id FROM {table} t
+                     WHERE t.{at} < clock_timestamp() - make_interval(secs => $1)
+                       AND t.{at} >= coalesce($3::timestamptz, '-infinity')
+                       {also}
+                     ORDER BY t.{at} LIMIT $2)
+                 RETURNING {at} AS at)
              SELECT count(*), max(at) FROM gone"
         )
     }

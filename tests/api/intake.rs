@@ -584,6 +584,14 @@ async fn a_batch_leaves_the_same_grants_and_jobs_as_its_events_posted_one_at_a_t
     assert_eq!(batched.1, single.1, "jobs");
 }
 
+/// POSTs `body` and expects its 202 without waiting for any lock held elsewhere (bounded).
+async fn accepted_at_once(app: &TestApp, body: &Value, why: &str) {
+    let response = tokio::time::timeout(std::time::Duration::from_secs(10), app.post_events(body))
+        .await
+        .expect(why);
+    assert_eq!(response.status(), 202);
+}
+
 /// Waits (bounded) until a backend of the test's database waits for a lock of `kind`
 /// (`advisory`, `tuple`, `transactionid`, …).
 async fn a_backend_waits_for(app: &TestApp, kinds: &[&str]) {
@@ -625,13 +633,12 @@ async fn an_intake_waits_only_for_intakes_of_the_same_pair_or_for_a_large_reques
         .unwrap();
 
     // Act + Assert: another pair of the same application goes through meanwhile.
-    let other = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        app.post_events(&activation("free-1", GROUP_A, "free")),
+    accepted_at_once(
+        &app,
+        &activation("free-1", GROUP_A, "free"),
+        "an intake of another pair waited for the one in flight",
     )
-    .await
-    .expect("an intake of another pair waited for the one in flight");
-    assert_eq!(other.status(), 202);
+    .await;
 
     // The same pair waits for the one in flight, and so does a request large enough to lock the
     // whole application.
@@ -676,13 +683,12 @@ async fn a_full_admission_window_defers_without_waiting_for_an_admission_in_flig
     lock_admission(&in_flight, "beta").await.unwrap();
 
     // Act + Assert: the sixth activation of alpha is deferred at once.
-    let sixth = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        app.post_events(&activation("full-5", GROUP_A, "full-5")),
+    accepted_at_once(
+        &app,
+        &activation("full-5", GROUP_A, "full-5"),
+        "a deferral waited for the admission lock",
     )
-    .await
-    .expect("a deferral waited for the admission lock");
-    assert_eq!(sixth.status(), 202);
+    .await;
     assert_eq!(
         alpha_lanes(&app).await.last().unwrap(),
         &("full-5".to_string(), "deferred".to_string())
