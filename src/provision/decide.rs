@@ -42,6 +42,14 @@ pub fn decide(view: &PairView) -> Step {
     }
 }
 
+/// Whether looking in AWS first can change what is sent for an owned pair (the drift check).
+/// A removal is sent whatever AWS holds (removing an absent member is a no-op there), so a pair
+/// whose grant ended and whose record is not `absent` is not looked up: a cycle of many
+/// deactivations sends its PATCHes without listing the group first.
+pub fn worth_checking(view: &PairView) -> bool {
+    view.provenance == Some(Provenance::Owned) && (view.desired || view.aws == AwsState::Absent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -93,6 +101,28 @@ mod tests {
                 Step::Remove
             );
         }
+    }
+
+    #[test]
+    fn only_pairs_whose_step_aws_can_change_are_checked() {
+        use AwsState::*;
+        let owned = Some(Provenance::Owned);
+        for aws in [Present, Absent, Unknown] {
+            // Desired: a missing member is added again, a lingering one is not added twice.
+            assert!(worth_checking(&view(true, aws, owned)));
+            // Not owned: never removed, so nothing AWS says matters.
+            assert!(!worth_checking(&view(true, aws, None)));
+            assert!(!worth_checking(&view(
+                false,
+                aws,
+                Some(Provenance::Standing)
+            )));
+        }
+        // Ended and recorded absent: one found in AWS again is removed again.
+        assert!(worth_checking(&view(false, Absent, owned)));
+        // Ended and maybe present: removed either way.
+        assert!(!worth_checking(&view(false, Present, owned)));
+        assert!(!worth_checking(&view(false, Unknown, owned)));
     }
 
     #[test]

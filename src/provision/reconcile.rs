@@ -57,7 +57,8 @@ impl<'a> LogIds<'a> {
 /// How a reconciliation behaves.
 #[derive(Debug, Clone, Default)]
 pub struct Options {
-    /// Look in AWS first for the pairs pimbridge owns (drift check), rather than trusting the record.
+    /// Look in AWS first for the pairs pimbridge owns whose step depends on it (drift check,
+    /// `decide::worth_checking`), rather than trusting the record.
     pub verify: bool,
     /// Hold every removal, with this reason (a cycle over its removal threshold).
     pub hold_removals: Option<String>,
@@ -446,22 +447,22 @@ impl Provisioner {
         report: &mut Reconciled,
     ) {
         let mut groups = BTreeMap::new();
-        // Several owned pairs of one group are checked with one listing of its members (a page
+        // Several pairs of one group to check are checked with one listing of its members (a page
         // per 100) rather than one request each.
-        let mut owned_per_group: BTreeMap<&str, usize> = BTreeMap::new();
+        let mut checked_per_group: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, view) in views.iter().enumerate() {
-            if view.provenance == Some(Provenance::Owned) {
-                *owned_per_group
+            if decide::worth_checking(view) {
+                *checked_per_group
                     .entry(requests[i].subject.group_id.as_str())
                     .or_default() += 1;
             }
         }
         for (i, view) in views.iter_mut().enumerate() {
-            if view.provenance != Some(Provenance::Owned) {
+            if !decide::worth_checking(view) {
                 continue;
             }
             let subject = &requests[i].subject;
-            let list = owned_per_group
+            let list = checked_per_group
                 .get(subject.group_id.as_str())
                 .is_some_and(|&n| n >= LIST_MEMBERS_FROM);
             let actual = match self

@@ -515,30 +515,78 @@ async fn owned_members_deactivated(f: &Fixture, prefix: &str, n: usize) {
     f.a.clear_request_log();
 }
 
+/// GETs of the emulator's group-member listing (one per page of 100).
+fn listing_pages(emulator: &RunningEmulator) -> usize {
+    emulator
+        .request_log()
+        .iter()
+        .filter(|r| r.method == "GET" && r.query.contains("groups.value"))
+        .count()
+}
+
+#[tokio::test]
+async fn a_cycle_of_deactivations_removes_without_listing_the_group_first() {
+    // Arrange: 1,050 members pimbridge owns, all deactivated; a removal threshold above them.
+    let f = spawn_with_cycles(|app| {
+        app.activation_limit = 1;
+        app.max_removals_per_cycle = 2000;
+    })
+    .await;
+    owned_members_deactivated(&f, "gone", 1050).await;
+
+    // Act
+    let cycle = run_cycle(&f.app, "alpha").await;
+
+    // Assert: all removed by eleven PATCHes, and the group was not listed: a removal is sent
+    // whatever AWS holds, so the drift check had nothing to learn (it listed 11 pages before).
+    assert_eq!(cycle.applied, 1050);
+    assert_eq!(members(&f.a), 0);
+    assert_eq!(listing_pages(&f.a), 0, "listing pages");
+    let patches =
+        f.a.request_log()
+            .iter()
+            .filter(|r| r.method == "PATCH")
+            .count();
+    assert_eq!(patches, 11);
+}
+
 #[tokio::test]
 async fn a_cycle_of_several_reconciliations_lists_a_group_once() {
-    // Arrange: 1,050 members pimbridge owns (more than one reconciliation of 1,000 pairs), all
-    // deactivated; a removal threshold above them.
+    // Arrange: 1,050 members pimbridge owns and removed (more than one reconciliation of 1,000
+    // pairs), then activated again: the drift check looks in AWS for every one of them.
     let f = spawn_with_cycles(|app| {
         app.activation_limit = 1;
         app.max_removals_per_cycle = 2000;
     })
     .await;
     owned_members_deactivated(&f, "wide", 1050).await;
+    run_cycle(&f.app, "alpha").await;
+    assert_eq!(members(&f.a), 0);
+    let again: Vec<Value> = (0..1050)
+        .map(|i| {
+            let mut on = activation(
+                &format!("wide-again-{i}"),
+                GROUP_A,
+                &format!("wide-user-{i}"),
+            );
+            // After the deactivations (an activation is dated a minute back).
+            on["occurredAt"] = json!(at(0));
+            on
+        })
+        .collect();
+    for chunk in again.chunks(500) {
+        f.app.post_events(&json!(chunk)).await;
+    }
+    f.a.clear_request_log();
 
     // Act
     let cycle = run_cycle(&f.app, "alpha").await;
 
-    // Assert: all removed, and the drift check listed the group's members once (eleven pages of
-    // 100), not once per reconciliation.
+    // Assert: all added back, and the group was listed once (one page: it was empty), not once
+    // per reconciliation.
     assert_eq!(cycle.applied, 1050);
-    assert_eq!(members(&f.a), 0);
-    let pages =
-        f.a.request_log()
-            .iter()
-            .filter(|r| r.method == "GET" && r.query.contains("groups.value"))
-            .count();
-    assert_eq!(pages, 11, "listing pages");
+    assert_eq!(members(&f.a), 1050);
+    assert_eq!(listing_pages(&f.a), 1, "listing pages");
 }
 
 #[tokio::test]
