@@ -263,6 +263,11 @@ pub struct CompletedJob {
 /// Ends pairs' jobs after AWS reflects their grants, in one statement: for each pair, its job ids
 /// and whether the grants make it a member. Jobs that asked for that state are done, the others
 /// superseded. Returns the done jobs with their latency.
+///
+/// Each job is found by its id, one primary-key probe each (the lateral, locking look-up cannot be
+/// planned otherwise). Written as a plain join, statistics taken while few jobs were pending let
+/// the planner scan every pending job and compare it with every id: 1.2–1.9 s per batch of 1,000
+/// with 10,000 pending.
 pub async fn settle_applied(
     client: &impl GenericClient,
     cycle_id: i64,
@@ -284,8 +289,13 @@ pub async fn settle_applied(
                  note = CASE WHEN (j.action = 'add') = s.member THEN NULL
                              ELSE 'superseded: the grants decided otherwise' END,
                  completed_at = clock_timestamp(), last_error = NULL, cycle_id = $1
-             FROM unnest($2::int8[], $3::bool[]) AS s(id, member), events e
-             WHERE j.id = s.id AND j.state = 'pending' AND e.id = j.event_id
+             FROM (SELECT s.member, p.id, p.event_id
+                   FROM unnest($2::int8[], $3::bool[]) AS s(id, member)
+                   CROSS JOIN LATERAL (SELECT k.id, k.event_id FROM jobs k
+                                       WHERE k.id = s.id AND k.state = 'pending'
+                                       FOR UPDATE) p) s,
+                  events e
+             WHERE j.id = s.id AND e.id = s.event_id
              RETURNING j.state, j.action,
                        extract(epoch FROM (j.completed_at - e.received_at))::float8",
                 )

@@ -1,6 +1,6 @@
 //! Cache of AWS resource ids by Entra object id, per application.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
@@ -73,17 +73,29 @@ pub async fn get_many(
     users: &[&str],
     groups: &[&str],
 ) -> Result<CachedIds, StoreError> {
+    // One index look-up per id, each id once. The `LIMIT` keeps every look-up a probe of the
+    // primary key: planned as one scan filtered by the whole array, on statistics taken while the
+    // table was small, it compared every cached id with every asked one (160–240 ms a cycle
+    // batch at 10,000 users).
+    let users: BTreeSet<&str> = users.iter().copied().collect();
+    let groups: BTreeSet<&str> = groups.iter().copied().collect();
+    let (users, groups): (Vec<&str>, Vec<&str>) =
+        (users.into_iter().collect(), groups.into_iter().collect());
     let rows = client
         .query(
             &client
                 .prepare_cached(
-                    // Two index look-ups rather than one `OR`, which the planner may answer
-                    // with a scan of every cached id.
-                    "SELECT kind, entra_id, aws_id, attributes FROM scim_ids
-             WHERE application = $1 AND kind = 'user' AND entra_id = ANY($2)
+                    "SELECT 'user', u.id, s.aws_id, s.attributes
+             FROM unnest($2::text[]) AS u(id)
+             CROSS JOIN LATERAL (SELECT aws_id, attributes FROM scim_ids
+                                 WHERE application = $1 AND kind = 'user' AND entra_id = u.id
+                                 LIMIT 1) s
              UNION ALL
-             SELECT kind, entra_id, aws_id, attributes FROM scim_ids
-             WHERE application = $1 AND kind = 'group' AND entra_id = ANY($3)",
+             SELECT 'group', g.id, s.aws_id, NULL::jsonb
+             FROM unnest($3::text[]) AS g(id)
+             CROSS JOIN LATERAL (SELECT aws_id FROM scim_ids
+                                 WHERE application = $1 AND kind = 'group' AND entra_id = g.id
+                                 LIMIT 1) s",
                 )
                 .await?,
             &[&application, &users, &groups],
