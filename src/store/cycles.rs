@@ -285,17 +285,17 @@ pub async fn settle_applied(
             &client
                 .prepare_cached(
                     "UPDATE jobs j
-             SET state = CASE WHEN (j.action = 'add') = s.member THEN 'done' ELSE 'superseded' END,
-                 note = CASE WHEN (j.action = 'add') = s.member THEN NULL
+             SET state = CASE WHEN (j.action = 'add') = t.member THEN 'done' ELSE 'superseded' END,
+                 note = CASE WHEN (j.action = 'add') = t.member THEN NULL
                              ELSE 'superseded: the grants decided otherwise' END,
                  completed_at = clock_timestamp(), last_error = NULL, cycle_id = $1
              FROM (SELECT s.member, p.id, p.event_id
                    FROM unnest($2::int8[], $3::bool[]) AS s(id, member)
                    CROSS JOIN LATERAL (SELECT k.id, k.event_id FROM jobs k
                                        WHERE k.id = s.id AND k.state = 'pending'
-                                       FOR UPDATE) p) s,
+                                       FOR UPDATE) p) t,
                   events e
-             WHERE j.id = s.id AND e.id = s.event_id
+             WHERE j.id = t.id AND e.id = t.event_id
              RETURNING j.state, j.action,
                        extract(epoch FROM (j.completed_at - e.received_at))::float8",
                 )
