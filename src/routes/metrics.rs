@@ -89,13 +89,19 @@ async fn refresh_shared_gauges(state: &AppState) -> bool {
     let Ok(client) = state.probe_pool.get().await else {
         return false;
     };
+    // Every column of `jobs_by_state` is bound, so each count walks only the jobs it counts. A
+    // condition on the state alone read every job kept (10,000,000 in the retention benchmark),
+    // and kept a core busy while retention had left many of them dead.
+    let applications: Vec<&str> = state.applications.iter().map(String::as_str).collect();
     let Ok(rows) = client
         .query(
             "SELECT application, lane, count(*),
                     extract(epoch FROM now() - min(created_at))::float8
              FROM jobs
-             WHERE state IN ('pending', 'running') GROUP BY application, lane",
-            &[],
+             WHERE application = ANY($1) AND lane IN ('immediate', 'deferred')
+               AND state IN ('pending', 'running')
+             GROUP BY application, lane",
+            &[&applications],
         )
         .await
     else {
@@ -103,8 +109,11 @@ async fn refresh_shared_gauges(state: &AppState) -> bool {
     };
     let Ok(failed) = client
         .query(
-            "SELECT application, count(*) FROM jobs WHERE state = 'failed' GROUP BY application",
-            &[],
+            "SELECT application, count(*) FROM jobs
+             WHERE application = ANY($1) AND lane IN ('immediate', 'deferred')
+               AND state = 'failed'
+             GROUP BY application",
+            &[&applications],
         )
         .await
     else {

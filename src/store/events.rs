@@ -41,7 +41,8 @@ pub async fn insert_events(
         .collect();
     let rows = client
         .query(
-            "INSERT INTO events (source, source_event_id, kind, occurred_at, group_id, principal_id,
+            &client.prepare_cached(
+                "INSERT INTO events (source, source_event_id, kind, occurred_at, group_id, principal_id,
                                  ends_at, user_attributes, group_attributes, routing, grant_id)
              SELECT $1, u.id, u.kind, u.occurred_at, u.group_id, u.principal_id, u.ends_at, u.usr,
                     u.grp, u.routing, u.grant_id
@@ -53,6 +54,7 @@ pub async fn insert_events(
              ORDER BY u.ord
              ON CONFLICT (source, source_event_id) DO NOTHING
              RETURNING id, source_event_id",
+            ).await?,
             &[
                 &source.as_str(),
                 &ids,
@@ -98,11 +100,15 @@ pub async fn insert_jobs(
     let admitted: Vec<Option<OffsetDateTime>> = jobs.iter().map(|j| j.admitted_at).collect();
     client
         .execute(
-            "INSERT INTO jobs (event_id, application, action, lane, admitted_at)
+            &client
+                .prepare_cached(
+                    "INSERT INTO jobs (event_id, application, action, lane, admitted_at)
              SELECT u.event_id, u.application, u.action, u.lane, u.admitted_at
              FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
                   WITH ORDINALITY AS u(event_id, application, action, lane, admitted_at, ord)
              ORDER BY u.ord",
+                )
+                .await?,
             &[&events, &applications, &actions, &lanes, &admitted],
         )
         .await?;
@@ -232,7 +238,10 @@ pub async fn flush(client: &impl GenericClient) -> Result<(), StoreError> {
 /// Wakes dispatchers (delivered when the transaction commits).
 pub async fn notify_dispatchers(client: &impl GenericClient) -> Result<(), StoreError> {
     client
-        .execute("SELECT pg_notify($1, '')", &[&JOBS_CHANNEL])
+        .execute(
+            &client.prepare_cached("SELECT pg_notify($1, '')").await?,
+            &[&JOBS_CHANNEL],
+        )
         .await?;
     Ok(())
 }

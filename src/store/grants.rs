@@ -97,7 +97,7 @@ pub async fn record_activations(
     let notes: Vec<Option<&str>> = activations.iter().map(|a| a.note).collect();
     client
         .execute(
-            &sql,
+            &client.prepare_cached(&sql).await?,
             &[
                 &applications,
                 &sources,
@@ -173,7 +173,9 @@ pub async fn record_deactivations(
         .execute(
             // A deactivation takes effect when it arrives at the latest, even if the sender's
             // clock runs ahead.
-            "UPDATE grants g SET ended_at = least(d.occurred_at, clock_timestamp()),
+            &client
+                .prepare_cached(
+                    "UPDATE grants g SET ended_at = least(d.occurred_at, clock_timestamp()),
                                  ended_by = d.event_id
              FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::timestamptz[], $7::int8[])
@@ -184,6 +186,8 @@ pub async fn record_deactivations(
                AND (CASE WHEN d.grant_key IS NULL THEN g.started_at < d.occurred_at
                          ELSE g.grant_key = d.grant_key END)
                AND (g.ended_at IS NULL OR g.ended_at > d.occurred_at)",
+                )
+                .await?,
             &[
                 &applications,
                 &sources,

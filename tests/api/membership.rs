@@ -577,14 +577,16 @@ async fn a_cycle_of_several_reconciliations_lists_a_group_once() {
     for chunk in again.chunks(500) {
         f.app.post_events(&json!(chunk)).await;
     }
+    // On a slow machine the admission window may have room again for one immediate add.
+    wait_for_no_pending(&f.app, Duration::from_secs(10)).await;
     f.a.clear_request_log();
 
     // Act
     let cycle = run_cycle(&f.app, "alpha").await;
 
-    // Assert: all added back, and the group was listed once (one page: it was empty), not once
-    // per reconciliation.
-    assert_eq!(cycle.applied, 1050);
+    // Assert: all added back (at least 1,049 by the cycle: two reconciliations), and the group
+    // was listed once (one page: it was empty), not once per reconciliation.
+    assert!(cycle.applied >= 1049, "applied {}", cycle.applied);
     assert_eq!(members(&f.a), 1050);
     assert_eq!(listing_pages(&f.a), 1, "listing pages");
 }
