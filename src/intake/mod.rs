@@ -181,7 +181,7 @@ impl Intake {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // The application locks taken below are released at commit, before the flush.
-        store::commit_without_waiting(&tx).await?;
+        store::begin_intake(&tx).await?;
 
         // An activation and a deactivation of one pair (or two changes of one grant) never race,
         // and N replicas admit as one would (admission takes its own lock).
