@@ -214,9 +214,9 @@ pub async fn lock_admission(
 /// retention had deleted and vacuum had not yet removed (90 ms to plan the grant statement, 0.2 ms
 /// to run it, with 1,500,000 jobs just deleted).
 ///
-/// Commit without waiting: intake holds its locks (see [`IntakeLock`]) until it commits, so with a synchronous
-/// commit every intake waiting for the same locks also waited for the holder's flush to disk, and
-/// queued when the disk slowed (e.g. under retention's deletes). Committed asynchronously, the
+/// Commit without waiting: intake holds its locks (see [`IntakeLock`]) until it commits, so with
+/// a synchronous commit every intake waiting for the same locks also waited for the holder's flush
+/// to disk, and queued when the disk slowed (e.g. under retention's deletes). Committed asynchronously, the
 /// locks are released as soon as the commit is written to the log; the flushes of concurrent
 /// intakes then share one disk write (group commit) in [`flush`].
 ///
