@@ -181,7 +181,7 @@ impl Intake {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         // The application locks taken below are released at commit, before the flush.
-        store::begin_intake(&tx).await?;
+        store::begin_intake(&tx, unique.len() <= KEY_LOCKS_UP_TO).await?;
 
         // An activation and a deactivation of one pair (or two changes of one grant) never race,
         // and N replicas admit as one would (admission takes its own lock).

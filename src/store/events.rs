@@ -207,7 +207,8 @@ pub async fn lock_admission(
 
 /// Sets up an intake transaction on `client`: it commits without waiting for its flush to disk
 /// (the caller must call [`flush`] on the same connection after the commit and before telling
-/// anyone the rows are stored), and its prepared statements run on plans made once per connection.
+/// anyone the rows are stored), and, with `plans_once` (a request of a few events), its prepared
+/// statements run on plans made once per connection.
 ///
 /// Plans made once: every intake statement looks rows up by key, and planning them per request
 /// cost more than running them whenever Postgres's estimates read index ends full of rows that
@@ -224,11 +225,15 @@ pub async fn lock_admission(
 /// transaction, but no one has answered 2xx for it yet (the sender delivers it again), and every
 /// worker that acts on stored rows in AWS first commits a write of its own synchronously (a job's
 /// claim, a cycle's write-ahead), which flushes the log up to and past this transaction.
-pub async fn begin_intake(client: &impl GenericClient) -> Result<(), StoreError> {
+pub async fn begin_intake(client: &impl GenericClient, plans_once: bool) -> Result<(), StoreError> {
+    // A large batch plans for its own size: a plan made for one event is not one for a thousand,
+    // and one plan per batch costs little per event.
     client
-        .batch_execute(
-            "SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan",
-        )
+        .batch_execute(if plans_once {
+            "SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan"
+        } else {
+            "SET LOCAL synchronous_commit = off"
+        })
         .await?;
     Ok(())
 }
