@@ -515,6 +515,18 @@ async fn owned_members_deactivated(f: &Fixture, prefix: &str, n: usize) {
     f.a.clear_request_log();
 }
 
+/// 1,050 members pimbridge owns (more than one reconciliation of 1,000 pairs), all deactivated,
+/// with a removal threshold above them.
+async fn wide_group_deactivated(prefix: &str) -> Fixture {
+    let f = spawn_with_cycles(|app| {
+        app.activation_limit = 1;
+        app.max_removals_per_cycle = 2000;
+    })
+    .await;
+    owned_members_deactivated(&f, prefix, 1050).await;
+    f
+}
+
 /// GETs of the emulator's group-member listing (one per page of 100).
 fn listing_pages(emulator: &RunningEmulator) -> usize {
     emulator
@@ -527,12 +539,7 @@ fn listing_pages(emulator: &RunningEmulator) -> usize {
 #[tokio::test]
 async fn a_cycle_of_deactivations_removes_without_listing_the_group_first() {
     // Arrange: 1,050 members pimbridge owns, all deactivated; a removal threshold above them.
-    let f = spawn_with_cycles(|app| {
-        app.activation_limit = 1;
-        app.max_removals_per_cycle = 2000;
-    })
-    .await;
-    owned_members_deactivated(&f, "gone", 1050).await;
+    let f = wide_group_deactivated("gone").await;
 
     // Act
     let cycle = run_cycle(&f.app, "alpha").await;
@@ -554,12 +561,7 @@ async fn a_cycle_of_deactivations_removes_without_listing_the_group_first() {
 async fn a_cycle_of_several_reconciliations_lists_a_group_once() {
     // Arrange: 1,050 members pimbridge owns and removed (more than one reconciliation of 1,000
     // pairs), then activated again: the drift check looks in AWS for every one of them.
-    let f = spawn_with_cycles(|app| {
-        app.activation_limit = 1;
-        app.max_removals_per_cycle = 2000;
-    })
-    .await;
-    owned_members_deactivated(&f, "wide", 1050).await;
+    let f = wide_group_deactivated("wide").await;
     run_cycle(&f.app, "alpha").await;
     assert_eq!(members(&f.a), 0);
     let again: Vec<Value> = (0..1050)
