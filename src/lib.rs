@@ -1,9 +1,9 @@
 //! pimbridge: Microsoft Entra PIM-for-Groups activations to AWS IAM Identity Center, in milliseconds.
 //!
 //! Module map: `routes` (HTTP) → `auth` + `intake` (validate, authenticate, store with
-//! `admission`) → `store` (Postgres) → `dispatch` (immediate lane) and `sync` (cycles: deferred lane,
-//! deactivations, expiry) → `scim` (AWS). The workspace's `aws-scim-emulator` crate stands
-//! in for AWS. `config` is validated once; `metrics` and `telemetry` observe.
+//! `admission`) → `store` (Postgres) → `dispatch` (immediate lane; the intake also hands it the
+//! jobs it claims, through `handoff`) and `sync` (cycles: deferred lane, deactivations, expiry) →
+//! `scim` (AWS). The workspace's `aws-scim-emulator` crate stands in for AWS. `config` is validated once; `metrics` and `telemetry` observe.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -15,6 +15,7 @@ pub mod domain;
 pub mod duration;
 pub mod error;
 pub mod graph;
+pub mod handoff;
 pub mod intake;
 pub mod metrics;
 pub mod outbound;

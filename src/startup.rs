@@ -24,6 +24,7 @@ use crate::backoff::Backoff;
 use crate::config::{DatabaseSettings, Settings};
 use crate::dispatch::Dispatcher;
 use crate::graph::GraphClient;
+use crate::handoff::Handoff;
 use crate::intake::{Intake, Routing};
 use crate::metrics::Metrics;
 use crate::metrics::{ScimBudgets, ScimObserver};
@@ -150,10 +151,22 @@ impl Application {
         }
         let provisioner = Arc::new(provisioner);
         let immediate = Arc::new(immediate);
+        // Names this replica in leases and cycles.
+        let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
+        // The intake hands the jobs it admits to this replica's dispatcher, if it runs one.
+        let (handoff, handed) = Handoff::new(
+            &owner,
+            settings.dispatch.lease,
+            settings.dispatch.concurrency,
+        );
+        let mut intake = Intake::new(pool.clone(), Routing::from_settings(&settings));
+        if settings.dispatch.enabled {
+            intake = intake.with_handoff(handoff.clone());
+        }
         let state = web::Data::new(AppState {
             pool: pool.clone(),
             probe_pool,
-            intake: Intake::new(pool.clone(), Routing::from_settings(&settings)),
+            intake,
             authenticator,
             metrics,
             max_body_bytes: settings.intake.max_body_bytes,
@@ -217,8 +230,6 @@ impl Application {
             let (ready, shutdown) = (ready.clone(), shutdown.clone());
             move |work: Work| after_bootstrap(ready.clone(), shutdown.clone(), work)
         };
-        // Names this replica in leases and cycles.
-        let owner = format!("{}-{}", hostname(), uuid::Uuid::new_v4().simple());
         if let (Some(graph), Some(client)) = (&settings.graph, graph_client) {
             let resolver = Resolver {
                 pool: state.pool.clone(),
@@ -285,13 +296,14 @@ impl Application {
                     tls: store::tls::connector(settings.database.ca_file.as_deref())?,
                     owner: owner.clone(),
                     dead_after: settings.replica.dead_after,
+                    handoff,
                 };
                 background.push((
                     "dispatcher",
                     tokio::spawn(after_bootstrap(
                         alive.clone(),
                         shutdown.clone(),
-                        Box::pin(dispatcher.run(shutdown.clone())),
+                        Box::pin(dispatcher.run(handed, shutdown.clone())),
                     )),
                 ));
             }

@@ -1,8 +1,10 @@
 //! The immediate-lane dispatcher (docs/architecture.md).
 //!
 //! Woken by LISTEN/NOTIFY (with a polling fallback), it claims due immediate jobs under a lease
-//! (`store::jobs`), reconciles each job's pair through [`Provisioner::reconcile`] with bounded
-//! concurrency, and settles the job: done (observing receipt → AWS latency), superseded when the
+//! (`store::jobs`), or is handed the jobs this replica's intake claimed itself
+//! (`crate::handoff`);
+//! reconciles each job's pair through [`Provisioner::reconcile`] with bounded concurrency, and
+//! settles the job: done (observing receipt → AWS latency), superseded when the
 //! pair has no active grant any more, retry later with backoff that honours `Retry-After`, or
 //! failed for good with its reason. Leases are renewed while a job is in hand; when a replica dies
 //! another takes its jobs over as soon as its heartbeat says so (`crate::replica`), or when the
@@ -14,11 +16,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::DispatchSettings;
+use crate::handoff::{Handed, Handoff};
 use crate::metrics::Metrics;
 use crate::provision::{
     Failure, JobSettled, Options, Origin, Outcome, PairRequest, Provisioner, Reconciled,
@@ -45,11 +49,14 @@ pub struct Dispatcher {
     pub owner: String,
     /// Leases of replicas silent this long are taken over (`replica.dead_after`).
     pub dead_after: Duration,
+    /// Jobs this replica's intake claimed; its slots are the dispatcher's concurrency.
+    pub handoff: Arc<Handoff>,
 }
 
 impl Dispatcher {
-    /// Runs until `shutdown`, then finishes the jobs in hand.
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs until `shutdown`, then finishes the jobs in hand (those claimed here and those the
+    /// intake hands over on `handed`).
+    pub async fn run(self, mut handed: UnboundedReceiver<Handed>, shutdown: CancellationToken) {
         let wake = Arc::new(Notify::new());
         let listener = tokio::spawn(listener::listen(
             self.database_url.clone(),
@@ -58,13 +65,23 @@ impl Dispatcher {
             shutdown.clone(),
         ));
         let this = Arc::new(self);
-        let permits = Arc::new(Semaphore::new(this.settings.concurrency));
+        let permits = this.handoff.slots();
+        this.handoff.open();
         let poll = this.settings.poll_interval;
         let mut in_hand = JoinSet::new();
+        let start = |in_hand: &mut JoinSet<()>, job: ClaimedJob, permit: OwnedSemaphorePermit| {
+            let this = this.clone();
+            in_hand.spawn(async move {
+                this.handle(job).await;
+                drop(permit);
+            });
+        };
+        // False after a hand-over only: nothing new is due in the queue for it.
+        let mut claim = true;
         loop {
             let free = permits.available_permits();
             let mut claimed_all = false;
-            if free > 0 {
+            if claim && free > 0 {
                 match this.claim(free).await {
                     Ok(batch) => {
                         claimed_all = batch.len() == free;
@@ -72,31 +89,39 @@ impl Dispatcher {
                             let Ok(permit) = permits.clone().acquire_owned().await else {
                                 break;
                             };
-                            let this = this.clone();
-                            in_hand.spawn(async move {
-                                this.handle(job).await;
-                                drop(permit);
-                            });
+                            start(&mut in_hand, job, permit);
                         }
                     }
                     Err(e) => tracing::warn!(error.message = %e, "cannot claim jobs"),
                 }
             }
+            claim = true;
             if claimed_all {
                 // There may be more due jobs; claim again as soon as a permit frees up.
                 tokio::select! {
                     () = shutdown.cancelled() => break,
-                    Some(_) = in_hand.join_next() => continue,
+                    Some(h) = handed.recv() => start(&mut in_hand, h.job, h.slot),
+                    Some(_) = in_hand.join_next() => {}
                 }
+                continue;
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
+                Some(h) = handed.recv() => {
+                    start(&mut in_hand, h.job, h.slot);
+                    claim = false;
+                }
                 () = wake.notified() => {}
                 () = tokio::time::sleep(poll) => {}
                 Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
             }
         }
-        // Finish the jobs in hand; claim nothing new.
+        // Finish the jobs in hand, including any handed over before the intake saw the door
+        // close; claim nothing new.
+        this.handoff.close();
+        while let Ok(h) = handed.try_recv() {
+            start(&mut in_hand, h.job, h.slot);
+        }
         while in_hand.join_next().await.is_some() {}
         let _ = listener.await;
     }

@@ -18,6 +18,7 @@ use deadpool_postgres::Pool;
 
 use crate::admission::{self, AdmissionRule};
 use crate::domain::{EventKind, EventSource, Lane};
+use crate::handoff::{Handoff, Reserved};
 use crate::store::{events as store, grants, StoreError};
 use event::NewEvent;
 
@@ -111,6 +112,8 @@ impl IntakeSummary {
 pub struct Intake {
     pool: Pool,
     routing: std::sync::Arc<Routing>,
+    /// This replica's dispatcher, when it runs one.
+    handoff: Option<std::sync::Arc<Handoff>>,
 }
 
 impl Intake {
@@ -118,7 +121,15 @@ impl Intake {
         Self {
             pool,
             routing: std::sync::Arc::new(routing),
+            handoff: None,
         }
+    }
+
+    /// Claims the jobs it admits to the immediate lane for this replica's dispatcher, while that
+    /// has free slots, and hands them over once they are durable.
+    pub fn with_handoff(mut self, handoff: std::sync::Arc<Handoff>) -> Self {
+        self.handoff = Some(handoff);
+        self
     }
 
     /// Whether `group_id` is assigned to at least one application.
@@ -237,7 +248,6 @@ impl Intake {
         }
 
         let mut jobs = Vec::new();
-        let mut any_immediate = false;
         for &(index, event_row) in &stored {
             let event = &events[index];
             let applications = self.routing.applications_for(&event.group_id);
@@ -263,8 +273,8 @@ impl Intake {
                     action: event.kind.action(),
                     lane: decision.lane,
                     admitted_at: decision.admitted_at,
+                    claimed: false,
                 });
-                any_immediate |= decision.lane == Lane::Immediate;
                 lanes.push((application.clone(), decision.lane));
             }
             outcomes[index] = Some(EventOutcome::Accepted {
@@ -272,16 +282,40 @@ impl Intake {
                 jobs: lanes,
             });
         }
-        store::insert_jobs(&tx, &jobs).await?;
+        // The first admitted jobs, as many as this replica's dispatcher has free slots, are
+        // claimed here; the rest wait in the queue and the dispatchers are woken for them.
+        let wanted = jobs.iter().filter(|j| j.lane == Lane::Immediate).count();
+        let reserved = match &self.handoff {
+            Some(handoff) if wanted > 0 => handoff.reserve(wanted),
+            _ => Reserved::default(),
+        };
+        for job in jobs
+            .iter_mut()
+            .filter(|j| j.lane == Lane::Immediate)
+            .take(reserved.len())
+        {
+            job.claimed = true;
+        }
+        let unclaimed = wanted - reserved.len();
+        let claim = self.handoff.as_deref().map(|h| store::Claim {
+            owner: h.owner(),
+            lease_secs: h.lease_secs(),
+        });
+        let claimed = store::insert_jobs(&tx, &jobs, claim).await?;
         self.record_grants(&tx, source, events, &stored).await?;
 
-        if any_immediate {
+        if unclaimed > 0 {
             store::notify_dispatchers(&tx).await?;
         }
         tx.commit().await?;
         // Durable before anyone is told: also for a request whose events were all redeliveries,
         // as the first delivery's transaction may still be on its way to disk.
         store::flush(&client).await?;
+        if let Some(handoff) = &self.handoff {
+            if !claimed.is_empty() {
+                handoff.hand(reserved, self.claimed_jobs(events, &stored, claimed));
+            }
+        }
         Ok(IntakeSummary {
             outcomes: events
                 .iter()
@@ -289,6 +323,36 @@ impl Intake {
                 .filter_map(|(event, outcome)| Some((event.id.clone(), event.kind, outcome?)))
                 .collect(),
         })
+    }
+
+    /// What the dispatcher needs of the jobs claimed at insert.
+    fn claimed_jobs(
+        &self,
+        events: &[NewEvent],
+        stored: &[(usize, i64)],
+        claimed: Vec<store::ClaimedAtInsert>,
+    ) -> Vec<crate::store::jobs::ClaimedJob> {
+        claimed
+            .into_iter()
+            .filter_map(|c| {
+                let &(index, _) = stored.iter().find(|(_, row)| *row == c.event_id)?;
+                let event = &events[index];
+                Some(crate::store::jobs::ClaimedJob {
+                    id: c.job_id,
+                    action: event.kind.action(),
+                    attempts: 1,
+                    event_id: c.event_id,
+                    source_event_id: event.id.clone(),
+                    subject: crate::domain::Subject {
+                        application: c.application,
+                        principal_id: event.principal_id.clone(),
+                        group_id: event.group_id.clone(),
+                        user_attributes: event.user.clone(),
+                        group_attributes: event.group.clone(),
+                    },
+                })
+            })
+            .collect()
     }
 
     /// The pairs and grants the events at `indexes` may touch in each application they are routed

@@ -19,6 +19,7 @@ mod graph;
 mod graph_client;
 mod graph_credentials;
 mod graph_removals;
+mod handoff;
 mod health;
 mod helpers;
 mod hostile_input;
