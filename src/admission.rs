@@ -49,24 +49,27 @@ pub async fn decide(
     rule: AdmissionRule,
     activations: usize,
 ) -> Result<Vec<Decision>, StoreError> {
-    let (now, admitted) = window(client, application, rule).await?;
+    let statement = window_statement(client).await?;
+    let (now, admitted) = window(client, &statement, application, rule).await?;
     if admitted >= i64::from(rule.limit) {
         return Ok(lanes_for(admitted, rule.limit, now, activations));
     }
-    // Room, as far as committed admissions tell: look again under the lock.
-    crate::store::events::lock_admission(client, application).await?;
-    let (now, admitted) = window(client, application, rule).await?;
+    // Room, as far as committed admissions tell: look again under the lock. The lock and the look
+    // are sent together (both prepared, so they leave in this order): Postgres runs the look once
+    // the lock is granted, and the holder spends one round trip of the lock's time, not two.
+    let lock = crate::store::events::admission_lock(client).await?;
+    let ((), (now, admitted)) = futures_util::try_join!(
+        crate::store::events::lock_admission_with(client, &lock, application),
+        window(client, &statement, application, rule),
+    )?;
     Ok(lanes_for(admitted, rule.limit, now, activations))
 }
 
-/// Postgres's clock and the admissions of `application` in the window before it (`i64::MAX` while
-/// the application is quarantined).
-async fn window(
+/// The window's statement, prepared once per connection: every activation reads it.
+async fn window_statement(
     client: &impl GenericClient,
-    application: &str,
-    rule: AdmissionRule,
-) -> Result<(OffsetDateTime, i64), StoreError> {
-    // Half-open window, as in `decide_at`. Prepared once per connection: every activation reads it.
+) -> Result<tokio_postgres::Statement, StoreError> {
+    // Half-open window, as in `decide_at`.
     let sql = "SELECT c.now, a.quarantined_at IS NOT NULL,
                       (SELECT count(*) FROM jobs j
                        WHERE j.application = a.name AND j.lane = 'immediate'
@@ -74,11 +77,19 @@ async fn window(
                          AND j.admitted_at <= c.now)
                FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
                WHERE a.name = $1";
+    Ok(client.prepare_cached(sql).await?)
+}
+
+/// Postgres's clock and the admissions of `application` in the window before it (`i64::MAX` while
+/// the application is quarantined).
+async fn window(
+    client: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
+    application: &str,
+    rule: AdmissionRule,
+) -> Result<(OffsetDateTime, i64), StoreError> {
     let row = client
-        .query_one(
-            &client.prepare_cached(sql).await?,
-            &[&application, &rule.window.as_secs_f64()],
-        )
+        .query_one(statement, &[&application, &rule.window.as_secs_f64()])
         .await?;
     let now: OffsetDateTime = row.get(0);
     let admitted: i64 = if row.get::<_, bool>(1) {

@@ -229,6 +229,15 @@ impl Intake {
             }
         }
 
+        // Grants do not depend on lanes, but they read the jobs of the request's deactivations.
+        // A request without any records them before admission, outside the admission lock.
+        let grants_first = stored
+            .iter()
+            .all(|&(index, _)| events[index].kind == EventKind::Activation);
+        if grants_first {
+            self.record_grants(&tx, source, events, &stored).await?;
+        }
+
         // Admission, once per application: its new activations in id order.
         let mut activations: BTreeMap<&str, usize> = BTreeMap::new();
         for &(index, _) in &stored {
@@ -302,7 +311,9 @@ impl Intake {
             lease_secs: h.lease_secs(),
         });
         let claimed = store::insert_jobs(&tx, &jobs, claim).await?;
-        self.record_grants(&tx, source, events, &stored).await?;
+        if !grants_first {
+            self.record_grants(&tx, source, events, &stored).await?;
+        }
 
         if unclaimed > 0 {
             store::notify_dispatchers(&tx).await?;

@@ -272,12 +272,28 @@ pub async fn lock_admission(
     client: &impl GenericClient,
     application: &str,
 ) -> Result<(), StoreError> {
-    let sql = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
+    let lock = admission_lock(client).await?;
+    lock_admission_with(client, &lock, application).await
+}
+
+/// The statement of [`lock_admission`], prepared once per connection: a caller that sends the
+/// lock and its next statement together needs both prepared first, so that they go out in order.
+pub async fn admission_lock(
+    client: &impl GenericClient,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    Ok(client
+        .prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+        .await?)
+}
+
+/// [`lock_admission`] with its statement prepared by [`admission_lock`].
+pub async fn lock_admission_with(
+    client: &impl GenericClient,
+    lock: &tokio_postgres::Statement,
+    application: &str,
+) -> Result<(), StoreError> {
     client
-        .query(
-            &client.prepare_cached(sql).await?,
-            &[&ADMISSION_CLASS, &application],
-        )
+        .query(lock, &[&ADMISSION_CLASS, &application])
         .await?;
     Ok(())
 }
