@@ -29,7 +29,7 @@ pub struct AdmissionRule {
     pub window: Duration,
 }
 
-/// The outcome for one activation.
+/// The outcome for one activation (see [`decide_at`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub lane: Lane,
@@ -37,40 +37,132 @@ pub struct Decision {
     pub admitted_at: Option<OffsetDateTime>,
 }
 
-/// Decides the lanes of `activations` activations of one request, in the order they are stored
-/// (id order): the first `limit - admitted` go to the immediate lane, the rest are deferred. Call
-/// in the request's transaction, after its other locks. The clock and the window's count are read
-/// in one statement: every activation admitted here is admitted at the same instant and counts
-/// against the next, so no window ever holds more than `limit` (a single event is a batch of one).
-/// A quarantined application's activations are deferred.
-pub async fn decide(
+/// A job admitted to the immediate lane.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub job_id: i64,
+    /// The event's row id.
+    pub event_id: i64,
+    /// Claimed for this replica's dispatcher as it was admitted (see [`Claim`]).
+    pub claimed: bool,
+}
+
+/// The lease an intake takes on the first jobs it admits, for its own replica's dispatcher
+/// (`crate::handoff`).
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub owner: &'a str,
+    pub lease_secs: f64,
+    /// How many of the admitted jobs to claim (the dispatcher's free slots).
+    pub slots: usize,
+}
+
+/// Admits the jobs of `application` of one request's activations (`events`: their rows, in id
+/// order; their jobs already stored in the deferred lane): the first `limit - admitted` move to
+/// the immediate lane, all at one instant, so that each counts against the next and no window
+/// ever holds more than `limit` (a single event is a batch of one); the rest stay deferred.
+/// With `claim`, the first `claim.slots` admitted are also claimed as `store::jobs` claims a job
+/// (running, leased, first attempt, the pair's AWS record written ahead as `unknown`). Call in
+/// the request's transaction, after its other locks. A quarantined application admits nothing.
+pub async fn admit(
     client: &impl GenericClient,
     application: &str,
     rule: AdmissionRule,
-    activations: usize,
-) -> Result<Vec<Decision>, StoreError> {
+    events: &[i64],
+    claim: Option<Claim<'_>>,
+) -> Result<Vec<Admitted>, StoreError> {
     let statement = window_statement(client).await?;
-    let (now, admitted) = window(client, &statement, application, rule).await?;
-    if admitted >= i64::from(rule.limit) {
-        return Ok(lanes_for(admitted, rule.limit, now, activations));
+    let admitted = window(client, &statement, application, rule).await?;
+    if admitted >= i64::from(rule.limit) || events.is_empty() {
+        return Ok(Vec::new());
     }
-    // Room, as far as committed admissions tell: look again under the lock. The lock and the look
-    // are sent together (both prepared, so they leave in this order): Postgres runs the look once
-    // the lock is granted, and the holder spends one round trip of the lock's time, not two.
+    // Room, as far as committed admissions tell: count again under the lock and admit in the
+    // same statement. The lock and the statement are sent together (both prepared, so they leave
+    // in this order): Postgres runs the statement once the lock is granted, and the lock is held
+    // for that statement and the commit only, without a round trip to decide in between.
     let lock = crate::store::events::admission_lock(client).await?;
-    let ((), (now, admitted)) = futures_util::try_join!(
+    let promote = client.prepare_cached(PROMOTE).await?;
+    let (owner, lease_secs, slots) = match claim {
+        Some(c) => (Some(c.owner), c.lease_secs, c.slots as i64),
+        None => (None, 0.0, 0),
+    };
+    let limit = i64::from(rule.limit);
+    let window = rule.window.as_secs_f64();
+    let ((), rows) = futures_util::try_join!(
         crate::store::events::lock_admission_with(client, &lock, application),
-        window(client, &statement, application, rule),
+        async {
+            Ok(client
+                .query(
+                    &promote,
+                    &[
+                        &application,
+                        &window,
+                        &events,
+                        &limit,
+                        &slots,
+                        &owner,
+                        &lease_secs,
+                    ],
+                )
+                .await?)
+        },
     )?;
-    Ok(lanes_for(admitted, rule.limit, now, activations))
+    Ok(rows
+        .iter()
+        .map(|r| Admitted {
+            job_id: r.get(0),
+            event_id: r.get(1),
+            claimed: r.get(2),
+        })
+        .collect())
 }
+
+/// Moves the first jobs of application $1 for the events $3 (in id order) to the immediate lane,
+/// as many as the window of $2 seconds before now has room for under the limit $4; claims the
+/// first $5 of them for owner $6 with a lease of $7 seconds. Half-open window, as in `decide_at`.
+const PROMOTE: &str = "WITH w AS (
+         SELECT c.now, a.quarantined_at IS NOT NULL AS quarantined,
+                (SELECT count(*) FROM jobs j
+                 WHERE j.application = a.name AND j.lane = 'immediate'
+                   AND j.admitted_at > c.now - make_interval(secs => $2)
+                   AND j.admitted_at <= c.now) AS admitted
+         FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
+         WHERE a.name = $1
+     ), chosen AS (
+         SELECT j.id, row_number() OVER (ORDER BY j.id) AS k
+         FROM jobs j
+         WHERE j.application = $1 AND j.event_id = ANY($3::int8[]) AND j.action = 'add'
+           AND j.lane = 'deferred' AND NOT (SELECT quarantined FROM w)
+         ORDER BY j.id
+         LIMIT greatest(0, $4 - (SELECT admitted FROM w))
+     ), promoted AS (
+         UPDATE jobs j
+         SET lane = 'immediate', admitted_at = w.now,
+             state = CASE WHEN c.k <= $5 THEN 'running' ELSE j.state END,
+             lease_owner = CASE WHEN c.k <= $5 THEN $6 END,
+             lease_expires_at = CASE WHEN c.k <= $5
+                                     THEN clock_timestamp() + make_interval(secs => $7) END,
+             attempts = CASE WHEN c.k <= $5 THEN 1 ELSE j.attempts END
+         FROM chosen c, w
+         WHERE j.id = c.id
+         RETURNING j.id, j.event_id, j.state = 'running' AS claimed
+     ), in_flight AS (
+         -- As a claim writes it: a request may go out as soon as this commits.
+         INSERT INTO aws_memberships (application, principal_id, group_id, aws_state)
+         SELECT DISTINCT $1, e.principal_id, e.group_id, 'unknown'
+         FROM promoted p JOIN events e ON e.id = p.event_id
+         WHERE p.claimed
+         ON CONFLICT (application, principal_id, group_id) DO UPDATE
+         SET aws_state = 'unknown', updated_at = clock_timestamp()
+     )
+     SELECT id, event_id, claimed FROM promoted ORDER BY id";
 
 /// The window's statement, prepared once per connection: every activation reads it.
 async fn window_statement(
     client: &impl GenericClient,
 ) -> Result<tokio_postgres::Statement, StoreError> {
     // Half-open window, as in `decide_at`.
-    let sql = "SELECT c.now, a.quarantined_at IS NOT NULL,
+    let sql = "SELECT a.quarantined_at IS NOT NULL,
                       (SELECT count(*) FROM jobs j
                        WHERE j.application = a.name AND j.lane = 'immediate'
                          AND j.admitted_at > c.now - make_interval(secs => $2)
@@ -80,24 +172,22 @@ async fn window_statement(
     Ok(client.prepare_cached(sql).await?)
 }
 
-/// Postgres's clock and the admissions of `application` in the window before it (`i64::MAX` while
-/// the application is quarantined).
+/// The admissions of `application` in the window before Postgres's now, as committed so far
+/// (`i64::MAX` while the application is quarantined).
 async fn window(
     client: &impl GenericClient,
     statement: &tokio_postgres::Statement,
     application: &str,
     rule: AdmissionRule,
-) -> Result<(OffsetDateTime, i64), StoreError> {
+) -> Result<i64, StoreError> {
     let row = client
         .query_one(statement, &[&application, &rule.window.as_secs_f64()])
         .await?;
-    let now: OffsetDateTime = row.get(0);
-    let admitted: i64 = if row.get::<_, bool>(1) {
+    Ok(if row.get::<_, bool>(0) {
         i64::MAX
     } else {
-        row.get(2)
-    };
-    Ok((now, admitted))
+        row.get(1)
+    })
 }
 
 /// Decides the lane of one activation at `now`. The window is half-open: an admission exactly
@@ -136,14 +226,6 @@ fn lane_for(admitted_in_window: i64, limit: u32, now: OffsetDateTime) -> Decisio
     }
 }
 
-/// The rule for `n` activations decided in order at one instant: each admitted one counts
-/// against the next.
-fn lanes_for(admitted_in_window: i64, limit: u32, now: OffsetDateTime, n: usize) -> Vec<Decision> {
-    (0..n)
-        .map(|k| lane_for(admitted_in_window.saturating_add(k as i64), limit, now))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,28 +239,5 @@ mod tests {
         assert_eq!(lane_for(5, 5, now).lane, Lane::Deferred);
         assert_eq!(lane_for(5, 5, now).admitted_at, None);
         assert_eq!(lane_for(9, 5, now).lane, Lane::Deferred);
-    }
-
-    #[test]
-    fn a_batch_fills_what_is_left_of_the_window_in_order() {
-        let now = OffsetDateTime::UNIX_EPOCH;
-        let lanes: Vec<Lane> = lanes_for(3, 5, now, 4).iter().map(|d| d.lane).collect();
-        assert_eq!(
-            lanes,
-            [
-                Lane::Immediate,
-                Lane::Immediate,
-                Lane::Deferred,
-                Lane::Deferred
-            ]
-        );
-        assert!(lanes_for(7, 5, now, 3)
-            .iter()
-            .all(|d| d.lane == Lane::Deferred));
-        // Quarantined: counted as full.
-        assert!(lanes_for(i64::MAX, 5, now, 3)
-            .iter()
-            .all(|d| d.admitted_at.is_none()));
-        assert!(lanes_for(0, 5, now, 0).is_empty());
     }
 }

@@ -38,6 +38,16 @@ impl Reserved {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Frees all but the first `n` slots (fewer jobs were claimed than reserved for).
+    pub fn truncate(&mut self, n: usize) {
+        self.0.truncate(n);
+    }
+
+    /// Adds the slots of `other`.
+    pub fn append(&mut self, mut other: Reserved) {
+        self.0.append(&mut other.0);
+    }
 }
 
 /// The way from this replica's intake to its dispatcher.

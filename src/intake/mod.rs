@@ -12,7 +12,7 @@ pub mod eventgrid;
 pub mod graph;
 pub mod validate;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use deadpool_postgres::Pool;
 
@@ -229,95 +229,94 @@ impl Intake {
             }
         }
 
-        // Grants do not depend on lanes, but they read the jobs of the request's deactivations.
-        // A request without any records them before admission, outside the admission lock.
-        let grants_first = stored
-            .iter()
-            .all(|&(index, _)| events[index].kind == EventKind::Activation);
-        if grants_first {
-            self.record_grants(&tx, source, events, &stored).await?;
-        }
-
-        // Admission, once per application: its new activations in id order.
-        let mut activations: BTreeMap<&str, usize> = BTreeMap::new();
-        for &(index, _) in &stored {
-            if events[index].kind == EventKind::Activation {
-                for application in self.routing.applications_for(&events[index].group_id) {
-                    *activations.entry(application.as_str()).or_default() += 1;
-                }
-            }
-        }
-        let mut decisions: BTreeMap<&str, std::vec::IntoIter<admission::Decision>> =
-            BTreeMap::new();
-        for (application, n) in activations {
-            if let Some(rule) = self.routing.rules.get(application) {
-                let lanes = admission::decide(&tx, application, *rule, n).await?;
-                decisions.insert(application, lanes.into_iter());
-            }
-        }
-
+        // Every job is stored deferred; admission then moves the first activations of each
+        // application to the immediate lane. Grants read the jobs of the request's deactivations,
+        // so they follow the jobs; admission comes last, as its lock is held until commit.
         let mut jobs = Vec::new();
         for &(index, event_row) in &stored {
             let event = &events[index];
-            let applications = self.routing.applications_for(&event.group_id);
-            if applications.is_empty() {
-                outcomes[index] = Some(EventOutcome::Unrouted { event_row });
-                continue;
-            }
-            let mut lanes = Vec::with_capacity(applications.len());
-            for application in applications {
-                let decision = match event.kind {
-                    EventKind::Activation => decisions
-                        .get_mut(application.as_str())
-                        .and_then(Iterator::next),
-                    EventKind::Deactivation => None,
-                }
-                .unwrap_or(admission::Decision {
-                    lane: Lane::Deferred,
-                    admitted_at: None,
-                });
+            for application in self.routing.applications_for(&event.group_id) {
                 jobs.push(store::NewJob {
                     event_id: event_row,
                     application,
                     action: event.kind.action(),
-                    lane: decision.lane,
-                    admitted_at: decision.admitted_at,
-                    claimed: false,
                 });
-                lanes.push((application.clone(), decision.lane));
             }
-            outcomes[index] = Some(EventOutcome::Accepted {
-                event_row,
-                jobs: lanes,
-            });
         }
-        // The first admitted jobs, as many as this replica's dispatcher has free slots, are
-        // claimed here; the rest wait in the queue and the dispatchers are woken for them.
-        let wanted = jobs.iter().filter(|j| j.lane == Lane::Immediate).count();
-        let reserved = match &self.handoff {
-            Some(handoff) if wanted > 0 => handoff.reserve(wanted),
-            _ => Reserved::default(),
-        };
-        for job in jobs
-            .iter_mut()
-            .filter(|j| j.lane == Lane::Immediate)
-            .take(reserved.len())
-        {
-            job.claimed = true;
-        }
-        let unclaimed = wanted - reserved.len();
-        let claim = self.handoff.as_deref().map(|h| store::Claim {
-            owner: h.owner(),
-            lease_secs: h.lease_secs(),
-        });
-        let claimed = store::insert_jobs(&tx, &jobs, claim).await?;
-        if !grants_first {
-            self.record_grants(&tx, source, events, &stored).await?;
-        }
+        store::insert_jobs(&tx, &jobs).await?;
+        self.record_grants(&tx, source, events, &stored).await?;
 
-        if unclaimed > 0 {
+        // Admission, once per application: its new activations in id order. The first admitted
+        // jobs, as many as this replica's dispatcher has free slots, are claimed for it here; the
+        // dispatchers are woken for the others.
+        let mut activations: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for &(index, event_row) in &stored {
+            if events[index].kind == EventKind::Activation {
+                for application in self.routing.applications_for(&events[index].group_id) {
+                    activations
+                        .entry(application.as_str())
+                        .or_default()
+                        .push(event_row);
+                }
+            }
+        }
+        let mut admitted: HashSet<(&str, i64)> = HashSet::new();
+        let mut claimed = Vec::new();
+        let mut reserved = Reserved::default();
+        for (application, rows) in activations {
+            let Some(rule) = self.routing.rules.get(application) else {
+                continue;
+            };
+            let mut slots = match &self.handoff {
+                Some(handoff) => handoff.reserve(rows.len().min(rule.limit as usize)),
+                None => Reserved::default(),
+            };
+            let claim = self
+                .handoff
+                .as_deref()
+                .filter(|_| !slots.is_empty())
+                .map(|h| admission::Claim {
+                    owner: h.owner(),
+                    lease_secs: h.lease_secs(),
+                    slots: slots.len(),
+                });
+            let these = admission::admit(&tx, application, *rule, &rows, claim).await?;
+            slots.truncate(these.iter().filter(|a| a.claimed).count());
+            reserved.append(slots);
+            for job in these {
+                admitted.insert((application, job.event_id));
+                if job.claimed {
+                    claimed.push((application, job));
+                }
+            }
+        }
+        if admitted.len() > claimed.len() {
             store::notify_dispatchers(&tx).await?;
         }
+
+        for &(index, event_row) in &stored {
+            let applications = self.routing.applications_for(&events[index].group_id);
+            outcomes[index] = Some(if applications.is_empty() {
+                EventOutcome::Unrouted { event_row }
+            } else {
+                let lanes = applications
+                    .iter()
+                    .map(|application| {
+                        let lane = if admitted.contains(&(application.as_str(), event_row)) {
+                            Lane::Immediate
+                        } else {
+                            Lane::Deferred
+                        };
+                        (application.clone(), lane)
+                    })
+                    .collect();
+                EventOutcome::Accepted {
+                    event_row,
+                    jobs: lanes,
+                }
+            });
+        }
+
         tx.commit().await?;
         // Durable before anyone is told: also for a request whose events were all redeliveries,
         // as the first delivery's transaction may still be on its way to disk.
@@ -336,26 +335,26 @@ impl Intake {
         })
     }
 
-    /// What the dispatcher needs of the jobs claimed at insert.
+    /// What the dispatcher needs of the jobs claimed at admission.
     fn claimed_jobs(
         &self,
         events: &[NewEvent],
         stored: &[(usize, i64)],
-        claimed: Vec<store::ClaimedAtInsert>,
+        claimed: Vec<(&str, admission::Admitted)>,
     ) -> Vec<crate::store::jobs::ClaimedJob> {
         claimed
             .into_iter()
-            .filter_map(|c| {
-                let &(index, _) = stored.iter().find(|(_, row)| *row == c.event_id)?;
+            .filter_map(|(application, job)| {
+                let &(index, _) = stored.iter().find(|(_, row)| *row == job.event_id)?;
                 let event = &events[index];
                 Some(crate::store::jobs::ClaimedJob {
-                    id: c.job_id,
+                    id: job.job_id,
                     action: event.kind.action(),
                     attempts: 1,
-                    event_id: c.event_id,
+                    event_id: job.event_id,
                     source_event_id: event.id.clone(),
                     subject: crate::domain::Subject {
-                        application: c.application,
+                        application: application.to_owned(),
                         principal_id: event.principal_id.clone(),
                         group_id: event.group_id.clone(),
                         user_attributes: event.user.clone(),

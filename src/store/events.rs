@@ -9,7 +9,7 @@ use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
 use super::StoreError;
-use crate::domain::{Action, EventSource, Lane, NewEvent};
+use crate::domain::{Action, EventSource, NewEvent};
 
 /// Inserts `events` (each with whether it is routed) in the order given, skipping those whose
 /// `(source, id)` is already stored. Returns each event's new row id, or `None` for a redelivery.
@@ -80,116 +80,35 @@ pub struct NewJob<'a> {
     pub event_id: i64,
     pub application: &'a str,
     pub action: Action,
-    pub lane: Lane,
-    /// When admission put it in the immediate lane.
-    pub admitted_at: Option<OffsetDateTime>,
-    /// Claimed by the inserting replica (see [`Claim`]).
-    pub claimed: bool,
 }
 
-/// The lease the intake takes on the jobs it hands to its own dispatcher
-/// (`dispatch::handoff`).
-#[derive(Debug, Clone, Copy)]
-pub struct Claim<'a> {
-    pub owner: &'a str,
-    pub lease_secs: f64,
-}
-
-/// A job claimed as it was inserted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimedAtInsert {
-    pub job_id: i64,
-    pub event_id: i64,
-    pub application: String,
-}
-
-/// Inserts `jobs`, drawing their ids in the order given (the dispatcher claims in id order).
-/// The jobs marked `claimed` are inserted as a claim leaves them (running, leased to
-/// `claim.owner`, first attempt), with the same write-ahead record of AWS (`unknown`), and
-/// returned.
+/// Inserts `jobs` in the deferred lane, drawing their ids in the order given (admission then moves
+/// the first activations to the immediate lane in id order, `admission::admit`).
 pub async fn insert_jobs(
     client: &impl GenericClient,
     jobs: &[NewJob<'_>],
-    claim: Option<Claim<'_>>,
-) -> Result<Vec<ClaimedAtInsert>, StoreError> {
+) -> Result<(), StoreError> {
     if jobs.is_empty() {
-        return Ok(Vec::new());
+        return Ok(());
     }
     let events: Vec<i64> = jobs.iter().map(|j| j.event_id).collect();
     let applications: Vec<&str> = jobs.iter().map(|j| j.application).collect();
     let actions: Vec<&str> = jobs.iter().map(|j| j.action.as_str()).collect();
-    let lanes: Vec<&str> = jobs.iter().map(|j| j.lane.as_str()).collect();
-    let admitted: Vec<Option<OffsetDateTime>> = jobs.iter().map(|j| j.admitted_at).collect();
-    let Some(claim) = claim.filter(|_| jobs.iter().any(|j| j.claimed)) else {
-        client
-            .execute(
-                &client
-                    .prepare_cached(
-                        "INSERT INTO jobs (event_id, application, action, lane, admitted_at)
-                 SELECT u.event_id, u.application, u.action, u.lane, u.admitted_at
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::timestamptz[])
-                      WITH ORDINALITY AS u(event_id, application, action, lane, admitted_at, ord)
-                 ORDER BY u.ord",
-                    )
-                    .await?,
-                &[&events, &applications, &actions, &lanes, &admitted],
-            )
-            .await?;
-        return Ok(Vec::new());
-    };
-    let claimed: Vec<bool> = jobs.iter().map(|j| j.claimed).collect();
-    // As `jobs::claim_immediate` leaves a job, write-ahead record included: a request may go out
-    // as soon as this commits.
-    let rows = client
-        .query(
+    client
+        .execute(
             &client
                 .prepare_cached(
-                    "WITH inserted AS (
-                 INSERT INTO jobs (event_id, application, action, lane, admitted_at,
-                                   state, lease_owner, lease_expires_at, attempts)
-                 SELECT u.event_id, u.application, u.action, u.lane, u.admitted_at,
-                        CASE WHEN u.claimed THEN 'running' ELSE 'pending' END,
-                        CASE WHEN u.claimed THEN $7 END,
-                        CASE WHEN u.claimed
-                             THEN clock_timestamp() + make_interval(secs => $8) END,
-                        CASE WHEN u.claimed THEN 1 ELSE 0 END
-                 FROM unnest($1::int8[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                             $6::bool[])
-                      WITH ORDINALITY
-                      AS u(event_id, application, action, lane, admitted_at, claimed, ord)
-                 ORDER BY u.ord
-                 RETURNING id, event_id, application, state
-             ), in_flight AS (
-                 INSERT INTO aws_memberships (application, principal_id, group_id, aws_state)
-                 SELECT DISTINCT i.application, e.principal_id, e.group_id, 'unknown'
-                 FROM inserted i JOIN events e ON e.id = i.event_id
-                 WHERE i.state = 'running'
-                 ON CONFLICT (application, principal_id, group_id) DO UPDATE
-                 SET aws_state = 'unknown', updated_at = clock_timestamp()
-             )
-             SELECT id, event_id, application FROM inserted WHERE state = 'running' ORDER BY id",
+                    "INSERT INTO jobs (event_id, application, action, lane)
+             SELECT u.event_id, u.application, u.action, 'deferred'
+             FROM unnest($1::int8[], $2::text[], $3::text[])
+                  WITH ORDINALITY AS u(event_id, application, action, ord)
+             ORDER BY u.ord",
                 )
                 .await?,
-            &[
-                &events,
-                &applications,
-                &actions,
-                &lanes,
-                &admitted,
-                &claimed,
-                &claim.owner,
-                &claim.lease_secs,
-            ],
+            &[&events, &applications, &actions],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ClaimedAtInsert {
-            job_id: r.get(0),
-            event_id: r.get(1),
-            application: r.get(2),
-        })
-        .collect())
+    Ok(())
 }
 
 /// How an intake transaction keeps concurrent intakes of the same applications apart

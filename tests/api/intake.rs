@@ -433,6 +433,45 @@ async fn a_batch_admits_exactly_the_first_activations_in_id_order_and_reports_du
 }
 
 #[tokio::test]
+async fn a_batch_fills_only_what_is_left_of_the_window_and_never_admits_a_deactivation() {
+    let app = spawn_app().await; // alpha: 5 activations per 10 s (the default)
+    for i in 0..3 {
+        let single = activation(&format!("left-0{i}"), GROUP_A, &format!("l{i}"));
+        assert_eq!(app.post_events(&single).await.status(), 202);
+    }
+
+    // Two slots are left: the batch's first two activations in id order take them; its
+    // deactivation (of another pair, sorted first) stays with the cycles.
+    let batch = json!([
+        activation("left-13", GROUP_A, "l13"),
+        deactivation("left-10", GROUP_A, "l0"),
+        activation("left-12", GROUP_A, "l12"),
+        activation("left-14", GROUP_A, "l14"),
+        activation("left-11", GROUP_A, "l11"),
+    ]);
+    assert_eq!(app.post_events(&batch).await.status(), 202);
+
+    let lanes = alpha_lanes(&app).await;
+    let lane_of = |id: &str| {
+        lanes
+            .iter()
+            .find(|(event, _)| event == id)
+            .map(|(_, lane)| lane.as_str())
+            .unwrap()
+    };
+    assert_eq!(lane_of("left-10"), "deferred");
+    assert_eq!(lane_of("left-11"), "immediate");
+    assert_eq!(lane_of("left-12"), "immediate");
+    assert_eq!(lane_of("left-13"), "deferred");
+    assert_eq!(lane_of("left-14"), "deferred");
+    assert_eq!(
+        app.count("SELECT count(*) FROM jobs WHERE lane = 'immediate'")
+            .await,
+        5
+    );
+}
+
+#[tokio::test]
 async fn a_quarantined_application_defers_a_whole_batch() {
     let app = spawn_app().await;
     app.db
