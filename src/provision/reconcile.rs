@@ -226,10 +226,13 @@ impl Provisioner {
             journal: Some(&journal),
             ..LogIds::default()
         };
-        let mut views = aws_memberships::view(&*db, application, pairs).await?;
         let users: Vec<&str> = pairs.iter().map(|p| p.principal_id.as_str()).collect();
         let groups: Vec<&str> = pairs.iter().map(|p| p.group_id.as_str()).collect();
-        let cached = scim_ids::get_many(&*db, application, &users, &groups).await?;
+        // Two independent reads, sent together.
+        let (mut views, cached) = futures_util::try_join!(
+            aws_memberships::view(&*db, application, pairs),
+            scim_ids::get_many(&*db, application, &users, &groups),
+        )?;
         journal.prefetched(application, &users, &groups, cached);
         let mut report = Reconciled::default();
         let target = match self.target(application) {
@@ -792,20 +795,27 @@ impl Provisioner {
             });
         }
         // A fixed number of statements however many pairs: a cycle's hundred cost what one does.
+        // They touch a table each (the record of AWS leaves the job itself aside), so they are
+        // sent together: one round trip between the transaction's start and its commit.
         let tx = db.transaction().await?;
-        scim_ids::put_many(&tx, &ids).await?;
-        provisioning_log::append_many(&tx, &entries).await?;
-        aws_memberships::settle(&tx, application, &settlements, own_job).await?;
-        let job = match (origin, report.outcomes.as_slice()) {
-            (
-                Origin::Job {
-                    job_id,
-                    lease_owner,
-                },
-                [outcome],
-            ) => settle_job(&tx, job_id, lease_owner, outcome).await?,
-            _ => None,
+        let job = async {
+            match (origin, report.outcomes.as_slice()) {
+                (
+                    Origin::Job {
+                        job_id,
+                        lease_owner,
+                    },
+                    [outcome],
+                ) => settle_job(&tx, job_id, lease_owner, outcome).await,
+                _ => Ok(None),
+            }
         };
+        let ((), (), (), job) = futures_util::try_join!(
+            scim_ids::put_many(&tx, &ids),
+            provisioning_log::append_many(&tx, &entries),
+            aws_memberships::settle(&tx, application, &settlements, own_job),
+            job,
+        )?;
         tx.commit().await?;
         Ok(job)
     }
