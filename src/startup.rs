@@ -230,6 +230,13 @@ impl Application {
             let (ready, shutdown) = (ready.clone(), shutdown.clone());
             move |work: Work| after_bootstrap(ready.clone(), shutdown.clone(), work)
         };
+        {
+            let pool = pool.clone();
+            background.push((
+                "connection warm-up",
+                tokio::spawn(gated(Box::pin(async move { store::warm(&pool).await }))),
+            ));
+        }
         if let (Some(graph), Some(client)) = (&settings.graph, graph_client) {
             let resolver = Resolver {
                 pool: state.pool.clone(),

@@ -151,3 +151,27 @@ async fn a_database_error_names_the_servers_code_message_and_detail() {
         "said once: {chain}"
     );
 }
+
+#[tokio::test]
+async fn after_migrations_the_pool_opens_its_first_connections_ahead_of_any_request() {
+    let database_url = PgServer::shared().fresh_database().await;
+    let mut settings = testkit::helpers::test_settings(&database_url);
+    settings.database.max_connections = 12;
+    let app = testkit::helpers::spawn_app_with(settings, &database_url).await;
+
+    // No request has been made: the connections are there for the first burst.
+    let backends = "SELECT count(*) FROM pg_stat_activity
+                    WHERE datname = current_database() AND application_name = 'pimbridge'";
+    let start = Instant::now();
+    let mut open = app.count(backends).await;
+    while open < pimbridge::store::WARM_CONNECTIONS as i64
+        && start.elapsed() < Duration::from_secs(5)
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        open = app.count(backends).await;
+    }
+    assert!(
+        open >= pimbridge::store::WARM_CONNECTIONS as i64,
+        "{open} connections open"
+    );
+}
