@@ -194,27 +194,11 @@ impl Intake {
         // The application locks taken below are released at commit, before the flush.
         store::begin_intake(&tx, unique.len() <= KEY_LOCKS_UP_TO).await?;
 
-        // An activation and a deactivation of one pair (or two changes of one grant) never race,
-        // and N replicas admit as one would (admission takes its own lock).
-        let routed: Vec<&str> = events
-            .iter()
-            .flat_map(|e| self.routing.applications_for(&e.group_id))
-            .map(String::as_str)
-            .collect();
-        if !routed.is_empty() {
-            let mode = if unique.len() <= KEY_LOCKS_UP_TO {
-                store::IntakeLock::Keys
-            } else {
-                store::IntakeLock::Applications
-            };
-            store::lock_applications(&tx, &routed, mode).await?;
-            if mode == store::IntakeLock::Keys {
-                store::lock_keys(&tx, &self.keys(source, events, &unique)).await?;
-            }
-        }
-
-        // Every statement below covers the whole request: a batch costs the round trips of one
-        // event (docs/performance.md).
+        // Rows first, before any lock: an intake that holds the locks below then never waits for
+        // another intake's rows (only for a redelivery of the same event does one wait here, for
+        // the other's commit), and a batch's inserts run beside the locked part of another.
+        // Every statement covers the whole request: a batch costs the round trips of one event
+        // (docs/performance.md).
         let to_insert: Vec<(&NewEvent, bool)> = unique
             .iter()
             .map(|&i| (&events[i], self.is_routed(&events[i].group_id)))
@@ -230,8 +214,7 @@ impl Intake {
         }
 
         // Every job is stored deferred; admission then moves the first activations of each
-        // application to the immediate lane. Grants read the jobs of the request's deactivations,
-        // so they follow the jobs; admission comes last, as its lock is held until commit.
+        // application to the immediate lane (it comes last: its lock is held until commit).
         let mut jobs = Vec::new();
         for &(index, event_row) in &stored {
             let event = &events[index];
@@ -244,6 +227,23 @@ impl Intake {
             }
         }
         store::insert_jobs(&tx, &jobs).await?;
+
+        // An activation and a deactivation of one pair (or two changes of one grant) never race:
+        // grants are recorded under these locks. N replicas admit as one would (admission takes
+        // its own lock).
+        if !jobs.is_empty() {
+            let routed: Vec<&str> = jobs.iter().map(|j| j.application).collect();
+            let stored_indexes: Vec<usize> = stored.iter().map(|&(index, _)| index).collect();
+            let mode = if stored.len() <= KEY_LOCKS_UP_TO {
+                store::IntakeLock::Keys
+            } else {
+                store::IntakeLock::Applications
+            };
+            store::lock_applications(&tx, &routed, mode).await?;
+            if mode == store::IntakeLock::Keys {
+                store::lock_keys(&tx, &self.keys(source, events, &stored_indexes)).await?;
+            }
+        }
         self.record_grants(&tx, source, events, &stored).await?;
 
         // Admission, once per application: its new activations in id order. The first admitted

@@ -113,7 +113,8 @@ pub async fn insert_jobs(
 
 /// How an intake transaction keeps concurrent intakes of the same applications apart
 /// (docs/architecture.md, "Intake"). Locks are always taken in this order: applications (by name),
-/// then keys (by hash), then admission (by application name), so no two intakes deadlock.
+/// then keys (by hash), then admission (by application name), and only after the request's events
+/// and jobs are inserted, so no two intakes deadlock: a holder never waits for another's rows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IntakeLock {
     /// The applications' rows `FOR SHARE`, then one transaction lock per key the request touches:
