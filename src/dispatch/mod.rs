@@ -1,12 +1,11 @@
 //! The immediate-lane dispatcher (docs/architecture.md).
 //!
 //! Woken by LISTEN/NOTIFY (with a polling fallback), it claims due immediate jobs under a lease
-//! (`store::jobs`), or is handed the jobs this replica's intake claimed itself
-//! (`crate::handoff`);
-//! reconciles each job's pair through [`Provisioner::reconcile`] with bounded concurrency, and
-//! settles the job: done (observing receipt → AWS latency), superseded when the
-//! pair has no active grant any more, retry later with backoff that honours `Retry-After`, or
-//! failed for good with its reason. Leases are renewed while a job is in hand; when a replica dies
+//! (`store::jobs`), or is handed the jobs this replica's intake claimed itself (`crate::handoff`);
+//! it reconciles each job's pair through [`Provisioner::reconcile`] with bounded concurrency, and
+//! settles the job: done (observing receipt → AWS latency), superseded when the pair has no active
+//! grant any more, retry later with backoff that honours `Retry-After`, or failed for good with its
+//! reason. Leases are renewed while a job is in hand; when a replica dies
 //! another takes its jobs over as soon as its heartbeat says so (`crate::replica`), or when the
 //! lease expires; at worst an add is repeated, which AWS treats as a no-op.
 

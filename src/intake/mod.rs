@@ -246,50 +246,13 @@ impl Intake {
         }
         self.record_grants(&tx, source, events, &stored).await?;
 
-        // Admission, once per application: its new activations in id order. The first admitted
-        // jobs, as many as this replica's dispatcher has free slots, are claimed for it here; the
-        // dispatchers are woken for the others.
-        let mut activations: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
-        for &(index, event_row) in &stored {
-            if events[index].kind == EventKind::Activation {
-                for application in self.routing.applications_for(&events[index].group_id) {
-                    activations
-                        .entry(application.as_str())
-                        .or_default()
-                        .push(event_row);
-                }
-            }
-        }
-        let mut admitted: HashSet<(&str, i64)> = HashSet::new();
-        let mut claimed = Vec::new();
-        let mut reserved = Reserved::default();
-        for (application, rows) in activations {
-            let Some(rule) = self.routing.rules.get(application) else {
-                continue;
-            };
-            let mut slots = match &self.handoff {
-                Some(handoff) => handoff.reserve(rows.len().min(rule.limit as usize)),
-                None => Reserved::default(),
-            };
-            let claim = self
-                .handoff
-                .as_deref()
-                .filter(|_| !slots.is_empty())
-                .map(|h| admission::Claim {
-                    owner: h.owner(),
-                    lease_secs: h.lease_secs(),
-                    slots: slots.len(),
-                });
-            let these = admission::admit(&tx, application, *rule, &rows, claim).await?;
-            slots.truncate(these.iter().filter(|a| a.claimed).count());
-            reserved.append(slots);
-            for job in these {
-                admitted.insert((application, job.event_id));
-                if job.claimed {
-                    claimed.push((application, job));
-                }
-            }
-        }
+        // Last: the admission lock is held until commit. The dispatchers are woken for admitted
+        // jobs not handed over.
+        let Admissions {
+            admitted,
+            claimed,
+            reserved,
+        } = self.admit(&tx, events, &stored).await?;
         if admitted.len() > claimed.len() {
             store::notify_dispatchers(&tx).await?;
         }
@@ -333,6 +296,56 @@ impl Intake {
                 .filter_map(|(event, outcome)| Some((event.id.clone(), event.kind, outcome?)))
                 .collect(),
         })
+    }
+
+    /// Admission, once per application: its new activations (`stored`, in id order). The first
+    /// admitted jobs, as many as this replica's dispatcher has free slots, are claimed for it.
+    async fn admit<'a>(
+        &'a self,
+        tx: &deadpool_postgres::Transaction<'_>,
+        events: &[NewEvent],
+        stored: &[(usize, i64)],
+    ) -> Result<Admissions<'a>, StoreError> {
+        let mut activations: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for &(index, event_row) in stored {
+            if events[index].kind == EventKind::Activation {
+                for application in self.routing.applications_for(&events[index].group_id) {
+                    activations
+                        .entry(application.as_str())
+                        .or_default()
+                        .push(event_row);
+                }
+            }
+        }
+        let mut result = Admissions::default();
+        for (application, rows) in activations {
+            let Some(rule) = self.routing.rules.get(application) else {
+                continue;
+            };
+            let mut slots = match &self.handoff {
+                Some(handoff) => handoff.reserve(rows.len().min(rule.limit as usize)),
+                None => Reserved::default(),
+            };
+            let claim = self
+                .handoff
+                .as_deref()
+                .filter(|_| !slots.is_empty())
+                .map(|h| admission::Claim {
+                    owner: h.owner(),
+                    lease_secs: h.lease_secs(),
+                    slots: slots.len(),
+                });
+            let these = admission::admit(tx, application, *rule, &rows, claim).await?;
+            slots.truncate(these.iter().filter(|a| a.claimed).count());
+            result.reserved.append(slots);
+            for job in these {
+                result.admitted.insert((application, job.event_id));
+                if job.claimed {
+                    result.claimed.push((application, job));
+                }
+            }
+        }
+        Ok(result)
     }
 
     /// What the dispatcher needs of the jobs claimed at admission.
@@ -481,6 +494,17 @@ impl Intake {
         }
         Ok(())
     }
+}
+
+/// What admission decided for one request.
+#[derive(Default)]
+struct Admissions<'a> {
+    /// (application, event row) of the jobs admitted to the immediate lane.
+    admitted: HashSet<(&'a str, i64)>,
+    /// The admitted jobs claimed for this replica's dispatcher, with their application.
+    claimed: Vec<(&'a str, admission::Admitted)>,
+    /// The dispatcher slots held for them.
+    reserved: Reserved,
 }
 
 /// The grant change of an activation in one application.
