@@ -20,6 +20,21 @@ use time::OffsetDateTime;
 use crate::domain::Lane;
 use crate::store::StoreError;
 
+/// The statement of [`window`] and the first step of [`PROMOTE`]: Postgres's now, whether the
+/// application $1 is quarantined, and its admissions in the $2 seconds before now (half-open, as
+/// in `decide_at`).
+macro_rules! window_sql {
+    () => {
+        "SELECT c.now, a.quarantined_at IS NOT NULL AS quarantined,
+                (SELECT count(*) FROM jobs j
+                 WHERE j.application = a.name AND j.lane = 'immediate'
+                   AND j.admitted_at > c.now - make_interval(secs => $2)
+                   AND j.admitted_at <= c.now) AS admitted
+         FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
+         WHERE a.name = $1"
+    };
+}
+
 /// An application's admission rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdmissionRule {
@@ -120,15 +135,10 @@ pub async fn admit(
 /// Moves the first jobs of application $1 for the events $3 (in id order) to the immediate lane,
 /// as many as the window of $2 seconds before now has room for under the limit $4; claims the
 /// first $5 of them for owner $6 with a lease of $7 seconds. Half-open window, as in `decide_at`.
-const PROMOTE: &str = "WITH w AS (
-         SELECT c.now, a.quarantined_at IS NOT NULL AS quarantined,
-                (SELECT count(*) FROM jobs j
-                 WHERE j.application = a.name AND j.lane = 'immediate'
-                   AND j.admitted_at > c.now - make_interval(secs => $2)
-                   AND j.admitted_at <= c.now) AS admitted
-         FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
-         WHERE a.name = $1
-     ), chosen AS (
+const PROMOTE: &str = concat!(
+    "WITH w AS (",
+    window_sql!(),
+    "     ), chosen AS (
          SELECT j.id, row_number() OVER (ORDER BY j.id) AS k
          FROM jobs j
          WHERE j.application = $1 AND j.event_id = ANY($3::int8[]) AND j.action = 'add'
@@ -155,21 +165,14 @@ const PROMOTE: &str = "WITH w AS (
          ON CONFLICT (application, principal_id, group_id) DO UPDATE
          SET aws_state = 'unknown', updated_at = clock_timestamp()
      )
-     SELECT id, event_id, claimed FROM promoted ORDER BY id";
+     SELECT id, event_id, claimed FROM promoted ORDER BY id",
+);
 
 /// The window's statement, prepared once per connection: every activation reads it.
 async fn window_statement(
     client: &impl GenericClient,
 ) -> Result<tokio_postgres::Statement, StoreError> {
-    // Half-open window, as in `decide_at`.
-    let sql = "SELECT a.quarantined_at IS NOT NULL,
-                      (SELECT count(*) FROM jobs j
-                       WHERE j.application = a.name AND j.lane = 'immediate'
-                         AND j.admitted_at > c.now - make_interval(secs => $2)
-                         AND j.admitted_at <= c.now)
-               FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
-               WHERE a.name = $1";
-    Ok(client.prepare_cached(sql).await?)
+    Ok(client.prepare_cached(window_sql!()).await?)
 }
 
 /// The admissions of `application` in the window before Postgres's now, as committed so far
@@ -183,10 +186,10 @@ async fn window(
     let row = client
         .query_one(statement, &[&application, &rule.window.as_secs_f64()])
         .await?;
-    Ok(if row.get::<_, bool>(0) {
+    Ok(if row.get::<_, bool>("quarantined") {
         i64::MAX
     } else {
-        row.get(1)
+        row.get("admitted")
     })
 }
 

@@ -165,15 +165,8 @@ async fn a_job_claimed_by_an_intake_whose_replica_died_before_handing_it_over_is
     assert_eq!(members(&a), 0);
 
     // A dispatching replica takes the job over once the lease runs out.
-    let app = spawn_app_with(
-        dispatch_settings(&database_url, &a, &b, |_| {}),
-        &database_url,
-    )
-    .await;
-
-    wait_for_no_pending(&app, Duration::from_secs(6)).await;
-    assert_eq!(members(&a), 1);
-    assert_eq!(patches(&a), 1);
+    let app =
+        dispatching_replica_applies_it_once(&database_url, &a, &b, Duration::from_secs(6)).await;
     assert_eq!(
         app.count("SELECT count(*) FROM jobs WHERE state = 'done' AND attempts = 2")
             .await,

@@ -117,6 +117,21 @@ pub async fn wait_for_no_pending(app: &TestApp, limit: Duration) {
     panic!("immediate jobs still pending after {limit:?}");
 }
 
+/// Starts a replica with a dispatcher on `database_url` and waits (up to `within`) until the one
+/// immediate job left there is applied: one membership in `a`, from one PATCH. Returns the replica.
+pub async fn dispatching_replica_applies_it_once(
+    database_url: &str,
+    a: &RunningEmulator,
+    b: &RunningEmulator,
+    within: Duration,
+) -> TestApp {
+    let app = spawn_app_with(dispatch_settings(database_url, a, b, |_| {}), database_url).await;
+    wait_for_no_pending(&app, within).await;
+    assert_eq!(members(a), 1);
+    assert_eq!(patches(a), 1);
+    app
+}
+
 pub fn activations(prefix: &str, group: &str, n: usize) -> Value {
     Value::Array(
         (0..n)
