@@ -156,7 +156,7 @@ async fn a_database_error_names_the_servers_code_message_and_detail() {
 async fn after_migrations_the_pool_opens_its_first_connections_ahead_of_any_request() {
     let database_url = PgServer::shared().fresh_database().await;
     let mut settings = testkit::helpers::test_settings(&database_url);
-    settings.database.max_connections = 12;
+    settings.database.max_connections = 16;
     let app = testkit::helpers::spawn_app_with(settings, &database_url).await;
 
     // No request has been made: the connections are there for the first burst.
@@ -174,4 +174,19 @@ async fn after_migrations_the_pool_opens_its_first_connections_ahead_of_any_requ
         open >= pimbridge::store::WARM_CONNECTIONS as i64,
         "{open} connections open"
     );
+}
+
+#[tokio::test]
+async fn opening_connections_ahead_never_waits_for_connections_in_use() {
+    let database_url = PgServer::shared().fresh_database().await;
+    let pool = crate::helpers::pool_on(&database_url, 4);
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(pool.get().await.unwrap());
+    }
+
+    // Every connection is busy: the warm-up gives up at once instead of queueing for them.
+    let warmed = tokio::time::timeout(Duration::from_secs(1), pimbridge::store::warm(&pool)).await;
+    assert!(warmed.is_ok(), "the warm-up waited for a busy pool");
+    drop(held);
 }
