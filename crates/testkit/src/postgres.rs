@@ -97,6 +97,32 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Ports for test Postgres servers: 20000–31999, below the kernel's ephemeral range (from 32768
+/// by default). A test that stops its server and starts it again needs its port still free then;
+/// a port from the ephemeral range could meanwhile become the local port of any outgoing
+/// connection or of a listener bound to port 0, and the restart failed with "Address already in
+/// use". Never the same port twice in one process, and only ports free when chosen.
+pub fn server_port() -> u16 {
+    const FIRST: u32 = 20_000;
+    const COUNT: u32 = 12_000;
+    static NEXT: std::sync::Mutex<Option<u32>> = std::sync::Mutex::new(None);
+    let mut next = NEXT.lock().unwrap();
+    // Processes start at different places so that two test binaries rarely try the same ports.
+    let mut offset = next.unwrap_or((std::process::id() * 7_919) % COUNT);
+    for _ in 0..COUNT {
+        let port = (FIRST + offset) as u16;
+        offset = (offset + 1) % COUNT;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            *next = Some(offset);
+            return port;
+        }
+    }
+    panic!(
+        "no free port for a test Postgres server in {FIRST}..{}",
+        FIRST + COUNT
+    );
+}
+
 impl Cluster {
     fn at(root: &Path, port: u16) -> Self {
         Self {
@@ -228,7 +254,7 @@ impl PgServer {
             let port = std::fs::read_to_string(&port_file)
                 .ok()
                 .and_then(|p| p.trim().parse().ok())
-                .unwrap_or_else(free_port);
+                .unwrap_or_else(server_port);
             let cluster = Cluster::at(&root, port);
             if !cluster.data.join("PG_VERSION").exists() {
                 let _ = std::fs::remove_dir_all(&root);
@@ -262,7 +288,7 @@ impl PgServer {
     #[allow(dead_code)]
     pub fn private_tls(cert_pem: &str, key_pem: &str) -> PgServer {
         let root = std::env::temp_dir().join(format!("pimbridge-pg-{}", uuid::Uuid::new_v4()));
-        let mut cluster = Cluster::at(&root, free_port());
+        let mut cluster = Cluster::at(&root, server_port());
         cluster.init();
         let cert = root.join("server.crt");
         let key = root.join("server.key");
@@ -296,7 +322,7 @@ impl PgServer {
 
     fn private_with(durable: bool) -> PgServer {
         let root = std::env::temp_dir().join(format!("pimbridge-pg-{}", uuid::Uuid::new_v4()));
-        let mut cluster = Cluster::at(&root, free_port());
+        let mut cluster = Cluster::at(&root, server_port());
         cluster.durable = durable;
         cluster.init();
         cluster.start();
@@ -346,5 +372,24 @@ impl Drop for PgServer {
             }
             let _ = std::fs::remove_dir_all(&cluster.socket_dir);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::server_port;
+
+    #[test]
+    fn server_ports_are_below_the_ephemeral_range_and_never_repeat() {
+        let ephemeral_from: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|range| range.split_whitespace().next()?.parse().ok())
+            .unwrap_or(32_768);
+        let ports: Vec<u16> = (0..50).map(|_| server_port()).collect();
+        assert!(ports.iter().all(|&p| p < ephemeral_from), "{ports:?}");
+        let mut distinct = ports.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), ports.len(), "a port was handed out twice");
     }
 }
