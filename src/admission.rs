@@ -18,6 +18,7 @@ use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
 use crate::domain::Lane;
+use crate::store::events::IntakeTransaction;
 use crate::store::StoreError;
 
 /// The statement of [`window`] and the first step of [`PROMOTE`]: Postgres's now, whether the
@@ -72,69 +73,121 @@ pub struct Claim<'a> {
     pub slots: usize,
 }
 
-/// Admits the jobs of `application` of one request's activations (`events`: their rows, in id
-/// order; their jobs already stored in the deferred lane): the first `limit - admitted` move to
-/// the immediate lane, all at one instant, so that each counts against the next and no window
-/// ever holds more than `limit` (a single event is a batch of one); the rest stay deferred.
-/// With `claim`, the first `claim.slots` admitted are also claimed as `store::jobs` claims a job
-/// (running, leased, first attempt, the pair's AWS record written ahead as `unknown`). Call in
-/// the request's transaction, after its other locks. A quarantined application admits nothing.
-pub async fn admit(
+/// One application's part of a request's admission: the rows of the request's new activations
+/// routed to it (in id order; their jobs already stored in the deferred lane) and, optionally, a
+/// claim for this replica's dispatcher.
+#[derive(Debug, Clone)]
+pub struct Asked<'a> {
+    pub application: &'a str,
+    pub rule: AdmissionRule,
+    pub events: Vec<i64>,
+    pub claim: Option<Claim<'a>>,
+}
+
+/// Whether `application`'s window may have room: false when the committed admissions in the
+/// window before Postgres's now already reach the limit (or the application is quarantined),
+/// which needs no lock (see the module's doc).
+pub async fn may_have_room(
     client: &impl GenericClient,
     application: &str,
     rule: AdmissionRule,
-    events: &[i64],
-    claim: Option<Claim<'_>>,
-) -> Result<Vec<Admitted>, StoreError> {
+) -> Result<bool, StoreError> {
     let statement = window_statement(client).await?;
     let admitted = window(client, &statement, application, rule).await?;
-    if admitted >= i64::from(rule.limit) || events.is_empty() {
+    Ok(admitted < i64::from(rule.limit))
+}
+
+/// Admits, for each of `asked` (in application name order, the order its locks are taken in),
+/// the first `limit - admitted` jobs to the immediate lane, all at one instant, so that each
+/// counts against the next and no window ever holds more than `limit` (a single event is a batch
+/// of one); the rest stay deferred. With a claim, the first `claim.slots` admitted are also
+/// claimed as `store::jobs` claims a job (running, leased, first attempt, the pair's AWS record
+/// written ahead as `unknown`), and if any admitted job is left unclaimed the dispatchers are
+/// notified. Then commits `tx`: the locks, the admissions and the `COMMIT` leave together, so
+/// each admission lock is held while Postgres runs the admission and the commit, not across a
+/// round trip to the service. The transaction's other locks must be taken already. A
+/// quarantined application admits nothing. Returns the admitted jobs of each of `asked`.
+pub async fn admit_and_commit(
+    tx: &IntakeTransaction,
+    asked: &[Asked<'_>],
+) -> Result<Vec<Vec<Admitted>>, StoreError> {
+    if asked.is_empty() {
+        tx.commit().await?;
         return Ok(Vec::new());
     }
-    // Room, as far as committed admissions tell: count again under the lock and admit in the
-    // same statement. The lock and the statement are sent together (both prepared, so they leave
-    // in this order): Postgres runs the statement once the lock is granted, and the lock is held
-    // for that statement and the commit only, without a round trip to decide in between.
-    let lock = crate::store::events::admission_lock(client).await?;
-    let promote = client.prepare_cached(PROMOTE).await?;
-    let (owner, lease_secs, slots) = match claim {
-        Some(c) => (Some(c.owner), c.lease_secs, c.slots as i64),
-        None => (None, 0.0, 0),
+    let client = tx.client();
+    // Both prepared first, so that every statement leaves at once and in order: Postgres runs
+    // each admission once its lock is granted, then the commit.
+    let prepared = async {
+        let lock = crate::store::events::admission_lock(client).await?;
+        let promote = client.prepare_cached(PROMOTE).await?;
+        Ok::<_, StoreError>((lock, promote))
     };
-    let limit = i64::from(rule.limit);
-    let window = rule.window.as_secs_f64();
-    let ((), rows) = futures_util::try_join!(
-        crate::store::events::lock_admission_with(client, &lock, application),
-        async {
-            Ok(client
-                .query(
-                    &promote,
-                    &[
-                        &application,
-                        &window,
-                        &events,
-                        &limit,
-                        &slots,
-                        &owner,
-                        &lease_secs,
-                    ],
-                )
-                .await?)
-        },
-    )?;
-    Ok(rows
-        .iter()
-        .map(|r| Admitted {
-            job_id: r.get(0),
-            event_id: r.get(1),
-            claimed: r.get(2),
-        })
-        .collect())
+    let (lock, promote) = match prepared.await {
+        Ok(statements) => statements,
+        Err(e) => {
+            tx.rollback().await;
+            return Err(e);
+        }
+    };
+    let mut order: Vec<usize> = (0..asked.len()).collect();
+    order.sort_by_key(|&i| asked[i].application);
+    let each = order.iter().map(|&i| {
+        let a = &asked[i];
+        let (lock, promote) = (&lock, &promote);
+        async move {
+            let (owner, lease_secs, slots) = match a.claim {
+                Some(c) => (Some(c.owner), c.lease_secs, c.slots as i64),
+                None => (None, 0.0, 0),
+            };
+            let limit = i64::from(a.rule.limit);
+            let window = a.rule.window.as_secs_f64();
+            let ((), rows) = futures_util::try_join!(
+                crate::store::events::lock_admission_with(client, lock, a.application),
+                async {
+                    Ok(client
+                        .query(
+                            promote,
+                            &[
+                                &a.application,
+                                &window,
+                                &a.events,
+                                &limit,
+                                &slots,
+                                &owner,
+                                &lease_secs,
+                                &crate::store::events::JOBS_CHANNEL,
+                            ],
+                        )
+                        .await?)
+                },
+            )?;
+            Ok::<_, StoreError>(
+                rows.iter()
+                    .map(|r| Admitted {
+                        job_id: r.get(0),
+                        event_id: r.get(1),
+                        claimed: r.get(2),
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        }
+    });
+    let admitted = tx
+        .commit_after(futures_util::future::try_join_all(each))
+        .await?;
+    // Back in the order asked.
+    let mut result = vec![Vec::new(); asked.len()];
+    for (i, these) in order.into_iter().zip(admitted) {
+        result[i] = these;
+    }
+    Ok(result)
 }
 
 /// Moves the first jobs of application $1 for the events $3 (in id order) to the immediate lane,
 /// as many as the window of $2 seconds before now has room for under the limit $4; claims the
-/// first $5 of them for owner $6 with a lease of $7 seconds. Half-open window, as in `decide_at`.
+/// first $5 of them for owner $6 with a lease of $7 seconds, and notifies channel $8 (delivered
+/// at commit) when it admits any it does not claim. Half-open window, as in `decide_at`.
 const PROMOTE: &str = concat!(
     "WITH w AS (",
     window_sql!(),
@@ -164,8 +217,12 @@ const PROMOTE: &str = concat!(
          WHERE p.claimed
          ON CONFLICT (application, principal_id, group_id) DO UPDATE
          SET aws_state = 'unknown', updated_at = clock_timestamp()
+     ), woken AS (
+         -- The dispatchers are woken for admitted jobs left to the queue.
+         SELECT pg_notify($8, '') FROM promoted WHERE NOT claimed LIMIT 1
      )
-     SELECT id, event_id, claimed FROM promoted ORDER BY id",
+     SELECT id, event_id, claimed, (SELECT count(*) FROM woken) AS woken
+     FROM promoted ORDER BY id",
 );
 
 /// The window's statement, prepared once per connection: every activation reads it.

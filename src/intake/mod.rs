@@ -189,73 +189,26 @@ impl Intake {
             }
         }
 
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // The application locks taken below are released at commit, before the flush.
-        store::begin_intake(&tx, unique.len() <= KEY_LOCKS_UP_TO).await?;
-
-        // Rows first, before any lock: an intake that holds the locks below then never waits for
-        // another intake's rows (only for a redelivery of the same event does one wait here, for
-        // the other's commit), and a batch's inserts run beside the locked part of another.
-        // Every statement covers the whole request: a batch costs the round trips of one event
-        // (docs/performance.md).
-        let to_insert: Vec<(&NewEvent, bool)> = unique
-            .iter()
-            .map(|&i| (&events[i], self.is_routed(&events[i].group_id)))
-            .collect();
-        let rows = store::insert_events(&tx, source, &to_insert).await?;
-        // (index in the request, row id) of the newly stored events, in id order.
-        let mut stored: Vec<(usize, i64)> = Vec::with_capacity(unique.len());
-        for (&index, row) in unique.iter().zip(rows) {
-            match row {
-                Some(row) => stored.push((index, row)),
-                None => outcomes[index] = Some(EventOutcome::Duplicate),
+        let client = self.pool.get().await?;
+        // The locks taken below are released at commit, before the flush.
+        let tx = store::IntakeTransaction::begin(client, unique.len() <= KEY_LOCKS_UP_TO).await?;
+        let stored = match self
+            .store_rows(tx.client(), source, events, &unique, &mut outcomes)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(e) => {
+                tx.rollback().await;
+                return Err(e);
             }
-        }
-
-        // Every job is stored deferred; admission then moves the first activations of each
-        // application to the immediate lane (it comes last: its lock is held until commit).
-        let mut jobs = Vec::new();
-        for &(index, event_row) in &stored {
-            let event = &events[index];
-            for application in self.routing.applications_for(&event.group_id) {
-                jobs.push(store::NewJob {
-                    event_id: event_row,
-                    application,
-                    action: event.kind.action(),
-                });
-            }
-        }
-        store::insert_jobs(&tx, &jobs).await?;
-
-        // An activation and a deactivation of one pair (or two changes of one grant) never race:
-        // grants are recorded under these locks. N replicas admit as one would (admission takes
-        // its own lock).
-        if !jobs.is_empty() {
-            let routed: Vec<&str> = jobs.iter().map(|j| j.application).collect();
-            let stored_indexes: Vec<usize> = stored.iter().map(|&(index, _)| index).collect();
-            let mode = if stored.len() <= KEY_LOCKS_UP_TO {
-                store::IntakeLock::Keys
-            } else {
-                store::IntakeLock::Applications
-            };
-            store::lock_applications(&tx, &routed, mode).await?;
-            if mode == store::IntakeLock::Keys {
-                store::lock_keys(&tx, &self.keys(source, events, &stored_indexes)).await?;
-            }
-        }
-        self.record_grants(&tx, source, events, &stored).await?;
-
-        // Last: the admission lock is held until commit. The dispatchers are woken for admitted
-        // jobs not handed over.
+        };
+        // Last: admission, whose lock is held only while Postgres runs it and the commit.
         let Admissions {
             admitted,
             claimed,
             reserved,
-        } = self.admit(&tx, events, &stored).await?;
-        if admitted.len() > claimed.len() {
-            store::notify_dispatchers(&tx).await?;
-        }
+        } = self.admit_and_commit(&tx, events, &stored).await?;
+        let client = tx.into_client();
 
         for &(index, event_row) in &stored {
             let applications = self.routing.applications_for(&events[index].group_id);
@@ -280,7 +233,6 @@ impl Intake {
             });
         }
 
-        tx.commit().await?;
         // Durable before anyone is told: also for a request whose events were all redeliveries,
         // as the first delivery's transaction may still be on its way to disk.
         store::flush(&client).await?;
@@ -298,11 +250,77 @@ impl Intake {
         })
     }
 
-    /// Admission, once per application: its new activations (`stored`, in id order). The first
-    /// admitted jobs, as many as this replica's dispatcher has free slots, are claimed for it.
-    async fn admit<'a>(
+    /// The part of an intake transaction before admission: the request's events and jobs, the
+    /// locks, the grants. Returns (index in the request, row id) of the newly stored events, in
+    /// id order; redeliveries are marked in `outcomes`.
+    async fn store_rows(
+        &self,
+        tx: &deadpool_postgres::Client,
+        source: EventSource,
+        events: &[NewEvent],
+        unique: &[usize],
+        outcomes: &mut [Option<EventOutcome>],
+    ) -> Result<Vec<(usize, i64)>, StoreError> {
+        // Rows first, before any lock: an intake that holds the locks below then never waits for
+        // another intake's rows (only for a redelivery of the same event does one wait here, for
+        // the other's commit), and a batch's inserts run beside the locked part of another.
+        // Every statement covers the whole request: a batch costs the round trips of one event
+        // (docs/performance.md).
+        let to_insert: Vec<(&NewEvent, bool)> = unique
+            .iter()
+            .map(|&i| (&events[i], self.is_routed(&events[i].group_id)))
+            .collect();
+        let rows = store::insert_events(tx, source, &to_insert).await?;
+        // (index in the request, row id) of the newly stored events, in id order.
+        let mut stored: Vec<(usize, i64)> = Vec::with_capacity(unique.len());
+        for (&index, row) in unique.iter().zip(rows) {
+            match row {
+                Some(row) => stored.push((index, row)),
+                None => outcomes[index] = Some(EventOutcome::Duplicate),
+            }
+        }
+
+        // Every job is stored deferred; admission then moves the first activations of each
+        // application to the immediate lane (it comes last: its lock is held until commit).
+        let mut jobs = Vec::new();
+        for &(index, event_row) in &stored {
+            let event = &events[index];
+            for application in self.routing.applications_for(&event.group_id) {
+                jobs.push(store::NewJob {
+                    event_id: event_row,
+                    application,
+                    action: event.kind.action(),
+                });
+            }
+        }
+        store::insert_jobs(tx, &jobs).await?;
+
+        // An activation and a deactivation of one pair (or two changes of one grant) never race:
+        // grants are recorded under these locks. N replicas admit as one would (admission takes
+        // its own lock).
+        if !jobs.is_empty() {
+            let routed: Vec<&str> = jobs.iter().map(|j| j.application).collect();
+            let stored_indexes: Vec<usize> = stored.iter().map(|&(index, _)| index).collect();
+            let mode = if stored.len() <= KEY_LOCKS_UP_TO {
+                store::IntakeLock::Keys
+            } else {
+                store::IntakeLock::Applications
+            };
+            store::lock_applications(tx, &routed, mode).await?;
+            if mode == store::IntakeLock::Keys {
+                store::lock_keys(tx, &self.keys(source, events, &stored_indexes)).await?;
+            }
+        }
+        self.record_grants(tx, source, events, &stored).await?;
+        Ok(stored)
+    }
+
+    /// Admission of the new activations (`stored`, in id order) of each application, then the
+    /// commit (`admission::admit_and_commit`). The first admitted jobs, as many as this
+    /// replica's dispatcher has free slots, are claimed for it.
+    async fn admit_and_commit<'a>(
         &'a self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &store::IntakeTransaction,
         events: &[NewEvent],
         stored: &[(usize, i64)],
     ) -> Result<Admissions<'a>, StoreError> {
@@ -317,12 +335,34 @@ impl Intake {
                 }
             }
         }
-        let mut result = Admissions::default();
-        for (application, rows) in activations {
-            let Some(rule) = self.routing.rules.get(application) else {
+        let candidates: Vec<(&'a str, AdmissionRule, Vec<i64>)> = activations
+            .into_iter()
+            .filter_map(|(application, rows)| {
+                let (name, rule) = self.routing.rules.get_key_value(application)?;
+                Some((name.as_str(), *rule, rows))
+            })
+            .collect();
+        // A full window needs no lock: such applications are left out (the room is counted
+        // again under the lock for the others).
+        let rooms =
+            futures_util::future::try_join_all(candidates.iter().map(|(application, rule, _)| {
+                admission::may_have_room(tx.client(), application, *rule)
+            }))
+            .await;
+        let rooms = match rooms {
+            Ok(rooms) => rooms,
+            Err(e) => {
+                tx.rollback().await;
+                return Err(e);
+            }
+        };
+        let mut asked = Vec::new();
+        let mut reserved = Vec::new();
+        for ((application, rule, rows), room) in candidates.into_iter().zip(rooms) {
+            if !room {
                 continue;
-            };
-            let mut slots = match &self.handoff {
+            }
+            let slots = match &self.handoff {
                 Some(handoff) => handoff.reserve(rows.len().min(rule.limit as usize)),
                 None => Reserved::default(),
             };
@@ -335,13 +375,23 @@ impl Intake {
                     lease_secs: h.lease_secs(),
                     slots: slots.len(),
                 });
-            let these = admission::admit(tx, application, *rule, &rows, claim).await?;
+            asked.push(admission::Asked {
+                application,
+                rule,
+                events: rows,
+                claim,
+            });
+            reserved.push(slots);
+        }
+        let admissions = admission::admit_and_commit(tx, &asked).await?;
+        let mut result = Admissions::default();
+        for ((asked, mut slots), these) in asked.iter().zip(reserved).zip(admissions) {
             slots.truncate(these.iter().filter(|a| a.claimed).count());
             result.reserved.append(slots);
             for job in these {
-                result.admitted.insert((application, job.event_id));
+                result.admitted.insert((asked.application, job.event_id));
                 if job.claimed {
-                    result.claimed.push((application, job));
+                    result.claimed.push((asked.application, job));
                 }
             }
         }
@@ -406,7 +456,7 @@ impl Intake {
     /// (see [`batch`]).
     async fn record_grants(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::Client,
         source: EventSource,
         events: &[NewEvent],
         stored: &[(usize, i64)],

@@ -218,10 +218,15 @@ pub async fn lock_admission_with(
     Ok(())
 }
 
-/// Sets up an intake transaction on `client`: it commits without waiting for its flush to disk
-/// (the caller must call [`flush`] on the same connection after the commit and before telling
-/// anyone the rows are stored), and, with `plans_once` (a request of a few events), its prepared
-/// statements run on plans made once per connection.
+/// An intake transaction on one connection, begun and ended by hand (not a
+/// `tokio_postgres::Transaction`) so that its `COMMIT` can leave together with its last
+/// statements: admission's lock is then held only while Postgres runs the admission and the
+/// commit, never across a round trip to the service (see [`IntakeTransaction::commit_after`]).
+///
+/// It commits without waiting for its flush to disk (the caller must call [`flush`] on the same
+/// connection after the commit and before telling anyone the rows are stored), and, with
+/// `plans_once` (a request of a few events), its prepared statements run on plans made once per
+/// connection.
 ///
 /// Plans made once: every intake statement looks rows up by key, and planning them per request
 /// cost more than running them whenever Postgres's estimates read index ends full of rows that
@@ -237,18 +242,100 @@ pub async fn lock_admission_with(
 /// Safe because nothing acts on a row before it is durable: a crash before the flush loses the
 /// transaction, but no one has answered 2xx for it yet (the sender delivers it again), and every
 /// worker that acts on stored rows in AWS first commits a write of its own synchronously (a job's
-/// claim, a cycle's write-ahead), which flushes the log up to and past this transaction.
-pub async fn begin_intake(client: &impl GenericClient, plans_once: bool) -> Result<(), StoreError> {
-    // A large batch plans for its own size: a plan made for one event is not one for a thousand,
-    // and one plan per batch costs little per event.
-    client
-        .batch_execute(if plans_once {
-            "SET LOCAL synchronous_commit = off; SET LOCAL plan_cache_mode = force_generic_plan"
-        } else {
-            "SET LOCAL synchronous_commit = off"
-        })
-        .await?;
-    Ok(())
+/// claim, a cycle's write-ahead), which flushes the log up to and past this transaction, or waits
+/// for the intake's flush (a job handed over by the intake, `crate::handoff`).
+pub struct IntakeTransaction {
+    /// Always `Some` until [`Self::into_client`].
+    client: Option<deadpool_postgres::Client>,
+    /// Begun and not yet committed or rolled back: dropped like this (the request was
+    /// cancelled), the connection is closed rather than returned to the pool inside a transaction.
+    open: std::sync::atomic::AtomicBool,
+}
+
+impl IntakeTransaction {
+    /// Begins the transaction on `client` (one round trip for `BEGIN` and its settings).
+    pub async fn begin(
+        client: deadpool_postgres::Client,
+        plans_once: bool,
+    ) -> Result<Self, StoreError> {
+        let tx = Self {
+            client: Some(client),
+            open: std::sync::atomic::AtomicBool::new(true),
+        };
+        // A large batch plans for its own size: a plan made for one event is not one for a
+        // thousand, and one plan per batch costs little per event.
+        tx.client()
+            .batch_execute(if plans_once {
+                "BEGIN; SET LOCAL synchronous_commit = off; \
+                 SET LOCAL plan_cache_mode = force_generic_plan"
+            } else {
+                "BEGIN; SET LOCAL synchronous_commit = off"
+            })
+            .await?;
+        Ok(tx)
+    }
+
+    /// Where the transaction's statements run.
+    pub fn client(&self) -> &deadpool_postgres::Client {
+        self.client
+            .as_ref()
+            .unwrap_or_else(|| unreachable!("taken only by into_client, which consumes it"))
+    }
+
+    /// Commits. The transaction is over whatever the outcome.
+    pub async fn commit(&self) -> Result<(), StoreError> {
+        self.commit_after(async { Ok(()) }).await
+    }
+
+    /// Sends `COMMIT` right behind the statements `last` sends on its first poll (they must be
+    /// prepared already, so that they leave at once and in order), without waiting for their
+    /// replies in between, and returns `last`'s result once both are answered. If a statement
+    /// of `last` fails, Postgres answers the `COMMIT` by rolling back, so the result is an error
+    /// and nothing was stored. The transaction is over whatever the outcome.
+    pub async fn commit_after<T>(
+        &self,
+        last: impl std::future::Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        // `join!` polls both whatever the first one's result, so `COMMIT` is always sent.
+        let (last, commit) = futures_util::join!(last, self.client().batch_execute("COMMIT"));
+        self.close();
+        let last = last?;
+        commit?;
+        Ok(last)
+    }
+
+    /// Rolls back after a failed statement. If even that fails, the connection is broken and
+    /// is dropped rather than returned to the pool.
+    pub async fn rollback(&self) {
+        if let Err(e) = self.client().batch_execute("ROLLBACK").await {
+            tracing::debug!(error.message = %e, "cannot roll back an intake transaction");
+            return;
+        }
+        self.close();
+    }
+
+    /// The connection, once the transaction has committed (e.g. for [`flush`]).
+    pub fn into_client(mut self) -> deadpool_postgres::Client {
+        debug_assert!(!self.open.load(std::sync::atomic::Ordering::Acquire));
+        self.client
+            .take()
+            .unwrap_or_else(|| unreachable!("taken only here, which consumes it"))
+    }
+
+    fn close(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::Release);
+    }
+}
+
+impl Drop for IntakeTransaction {
+    fn drop(&mut self) {
+        if self.open.load(std::sync::atomic::Ordering::Acquire) {
+            if let Some(client) = self.client.take() {
+                // Closing the connection ends the transaction on the server.
+                drop(deadpool_postgres::Object::take(client));
+            }
+        }
+    }
 }
 
 /// Waits until everything this connection committed (and everything committed before it, on any

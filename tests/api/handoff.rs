@@ -118,18 +118,60 @@ async fn an_admitted_activation_is_claimed_in_its_intake_transaction_and_handed_
     assert!(handed.try_recv().is_err(), "handed over once");
 }
 
+/// The wake-ups dispatchers receive (`LISTEN`), one `()` per notification, in commit order, for
+/// as long as the returned client lives.
+async fn dispatcher_wakeups(
+    database_url: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::sync::mpsc::UnboundedReceiver<()>,
+) {
+    let (client, mut connection) = tokio_postgres::connect(database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    let (sender, wakeups) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(|cx| connection.poll_message(cx));
+        while let Some(Ok(message)) = futures_util::StreamExt::next(&mut messages).await {
+            if let tokio_postgres::AsyncMessage::Notification(n) = message {
+                if n.channel() == pimbridge::store::events::JOBS_CHANNEL {
+                    let _ = sender.send(());
+                }
+            }
+        }
+    });
+    client
+        .batch_execute(&format!(
+            "LISTEN {}",
+            pimbridge::store::events::JOBS_CHANNEL
+        ))
+        .await
+        .unwrap();
+    (client, wakeups)
+}
+
+async fn next_wakeup(wakeups: &mut tokio::sync::mpsc::UnboundedReceiver<()>) {
+    tokio::time::timeout(Duration::from_secs(5), wakeups.recv())
+        .await
+        .expect("the dispatchers were woken")
+        .unwrap();
+}
+
 #[tokio::test]
 async fn without_a_running_dispatcher_or_a_free_slot_the_job_is_left_to_the_queue() {
     let (handoff, mut handed) = Handoff::new("replica-x", Duration::from_secs(15), 1);
-    let (app, intake, _a, _b, _url) = intake_with(&handoff).await;
+    let (app, intake, _a, _b, database_url) = intake_with(&handoff).await;
+    let (_listening, mut wakeups) = dispatcher_wakeups(&database_url).await;
 
-    // Closed: the dispatcher has not started (or has stopped).
+    // Closed: the dispatcher has not started (or has stopped). The job waits in the queue and
+    // the dispatchers are woken for it.
     assert_eq!(record(&intake, "q-1").await, Lane::Immediate);
     assert!(handed.try_recv().is_err());
     assert_eq!(
         job_of(&app, "q-1").await,
         ("pending".into(), None, 0, false)
     );
+    next_wakeup(&mut wakeups).await;
 
     // Open with one slot: the first takes it and keeps it while in hand...
     handoff.open();
@@ -142,6 +184,13 @@ async fn without_a_running_dispatcher_or_a_free_slot_the_job_is_left_to_the_queu
     assert_eq!(
         job_of(&app, "q-3").await,
         ("pending".into(), None, 0, false)
+    );
+    // One wake-up, for q-3: notifications arrive in commit order, so had the intake woken the
+    // dispatchers for the job it handed over (q-2), that one would have come first.
+    next_wakeup(&mut wakeups).await;
+    assert!(
+        wakeups.try_recv().is_err(),
+        "no wake-up for a job handed over"
     );
 
     // Once the slot is free again, the next is handed over.

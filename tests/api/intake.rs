@@ -751,3 +751,80 @@ async fn a_full_admission_window_defers_without_waiting_for_an_admission_in_flig
         .get(0);
     assert_eq!(lane, "immediate");
 }
+
+/// An intake transaction on a pool of one connection that has stored an event.
+async fn an_intake_transaction_with_an_event(
+    app: &TestApp,
+) -> (
+    deadpool_postgres::Pool,
+    pimbridge::store::events::IntakeTransaction,
+) {
+    let pool = pool_on(&app.database_url, 1);
+    let tx = pimbridge::store::events::IntakeTransaction::begin(pool.get().await.unwrap(), true)
+        .await
+        .unwrap();
+    let event = pimbridge::domain::NewEvent {
+        id: "rolled-back".into(),
+        kind: pimbridge::domain::EventKind::Activation,
+        occurred_at: time::OffsetDateTime::now_utc(),
+        group_id: GROUP_A.into(),
+        principal_id: "u1".into(),
+        ends_at: None,
+        grant_id: None,
+        user: None,
+        group: None,
+    };
+    pimbridge::store::events::insert_events(
+        tx.client(),
+        pimbridge::domain::EventSource::Api,
+        &[(&event, true)],
+    )
+    .await
+    .unwrap();
+    (pool, tx)
+}
+
+/// Whether `client` is out of any transaction: the intake transaction's own settings are gone
+/// (and the connection answers: it is not in an aborted transaction).
+async fn outside_a_transaction(client: &deadpool_postgres::Client) -> bool {
+    let plan_cache_mode: String = client
+        .query_one("SHOW plan_cache_mode", &[])
+        .await
+        .expect("the connection is usable: not in an aborted transaction")
+        .get(0);
+    plan_cache_mode == "auto"
+}
+
+#[tokio::test]
+async fn an_intake_transaction_whose_last_statement_fails_stores_nothing_and_frees_its_connection()
+{
+    let app = spawn_app().await;
+    let (_pool, tx) = an_intake_transaction_with_an_event(&app).await;
+
+    // Act: its last statement fails, with the COMMIT already sent behind it (as admission's).
+    let c = tx.client();
+    let failing = c.prepare("SELECT 1 / $1::int").await.unwrap();
+    let result = tx
+        .commit_after(async {
+            c.query(&failing, &[&0i32]).await?;
+            Ok(())
+        })
+        .await;
+
+    // Assert: an error, nothing stored, and the connection is out of the transaction.
+    assert!(result.is_err());
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+    assert!(outside_a_transaction(&tx.into_client()).await);
+}
+
+#[tokio::test]
+async fn an_intake_transaction_dropped_midway_stores_nothing_and_never_returns_to_the_pool_open() {
+    // Arrange + Act: the request is cancelled with its transaction open.
+    let app = spawn_app().await;
+    let (pool, tx) = an_intake_transaction_with_an_event(&app).await;
+    drop(tx);
+
+    // Assert: the pool's next connection is outside any transaction, and nothing was stored.
+    assert!(outside_a_transaction(&pool.get().await.unwrap()).await);
+    assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+}
