@@ -200,9 +200,10 @@ impl Provisioner {
                 group_id: r.subject.group_id.clone(),
             })
             .collect();
-        aws_memberships::lock(&*db, application, &pairs).await?;
+        // Taken by the first step of `reconcile_locked`, together with its reads.
+        let lock = aws_memberships::lock_statement(&*db).await?;
         let result = self
-            .reconcile_locked(db, application, origin, requests, &pairs, options)
+            .reconcile_locked(db, &lock, application, origin, requests, &pairs, options)
             .await;
         if let Err(e) = aws_memberships::unlock(&*db, application, &pairs).await {
             tracing::warn!(error.message = %e, "cannot release pair locks");
@@ -210,9 +211,11 @@ impl Provisioner {
         result
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn reconcile_locked(
         &self,
         db: &mut Object,
+        lock: &tokio_postgres::Statement,
         application: &str,
         origin: Origin<'_>,
         requests: &[PairRequest],
@@ -228,8 +231,10 @@ impl Provisioner {
         };
         let users: Vec<&str> = pairs.iter().map(|p| p.principal_id.as_str()).collect();
         let groups: Vec<&str> = pairs.iter().map(|p| p.group_id.as_str()).collect();
-        // Two independent reads, sent together.
-        let (mut views, cached) = futures_util::try_join!(
+        // The locks and two reads, sent together: the reads run once the locks are granted (the
+        // lock's statement is prepared, so it leaves first).
+        let ((), mut views, cached) = futures_util::try_join!(
+            aws_memberships::lock_with(&*db, lock, application, pairs),
             aws_memberships::view(&*db, application, pairs),
             scim_ids::get_many(&*db, application, &users, &groups),
         )?;

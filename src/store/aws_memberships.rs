@@ -103,48 +103,60 @@ fn columns(pairs: &[Pair]) -> (Vec<&str>, Vec<&str>) {
         .unzip()
 }
 
+/// The statement of [`lock_with`], prepared once per connection: a caller sends the lock and the
+/// statements that read under it together, so it must be prepared first to leave first.
+pub async fn lock_statement(
+    client: &impl GenericClient,
+) -> Result<tokio_postgres::Statement, StoreError> {
+    Ok(client.prepare_cached(&keys_sql("pg_advisory_lock")).await?)
+}
+
 /// Takes the pairs' locks on this connection, in a fixed order (so two holders of several locks
 /// cannot deadlock), waiting for a request in flight to be recorded. Release with [`unlock`]; a
 /// connection that dies releases them by itself.
-pub async fn lock(
+pub async fn lock_with(
     client: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
     application: &str,
     pairs: &[Pair],
 ) -> Result<(), StoreError> {
-    for_each_key(client, "pg_advisory_lock", application, pairs).await
+    let (users, groups) = columns(pairs);
+    client
+        .query(
+            statement,
+            &[&PAIR_LOCK_CLASS, &application, &users, &groups],
+        )
+        .await?;
+    Ok(())
 }
 
-/// Releases the locks [`lock`] took on this connection.
+/// Releases the locks [`lock_with`] took on this connection.
 pub async fn unlock(
     client: &impl GenericClient,
     application: &str,
     pairs: &[Pair],
 ) -> Result<(), StoreError> {
-    for_each_key(client, "pg_advisory_unlock", application, pairs).await
-}
-
-/// Calls `function` (one of the two above, a fixed name of this module) on each pair's lock key,
-/// in key order.
-async fn for_each_key(
-    client: &impl GenericClient,
-    function: &'static str,
-    application: &str,
-    pairs: &[Pair],
-) -> Result<(), StoreError> {
     let (users, groups) = columns(pairs);
-    let sql = format!(
-        "SELECT {function}($1, k) FROM (
-             SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
-             FROM unnest($3::text[], $4::text[]) AS p(u, g) ORDER BY k
-         ) keys"
-    );
     client
         .query(
-            &client.prepare_cached(&sql).await?,
+            &client
+                .prepare_cached(&keys_sql("pg_advisory_unlock"))
+                .await?,
             &[&PAIR_LOCK_CLASS, &application, &users, &groups],
         )
         .await?;
     Ok(())
+}
+
+/// Calls `function` (`pg_advisory_lock` or `pg_advisory_unlock`) on each pair's lock key, in key
+/// order.
+fn keys_sql(function: &'static str) -> String {
+    format!(
+        "SELECT {function}($1, k) FROM (
+             SELECT DISTINCT hashtext($2 || chr(31) || g || chr(31) || u) AS k
+             FROM unnest($3::text[], $4::text[]) AS p(u, g) ORDER BY k
+         ) keys"
+    )
 }
 
 /// Reads each pair's desired state and record, in the order given.
