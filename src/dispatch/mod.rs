@@ -142,14 +142,12 @@ impl Dispatcher {
         action = job.action.as_str(), attempt = job.attempts))]
     async fn handle(&self, job: ClaimedJob) {
         let started = Instant::now();
-        let reconcile = self.reconcile(&job);
-        tokio::pin!(reconcile);
-        let renew_every = self.settings.lease / 3;
-        let result = loop {
-            tokio::select! {
-                result = &mut reconcile => break result,
-                () = tokio::time::sleep(renew_every) => self.renew_lease(&job).await,
-            }
+        // The lease is renewed beside the reconciliation, never instead of it: a renewal waiting
+        // for a connection must not pause a reconciliation that holds locks others wait for (in
+        // a full pool, those others may be what the renewal waits for).
+        let result = tokio::select! {
+            result = self.reconcile(&job) => result,
+            never = self.renew_lease_while_held(&job) => match never {},
         };
         let recorded = match result {
             Ok(report) => self.settle(&job, report, started.elapsed()).await,
@@ -187,6 +185,14 @@ impl Dispatcher {
                 &options,
             )
             .await
+    }
+
+    /// Renews the job's lease every third of its length, for as long as it is polled.
+    async fn renew_lease_while_held(&self, job: &ClaimedJob) -> std::convert::Infallible {
+        loop {
+            tokio::time::sleep(self.settings.lease / 3).await;
+            self.renew_lease(job).await;
+        }
     }
 
     async fn renew_lease(&self, job: &ClaimedJob) {

@@ -537,3 +537,99 @@ async fn a_job_whose_retries_run_out_is_failed_with_the_last_error() {
         "the client retried before giving up"
     );
 }
+
+/// (state, attempts) of the one job of alpha.
+async fn alpha_job(app: &TestApp) -> (String, i32) {
+    let row = app
+        .db
+        .query_one(
+            "SELECT state, attempts FROM jobs WHERE application = 'alpha'",
+            &[],
+        )
+        .await
+        .unwrap();
+    (row.get(0), row.get(1))
+}
+
+#[tokio::test]
+async fn a_reconciliation_that_outlasts_the_lease_keeps_it_against_a_second_replica() {
+    // Arrange: two dispatching replicas with leases of 1 s, looking for due jobs every second;
+    // AWS answers the first PATCH after 3 s, long after the lease would have run out unrenewed.
+    let a = emulator().await;
+    let b = emulator().await;
+    let database_url = PgServer::shared().fresh_database().await;
+    let mut settings = dispatch_settings(&database_url, &a, &b, |_| {});
+    settings.dispatch.lease = Duration::from_secs(1);
+    let first = spawn_app_with(settings.clone(), &database_url).await;
+    let _second = spawn_app_with(settings, &database_url).await;
+    a.inject(Fault::latency(3_000).for_methods(&["PATCH"]).times(1));
+
+    // Act
+    let body = activation("slow-1", GROUP_A, "slow-user-1");
+    assert_eq!(first.post_events(&body).await.status(), 202);
+    wait_for_no_pending(&first, Duration::from_secs(10)).await;
+
+    // Assert: the first claim finished the job; the other replica never took it over.
+    assert_eq!(alpha_job(&first).await, ("done".to_string(), 1));
+    assert_eq!(members(&a), 1);
+    assert_eq!(patches(&a), 1);
+}
+
+#[tokio::test]
+async fn a_reconciliation_goes_on_while_its_lease_renewal_waits_for_a_connection() {
+    use pimbridge::store::events::lock_admission;
+    // Arrange: a pool of 3 connections, leases of 1 s (renewed every third), and AWS answering
+    // the first PATCH after 1.2 s.
+    let a = emulator().await;
+    let b = emulator().await;
+    let database_url = PgServer::shared().fresh_database().await;
+    let mut settings = dispatch_settings(&database_url, &a, &b, |_| {});
+    settings.dispatch.lease = Duration::from_secs(1);
+    settings.database.max_connections = 3;
+    settings.database.connect_timeout = Duration::from_secs(30);
+    let app = spawn_app_with(settings, &database_url).await;
+    a.inject(Fault::latency(1_200).for_methods(&["PATCH"]).times(1));
+
+    // Act: an activation goes out; behind it, intakes that wait for an admission lock held
+    // here take every other connection of the pool, so the renewal has to wait for one.
+    let body = activation("held-up-0", GROUP_A, "held-up-user-0");
+    assert_eq!(app.post_events(&body).await.status(), 202);
+    let pool = pool_on(database_url.as_str(), 1);
+    let mut holder = pool.get().await.unwrap();
+    let in_flight = holder.transaction().await.unwrap();
+    lock_admission(&in_flight, "alpha").await.unwrap();
+    let waiting = futures_util::future::join_all((1..=4).map(|i| {
+        let id = format!("held-up-{i}");
+        let body = activation(&id, GROUP_A, &format!("held-up-user-{i}"));
+        let app = &app;
+        async move { app.post_events(&body).await.status() }
+    }));
+    tokio::pin!(waiting);
+
+    // Assert: the first job is done while the pool is still full (the reconciliation is never
+    // paused by the renewal waiting beside it).
+    let done = async {
+        while app
+            .count(
+                "SELECT count(*) FROM jobs j JOIN events e ON e.id = j.event_id
+                    WHERE e.source_event_id = 'held-up-0' AND j.state = 'done'",
+            )
+            .await
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::select! {
+        _ = &mut waiting => panic!("the intakes did not wait for the admission lock"),
+        () = tokio::time::sleep(Duration::from_secs(10)) => {
+            panic!("the reconciliation stalled while the pool was full")
+        }
+        () = done => {}
+    }
+    assert_eq!(members(&a), 1);
+    in_flight.rollback().await.unwrap();
+    for status in waiting.await {
+        assert_eq!(status, 202);
+    }
+}

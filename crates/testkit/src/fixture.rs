@@ -114,7 +114,19 @@ pub async fn wait_for_no_pending(app: &TestApp, limit: Duration) {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    panic!("immediate jobs still pending after {limit:?}");
+    let left: Vec<String> = app
+        .db
+        .query(
+            "SELECT format('job %s: %s, attempt %s, lease %s until %s, next at %s, last error %s',
+                           id, state, attempts, lease_owner, lease_expires_at, next_attempt_at,
+                           last_error)
+             FROM jobs WHERE lane = 'immediate' AND state IN ('pending', 'running')",
+            &[],
+        )
+        .await
+        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default();
+    panic!("immediate jobs still pending after {limit:?}: {left:#?}");
 }
 
 /// Starts a replica with a dispatcher on `database_url` and waits (up to `within`) until the one
