@@ -5,7 +5,7 @@
 //! wake-up and a claim transaction with a durable commit of its own: about a third of the time
 //! from receipt to AWS in a burst. Instead, while this replica's dispatcher runs and has a free
 //! slot, the intake claims the job in its own transaction (lease and write-ahead record exactly as
-//! a claim writes them, `store::events::insert_jobs`) and, once that transaction is on disk, hands
+//! a claim writes them, `admission::admit_and_commit`) and, once that transaction is on disk, hands
 //! it over here. A job claimed but never handed over (the replica died between the two) is a
 //! claimed job like any other: taken over when its owner is seen dead or its lease runs out.
 

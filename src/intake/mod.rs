@@ -192,11 +192,11 @@ impl Intake {
         let client = self.pool.get().await?;
         // The locks taken below are released at commit, before the flush.
         let tx = store::IntakeTransaction::begin(client, unique.len() <= KEY_LOCKS_UP_TO).await?;
-        let stored = match self
-            .store_rows(tx.client(), source, events, &unique, &mut outcomes)
+        let (stored, candidates) = match self
+            .before_admission(tx.client(), source, events, &unique, &mut outcomes)
             .await
         {
-            Ok(stored) => stored,
+            Ok(done) => done,
             Err(e) => {
                 tx.rollback().await;
                 return Err(e);
@@ -207,7 +207,7 @@ impl Intake {
             admitted,
             claimed,
             reserved,
-        } = self.admit_and_commit(&tx, events, &stored).await?;
+        } = self.admit_and_commit(&tx, candidates).await?;
         let client = tx.into_client();
 
         for &(index, event_row) in &stored {
@@ -251,25 +251,33 @@ impl Intake {
     }
 
     /// The part of an intake transaction before admission: the request's events and jobs, the
-    /// locks, the grants. Returns (index in the request, row id) of the newly stored events, in
-    /// id order; redeliveries are marked in `outcomes`.
-    async fn store_rows(
-        &self,
+    /// locks, the grants and, beside them, which applications' windows may have room. Returns
+    /// (index in the request, row id) of the newly stored events, in id order (redeliveries are
+    /// marked in `outcomes`), and the activations to admit per application with room.
+    async fn before_admission<'a>(
+        &'a self,
         tx: &deadpool_postgres::Client,
         source: EventSource,
         events: &[NewEvent],
         unique: &[usize],
         outcomes: &mut [Option<EventOutcome>],
-    ) -> Result<Vec<(usize, i64)>, StoreError> {
+    ) -> Result<(Vec<(usize, i64)>, Vec<Candidate<'a>>), StoreError> {
         // Rows first, before any lock: an intake that holds the locks below then never waits for
         // another intake's rows (only for a redelivery of the same event does one wait here, for
         // the other's commit), and a batch's inserts run beside the locked part of another.
         // Every statement covers the whole request: a batch costs the round trips of one event
         // (docs/performance.md).
-        let to_insert: Vec<(&NewEvent, bool)> = unique
+        let to_insert: Vec<(&NewEvent, &[String])> = unique
             .iter()
-            .map(|&i| (&events[i], self.is_routed(&events[i].group_id)))
+            .map(|&i| {
+                (
+                    &events[i],
+                    self.routing.applications_for(&events[i].group_id),
+                )
+            })
             .collect();
+        // Every job is stored deferred; admission then moves the first activations of each
+        // application to the immediate lane (it comes last: its lock is held until commit).
         let rows = store::insert_events(tx, source, &to_insert).await?;
         // (index in the request, row id) of the newly stored events, in id order.
         let mut stored: Vec<(usize, i64)> = Vec::with_capacity(unique.len());
@@ -280,50 +288,44 @@ impl Intake {
             }
         }
 
-        // Every job is stored deferred; admission then moves the first activations of each
-        // application to the immediate lane (it comes last: its lock is held until commit).
-        let mut jobs = Vec::new();
-        for &(index, event_row) in &stored {
-            let event = &events[index];
-            for application in self.routing.applications_for(&event.group_id) {
-                jobs.push(store::NewJob {
-                    event_id: event_row,
-                    application,
-                    action: event.kind.action(),
-                });
-            }
-        }
-        store::insert_jobs(tx, &jobs).await?;
-
         // An activation and a deactivation of one pair (or two changes of one grant) never race:
         // grants are recorded under these locks. N replicas admit as one would (admission takes
         // its own lock).
-        if !jobs.is_empty() {
-            let routed: Vec<&str> = jobs.iter().map(|j| j.application).collect();
+        let routed: Vec<&str> = stored
+            .iter()
+            .flat_map(|&(index, _)| self.routing.applications_for(&events[index].group_id))
+            .map(String::as_str)
+            .collect();
+        if !routed.is_empty() {
             let stored_indexes: Vec<usize> = stored.iter().map(|&(index, _)| index).collect();
-            let mode = if stored.len() <= KEY_LOCKS_UP_TO {
-                store::IntakeLock::Keys
-            } else {
-                store::IntakeLock::Applications
-            };
-            store::lock_applications(tx, &routed, mode).await?;
-            if mode == store::IntakeLock::Keys {
-                store::lock_keys(tx, &self.keys(source, events, &stored_indexes)).await?;
-            }
+            let keys = (stored.len() <= KEY_LOCKS_UP_TO)
+                .then(|| self.keys(source, events, &stored_indexes));
+            store::lock_intake(tx, &routed, keys.as_deref()).await?;
         }
-        self.record_grants(tx, source, events, &stored).await?;
-        Ok(stored)
+        // The windows are counted without a lock (a full one needs none), beside the grants.
+        let candidates = self.candidates(events, &stored);
+        let (_, rooms) = futures_util::try_join!(
+            self.record_grants(tx, source, events, &stored),
+            futures_util::future::try_join_all(
+                candidates
+                    .iter()
+                    .map(|c| admission::may_have_room(tx, c.application, c.rule))
+            ),
+        )?;
+        let with_room = candidates
+            .into_iter()
+            .zip(rooms)
+            .filter_map(|(candidate, room)| room.then_some(candidate))
+            .collect();
+        Ok((stored, with_room))
     }
 
-    /// Admission of the new activations (`stored`, in id order) of each application, then the
-    /// commit (`admission::admit_and_commit`). The first admitted jobs, as many as this
-    /// replica's dispatcher has free slots, are claimed for it.
-    async fn admit_and_commit<'a>(
+    /// The new activations (`stored`, in id order) to admit, per application.
+    fn candidates<'a>(
         &'a self,
-        tx: &store::IntakeTransaction,
         events: &[NewEvent],
         stored: &[(usize, i64)],
-    ) -> Result<Admissions<'a>, StoreError> {
+    ) -> Vec<Candidate<'a>> {
         let mut activations: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for &(index, event_row) in stored {
             if events[index].kind == EventKind::Activation {
@@ -335,33 +337,34 @@ impl Intake {
                 }
             }
         }
-        let candidates: Vec<(&'a str, AdmissionRule, Vec<i64>)> = activations
+        activations
             .into_iter()
             .filter_map(|(application, rows)| {
                 let (name, rule) = self.routing.rules.get_key_value(application)?;
-                Some((name.as_str(), *rule, rows))
+                Some(Candidate {
+                    application: name,
+                    rule: *rule,
+                    rows,
+                })
             })
-            .collect();
-        // A full window needs no lock: such applications are left out (the room is counted
-        // again under the lock for the others).
-        let rooms =
-            futures_util::future::try_join_all(candidates.iter().map(|(application, rule, _)| {
-                admission::may_have_room(tx.client(), application, *rule)
-            }))
-            .await;
-        let rooms = match rooms {
-            Ok(rooms) => rooms,
-            Err(e) => {
-                tx.rollback().await;
-                return Err(e);
-            }
-        };
+            .collect()
+    }
+
+    /// Admission of `candidates`, then the commit (`admission::admit_and_commit`). The first
+    /// admitted jobs, as many as this replica's dispatcher has free slots, are claimed for it.
+    async fn admit_and_commit<'a>(
+        &'a self,
+        tx: &store::IntakeTransaction,
+        candidates: Vec<Candidate<'a>>,
+    ) -> Result<Admissions<'a>, StoreError> {
         let mut asked = Vec::new();
         let mut reserved = Vec::new();
-        for ((application, rule, rows), room) in candidates.into_iter().zip(rooms) {
-            if !room {
-                continue;
-            }
+        for Candidate {
+            application,
+            rule,
+            rows,
+        } in candidates
+        {
             let slots = match &self.handoff {
                 Some(handoff) => handoff.reserve(rows.len().min(rule.limit as usize)),
                 None => Reserved::default(),
@@ -544,6 +547,13 @@ impl Intake {
         }
         Ok(())
     }
+}
+
+/// An application's new activations in one request (their rows, in id order), to admit.
+struct Candidate<'a> {
+    application: &'a str,
+    rule: AdmissionRule,
+    rows: Vec<i64>,
 }
 
 /// What admission decided for one request.

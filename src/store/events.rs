@@ -9,16 +9,20 @@ use deadpool_postgres::GenericClient;
 use time::OffsetDateTime;
 
 use super::StoreError;
-use crate::domain::{Action, EventSource, NewEvent};
+use crate::domain::{EventSource, NewEvent};
+use tokio_postgres::types::ToSql;
 
-/// Inserts `events` (each with whether it is routed) in the order given, skipping those whose
-/// `(source, id)` is already stored. Returns each event's new row id, or `None` for a redelivery.
-/// The ids must be distinct; rows are inserted (and row ids drawn) in the order given, so callers
+/// Inserts `events` in the order given, each with the applications its group is assigned to (none:
+/// stored as unrouted), skipping those whose `(source, id)` is already stored, and for each newly
+/// stored event a job per application in the deferred lane (admission then moves the first
+/// activations to the immediate lane in job id order, `admission::admit_and_commit`): one
+/// statement. Returns each event's new row id, or `None` for a redelivery. The ids must be
+/// distinct; events and then jobs are inserted (and row ids drawn) in the order given, so callers
 /// that sort by id take row locks in a consistent order.
 pub async fn insert_events(
     client: &impl GenericClient,
     source: EventSource,
-    events: &[(&NewEvent, bool)],
+    events: &[(&NewEvent, &[String])],
 ) -> Result<Vec<Option<i64>>, StoreError> {
     let ids: Vec<&str> = events.iter().map(|(e, _)| e.id.as_str()).collect();
     let kinds: Vec<&str> = events.iter().map(|(e, _)| e.kind.as_str()).collect();
@@ -37,24 +41,49 @@ pub async fn insert_events(
     let grant_ids: Vec<Option<&str>> = events.iter().map(|(e, _)| e.grant_id.as_deref()).collect();
     let routing: Vec<&str> = events
         .iter()
-        .map(|(_, routed)| if *routed { "routed" } else { "unrouted" })
+        .map(|(_, to)| if to.is_empty() { "unrouted" } else { "routed" })
         .collect();
+    // The jobs, as (event id, application, action) in the order their ids are to be drawn.
+    let mut job_events: Vec<&str> = Vec::new();
+    let mut job_applications: Vec<&str> = Vec::new();
+    let mut job_actions: Vec<&str> = Vec::new();
+    for (event, applications) in events {
+        for application in *applications {
+            job_events.push(&event.id);
+            job_applications.push(application);
+            job_actions.push(event.kind.action().as_str());
+        }
+    }
     let rows = client
         .query(
-            &client.prepare_cached(
-                "INSERT INTO events (source, source_event_id, kind, occurred_at, group_id, principal_id,
-                                 ends_at, user_attributes, group_attributes, routing, grant_id)
-             SELECT $1, u.id, u.kind, u.occurred_at, u.group_id, u.principal_id, u.ends_at, u.usr,
-                    u.grp, u.routing, u.grant_id
-             FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
-                         $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[])
-                  WITH ORDINALITY
-                  AS u(id, kind, occurred_at, group_id, principal_id, ends_at, usr, grp, routing,
-                       grant_id, ord)
-             ORDER BY u.ord
-             ON CONFLICT (source, source_event_id) DO NOTHING
-             RETURNING id, source_event_id",
-            ).await?,
+            &client
+                .prepare_cached(
+                    "WITH stored AS (
+                 INSERT INTO events (source, source_event_id, kind, occurred_at, group_id,
+                                     principal_id, ends_at, user_attributes, group_attributes,
+                                     routing, grant_id)
+                 SELECT $1, u.id, u.kind, u.occurred_at, u.group_id, u.principal_id, u.ends_at,
+                        u.usr, u.grp, u.routing, u.grant_id
+                 FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+                             $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[])
+                      WITH ORDINALITY
+                      AS u(id, kind, occurred_at, group_id, principal_id, ends_at, usr, grp,
+                           routing, grant_id, ord)
+                 ORDER BY u.ord
+                 ON CONFLICT (source, source_event_id) DO NOTHING
+                 RETURNING id, source_event_id
+             ), jobs AS (
+                 INSERT INTO jobs (event_id, application, action, lane)
+                 SELECT s.id, j.application, j.action, 'deferred'
+                 FROM stored s
+                 JOIN unnest($12::text[], $13::text[], $14::text[]) WITH ORDINALITY
+                      AS j(source_event_id, application, action, ord)
+                   ON j.source_event_id = s.source_event_id
+                 ORDER BY j.ord
+             )
+             SELECT id, source_event_id FROM stored",
+                )
+                .await?,
             &[
                 &source.as_str(),
                 &ids,
@@ -67,48 +96,14 @@ pub async fn insert_events(
                 &group_attrs,
                 &routing,
                 &grant_ids,
+                &job_events,
+                &job_applications,
+                &job_actions,
             ],
         )
         .await?;
     let mut stored: HashMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
     Ok(ids.iter().map(|id| stored.remove(*id)).collect())
-}
-
-/// A job to insert: it carries an event to one application.
-#[derive(Debug, Clone)]
-pub struct NewJob<'a> {
-    pub event_id: i64,
-    pub application: &'a str,
-    pub action: Action,
-}
-
-/// Inserts `jobs` in the deferred lane, drawing their ids in the order given (admission then moves
-/// the first activations to the immediate lane in id order, `admission::admit`).
-pub async fn insert_jobs(
-    client: &impl GenericClient,
-    jobs: &[NewJob<'_>],
-) -> Result<(), StoreError> {
-    if jobs.is_empty() {
-        return Ok(());
-    }
-    let events: Vec<i64> = jobs.iter().map(|j| j.event_id).collect();
-    let applications: Vec<&str> = jobs.iter().map(|j| j.application).collect();
-    let actions: Vec<&str> = jobs.iter().map(|j| j.action.as_str()).collect();
-    client
-        .execute(
-            &client
-                .prepare_cached(
-                    "INSERT INTO jobs (event_id, application, action, lane)
-             SELECT u.event_id, u.application, u.action, 'deferred'
-             FROM unnest($1::int8[], $2::text[], $3::text[])
-                  WITH ORDINALITY AS u(event_id, application, action, ord)
-             ORDER BY u.ord",
-                )
-                .await?,
-            &[&events, &applications, &actions],
-        )
-        .await?;
-    Ok(())
 }
 
 /// How an intake transaction keeps concurrent intakes of the same applications apart
@@ -137,20 +132,57 @@ pub async fn lock_applications(
     names: &[&str],
     mode: IntakeLock,
 ) -> Result<(), StoreError> {
-    let mut sorted: Vec<&str> = names.to_vec();
-    sorted.sort_unstable();
-    sorted.dedup();
-    let sql = match mode {
+    let statement = client.prepare_cached(applications_lock_sql(mode)).await?;
+    client.query(&statement, &[&sorted(names)]).await?;
+    Ok(())
+}
+
+fn applications_lock_sql(mode: IntakeLock) -> &'static str {
+    match mode {
         IntakeLock::Keys => {
             "SELECT name FROM applications WHERE name = ANY($1) ORDER BY name FOR SHARE"
         }
         IntakeLock::Applications => {
             "SELECT name FROM applications WHERE name = ANY($1) ORDER BY name FOR NO KEY UPDATE"
         }
+    }
+}
+
+fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
+    let mut sorted: Vec<&str> = names.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    sorted
+}
+
+/// Takes an intake's locks (see [`IntakeLock`]): with `keys`, [`lock_applications`] in
+/// [`IntakeLock::Keys`] mode then [`lock_keys`]; without, the applications alone. Both
+/// statements are prepared first and sent together, so they take their locks in this order in
+/// one round trip.
+pub async fn lock_intake(
+    client: &impl GenericClient,
+    names: &[&str],
+    keys: Option<&[String]>,
+) -> Result<(), StoreError> {
+    let Some(keys) = keys.filter(|k| !k.is_empty()) else {
+        let mode = if keys.is_some() {
+            IntakeLock::Keys
+        } else {
+            IntakeLock::Applications
+        };
+        return lock_applications(client, names, mode).await;
     };
-    client
-        .query(&client.prepare_cached(sql).await?, &[&sorted])
+    let applications = client
+        .prepare_cached(applications_lock_sql(IntakeLock::Keys))
         .await?;
+    let each_key = client.prepare_cached(KEYS_LOCK_SQL).await?;
+    let names = sorted(names);
+    let (by_name, by_key): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
+        (&[&names], &[&INTAKE_KEY_CLASS, &keys]);
+    futures_util::try_join!(
+        client.query(&applications, by_name),
+        client.query(&each_key, by_key),
+    )?;
     Ok(())
 }
 
@@ -175,16 +207,17 @@ pub async fn lock_keys(client: &impl GenericClient, keys: &[String]) -> Result<(
     if keys.is_empty() {
         return Ok(());
     }
-    let sql = "SELECT pg_advisory_xact_lock($1, k)
-               FROM (SELECT DISTINCT hashtext(k) AS k FROM unnest($2::text[]) AS u(k) ORDER BY k) s";
     client
         .query(
-            &client.prepare_cached(sql).await?,
+            &client.prepare_cached(KEYS_LOCK_SQL).await?,
             &[&INTAKE_KEY_CLASS, &keys],
         )
         .await?;
     Ok(())
 }
+
+const KEYS_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1, k)
+    FROM (SELECT DISTINCT hashtext(k) AS k FROM unnest($2::text[]) AS u(k) ORDER BY k) s";
 
 /// Takes `application`'s admission lock until commit: whoever may admit to its immediate lane
 /// holds it, so admissions are decided one at a time across replicas.

@@ -752,7 +752,7 @@ async fn a_full_admission_window_defers_without_waiting_for_an_admission_in_flig
     assert_eq!(lane, "immediate");
 }
 
-/// An intake transaction on a pool of one connection that has stored an event.
+/// An intake transaction on a pool of one connection that has stored an event of alpha and its job.
 async fn an_intake_transaction_with_an_event(
     app: &TestApp,
 ) -> (
@@ -777,7 +777,7 @@ async fn an_intake_transaction_with_an_event(
     pimbridge::store::events::insert_events(
         tx.client(),
         pimbridge::domain::EventSource::Api,
-        &[(&event, true)],
+        &[(&event, &["alpha".to_string()][..])],
     )
     .await
     .unwrap();
@@ -814,6 +814,7 @@ async fn an_intake_transaction_whose_last_statement_fails_stores_nothing_and_fre
     // Assert: an error, nothing stored, and the connection is out of the transaction.
     assert!(result.is_err());
     assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0);
     assert!(outside_a_transaction(&tx.into_client()).await);
 }
 
@@ -827,4 +828,5 @@ async fn an_intake_transaction_dropped_midway_stores_nothing_and_never_returns_t
     // Assert: the pool's next connection is outside any transaction, and nothing was stored.
     assert!(outside_a_transaction(&pool.get().await.unwrap()).await);
     assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
+    assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0);
 }
