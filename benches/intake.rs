@@ -8,7 +8,7 @@
 //!    `pgbench -n -c 8 -j 2` running a script with the statements of one intake transaction, on the
 //!    same Postgres (fsync on) and database; then 1,000-event batches against single events.
 //! 2. With the application's default admission and pace: receipt → AWS confirmed for known users at
-//!    25/s and for the fifth of each of three bursts of five new users (the median of the three is
+//!    25/s and for the fifth of each of nine bursts of five new users (the median of the nine is
 //!    held against the goal), beside a floor (one client's durable insert of an event and its job
 //!    with NOTIFY and commit, then one PATCH to the emulator).
 //! 3. VmRSS of this process (the service runs in it) idle and under 100 activations/s, and start-up
@@ -57,7 +57,7 @@ fn plan() -> Plan {
             floor_samples: 300,
             rss_seconds: 10.0,
             startups: 5,
-            bursts: 3,
+            bursts: 9,
         }
     } else {
         Plan {

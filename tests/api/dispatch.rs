@@ -538,6 +538,22 @@ async fn a_job_whose_retries_run_out_is_failed_with_the_last_error() {
     );
 }
 
+/// Two emulators, a fresh database and dispatch settings on them with leases of 1 s (renewed
+/// every third of it).
+async fn with_short_leases() -> (
+    RunningEmulator,
+    RunningEmulator,
+    String,
+    pimbridge::config::Settings,
+) {
+    let a = emulator().await;
+    let b = emulator().await;
+    let database_url = PgServer::shared().fresh_database().await;
+    let mut settings = dispatch_settings(&database_url, &a, &b, |_| {});
+    settings.dispatch.lease = Duration::from_secs(1);
+    (a, b, database_url, settings)
+}
+
 /// (state, attempts) of the one job of alpha.
 async fn alpha_job(app: &TestApp) -> (String, i32) {
     let row = app
@@ -555,11 +571,7 @@ async fn alpha_job(app: &TestApp) -> (String, i32) {
 async fn a_reconciliation_that_outlasts_the_lease_keeps_it_against_a_second_replica() {
     // Arrange: two dispatching replicas with leases of 1 s, looking for due jobs every second;
     // AWS answers the first PATCH after 3 s, long after the lease would have run out unrenewed.
-    let a = emulator().await;
-    let b = emulator().await;
-    let database_url = PgServer::shared().fresh_database().await;
-    let mut settings = dispatch_settings(&database_url, &a, &b, |_| {});
-    settings.dispatch.lease = Duration::from_secs(1);
+    let (a, _b, database_url, settings) = with_short_leases().await;
     let first = spawn_app_with(settings.clone(), &database_url).await;
     let _second = spawn_app_with(settings, &database_url).await;
     a.inject(Fault::latency(3_000).for_methods(&["PATCH"]).times(1));
@@ -580,11 +592,7 @@ async fn a_reconciliation_goes_on_while_its_lease_renewal_waits_for_a_connection
     use pimbridge::store::events::lock_admission;
     // Arrange: a pool of 3 connections, leases of 1 s (renewed every third), and AWS answering
     // the first PATCH after 1.2 s.
-    let a = emulator().await;
-    let b = emulator().await;
-    let database_url = PgServer::shared().fresh_database().await;
-    let mut settings = dispatch_settings(&database_url, &a, &b, |_| {});
-    settings.dispatch.lease = Duration::from_secs(1);
+    let (a, _b, database_url, mut settings) = with_short_leases().await;
     settings.database.max_connections = 3;
     settings.database.connect_timeout = Duration::from_secs(30);
     let app = spawn_app_with(settings, &database_url).await;
