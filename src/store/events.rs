@@ -380,16 +380,5 @@ pub async fn flush(client: &impl GenericClient) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Wakes dispatchers (delivered when the transaction commits).
-pub async fn notify_dispatchers(client: &impl GenericClient) -> Result<(), StoreError> {
-    client
-        .execute(
-            &client.prepare_cached("SELECT pg_notify($1, '')").await?,
-            &[&JOBS_CHANNEL],
-        )
-        .await?;
-    Ok(())
-}
-
 /// LISTEN/NOTIFY channel for new immediate jobs.
 pub const JOBS_CHANNEL: &str = "pimbridge_jobs";
