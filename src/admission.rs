@@ -221,6 +221,7 @@ const PROMOTE: &str = concat!(
          -- The dispatchers are woken for admitted jobs left to the queue.
          SELECT pg_notify($8, '') FROM promoted WHERE NOT claimed LIMIT 1
      )
+     -- `woken` is read here so that it runs: Postgres runs a plain SELECT step only when read.
      SELECT id, event_id, claimed, (SELECT count(*) FROM woken) AS woken
      FROM promoted ORDER BY id",
 );

@@ -261,7 +261,7 @@ impl Intake {
         events: &[NewEvent],
         unique: &[usize],
         outcomes: &mut [Option<EventOutcome>],
-    ) -> Result<(Vec<(usize, i64)>, Vec<Candidate<'a>>), StoreError> {
+    ) -> Result<(Vec<(usize, i64)>, Vec<admission::Asked<'a>>), StoreError> {
         // Rows first, before any lock: an intake that holds the locks below then never waits for
         // another intake's rows (only for a redelivery of the same event does one wait here, for
         // the other's commit), and a batch's inserts run beside the locked part of another.
@@ -320,12 +320,12 @@ impl Intake {
         Ok((stored, with_room))
     }
 
-    /// The new activations (`stored`, in id order) to admit, per application.
+    /// The new activations (`stored`, in id order) to admit, per application (no claim yet).
     fn candidates<'a>(
         &'a self,
         events: &[NewEvent],
         stored: &[(usize, i64)],
-    ) -> Vec<Candidate<'a>> {
+    ) -> Vec<admission::Asked<'a>> {
         let mut activations: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for &(index, event_row) in stored {
             if events[index].kind == EventKind::Activation {
@@ -341,35 +341,30 @@ impl Intake {
             .into_iter()
             .filter_map(|(application, rows)| {
                 let (name, rule) = self.routing.rules.get_key_value(application)?;
-                Some(Candidate {
+                Some(admission::Asked {
                     application: name,
                     rule: *rule,
-                    rows,
+                    events: rows,
+                    claim: None,
                 })
             })
             .collect()
     }
 
-    /// Admission of `candidates`, then the commit (`admission::admit_and_commit`). The first
+    /// Admission of `asked`, then the commit (`admission::admit_and_commit`). The first
     /// admitted jobs, as many as this replica's dispatcher has free slots, are claimed for it.
     async fn admit_and_commit<'a>(
         &'a self,
         tx: &store::IntakeTransaction,
-        candidates: Vec<Candidate<'a>>,
+        mut asked: Vec<admission::Asked<'a>>,
     ) -> Result<Admissions<'a>, StoreError> {
-        let mut asked = Vec::new();
-        let mut reserved = Vec::new();
-        for Candidate {
-            application,
-            rule,
-            rows,
-        } in candidates
-        {
+        let mut reserved = Vec::with_capacity(asked.len());
+        for a in &mut asked {
             let slots = match &self.handoff {
-                Some(handoff) => handoff.reserve(rows.len().min(rule.limit as usize)),
+                Some(handoff) => handoff.reserve(a.events.len().min(a.rule.limit as usize)),
                 None => Reserved::default(),
             };
-            let claim = self
+            a.claim = self
                 .handoff
                 .as_deref()
                 .filter(|_| !slots.is_empty())
@@ -378,12 +373,6 @@ impl Intake {
                     lease_secs: h.lease_secs(),
                     slots: slots.len(),
                 });
-            asked.push(admission::Asked {
-                application,
-                rule,
-                events: rows,
-                claim,
-            });
             reserved.push(slots);
         }
         let admissions = admission::admit_and_commit(tx, &asked).await?;
@@ -547,13 +536,6 @@ impl Intake {
         }
         Ok(())
     }
-}
-
-/// An application's new activations in one request (their rows, in id order), to admit.
-struct Candidate<'a> {
-    application: &'a str,
-    rule: AdmissionRule,
-    rows: Vec<i64>,
 }
 
 /// What admission decided for one request.

@@ -164,13 +164,10 @@ pub async fn lock_intake(
     names: &[&str],
     keys: Option<&[String]>,
 ) -> Result<(), StoreError> {
-    let Some(keys) = keys.filter(|k| !k.is_empty()) else {
-        let mode = if keys.is_some() {
-            IntakeLock::Keys
-        } else {
-            IntakeLock::Applications
-        };
-        return lock_applications(client, names, mode).await;
+    let keys = match keys {
+        None => return lock_applications(client, names, IntakeLock::Applications).await,
+        Some([]) => return lock_applications(client, names, IntakeLock::Keys).await,
+        Some(keys) => keys,
     };
     let applications = client
         .prepare_cached(applications_lock_sql(IntakeLock::Keys))
