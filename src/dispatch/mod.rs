@@ -175,6 +175,7 @@ impl Dispatcher {
         let origin = Origin::Job {
             job_id: job.id,
             lease_owner: &self.owner,
+            claim_on_disk: job.claim_on_disk,
         };
         self.provisioner
             .reconcile(

@@ -233,14 +233,16 @@ impl Intake {
             });
         }
 
-        // Durable before anyone is told: also for a request whose events were all redeliveries,
-        // as the first delivery's transaction may still be on its way to disk.
-        store::flush(&client).await?;
+        // Handed over at once: the dispatcher's reads and any user it creates overlap the flush,
+        // and it flushes on its own before it changes a membership (`crate::handoff`).
         if let Some(handoff) = &self.handoff {
             if !claimed.is_empty() {
                 handoff.hand(reserved, self.claimed_jobs(events, &stored, claimed));
             }
         }
+        // Durable before anyone is told: also for a request whose events were all redeliveries,
+        // as the first delivery's transaction may still be on its way to disk.
+        store::flush(&client).await?;
         Ok(IntakeSummary {
             outcomes: events
                 .iter()
@@ -415,6 +417,7 @@ impl Intake {
                         user_attributes: event.user.clone(),
                         group_attributes: event.group.clone(),
                     },
+                    claim_on_disk: false,
                 })
             })
             .collect()

@@ -23,7 +23,13 @@ use crate::telemetry::error_chain;
 pub enum Origin<'a> {
     /// An immediate-lane job, held under `lease_owner`'s lease: its claim already marked the pair
     /// `unknown`; it only ever adds. The job is settled with the outcome when it needs no retry.
-    Job { job_id: i64, lease_owner: &'a str },
+    /// A claim not yet known to be on disk (`claim_on_disk` false: the intake handed the job over
+    /// at its commit) is flushed before anything that changes AWS is sent.
+    Job {
+        job_id: i64,
+        lease_owner: &'a str,
+        claim_on_disk: bool,
+    },
     /// A sync cycle.
     Cycle { cycle_id: i64 },
     /// An operator, through the admin API.
@@ -386,6 +392,13 @@ impl Provisioner {
 
         // Write ahead: the record says `unknown` (and who owns a first add) before anything is
         // sent. A job's claim has already written `unknown`; only a first add needs more.
+        //
+        // A job the intake handed over at its commit may not be on disk yet: if the server
+        // crashed now, its event would be lost, and a membership added for it would look like
+        // someone else's doing and never be removed. So no membership change goes out before a
+        // synchronous commit of ours (the write-ahead, or a flush), which flushes the log up to
+        // and past the intake's. What went out before it creates or updates users and groups,
+        // which grants nothing (and is what Entra's own provisioning would do for them).
         let sending: Vec<usize> = to_add.iter().chain(&to_remove).map(|p| p.index).collect();
         let needs_write_ahead = match origin {
             Origin::Job { .. } => sending.iter().any(|&i| owned_new[i]),
@@ -394,7 +407,18 @@ impl Provisioner {
         if needs_write_ahead {
             let in_flight: Vec<Pair> = sending.iter().map(|&i| pairs[i].clone()).collect();
             let owned: Vec<bool> = sending.iter().map(|&i| owned_new[i]).collect();
+            // Committed synchronously: it also puts a handed-over claim on disk.
             aws_memberships::mark_in_flight(&*db, application, &in_flight, &owned).await?;
+        } else if !sending.is_empty()
+            && matches!(
+                origin,
+                Origin::Job {
+                    claim_on_disk: false,
+                    ..
+                }
+            )
+        {
+            crate::store::events::flush(&*db).await?;
         }
 
         // Removals first, so that access is revoked before more is granted.
@@ -809,6 +833,7 @@ impl Provisioner {
                     Origin::Job {
                         job_id,
                         lease_owner,
+                        ..
                     },
                     [outcome],
                 ) => settle_job(&tx, job_id, lease_owner, outcome).await,

@@ -369,11 +369,18 @@ impl Drop for IntakeTransaction {
 }
 
 /// Waits until everything this connection committed (and everything committed before it, on any
-/// connection) is flushed to disk: a transaction of its own, which takes a transaction id so that
-/// its commit is written to the log and flushed synchronously. Concurrent flushes share one disk
-/// write.
+/// connection) is flushed to disk: a transaction of its own that writes one record to the log, so
+/// that its commit is flushed synchronously, and with it the log before it. Concurrent flushes
+/// share one disk write.
+///
+/// The record is a transactional logical-decoding message (prefix `pimbridge`, empty; consumers
+/// of logical decoding skip prefixes they do not know). A transaction that writes nothing to the
+/// log commits without a flush even when it took a transaction id (`SELECT txid_current()` does
+/// not wait for the disk): Postgres waits only for commits that wrote something.
 pub async fn flush(client: &impl GenericClient) -> Result<(), StoreError> {
-    client.batch_execute("SELECT txid_current()").await?;
+    client
+        .batch_execute("SELECT pg_logical_emit_message(true, 'pimbridge', '')")
+        .await?;
     Ok(())
 }
 

@@ -21,6 +21,10 @@ pub struct ClaimedJob {
     /// The sender's event id (for logs).
     pub source_event_id: String,
     pub subject: Subject,
+    /// Whether the claim (with the event and the job) is known to be on disk: true for a claim of
+    /// its own, which commits synchronously; false for a job the intake handed over at its
+    /// commit, before its flush (`crate::handoff`).
+    pub claim_on_disk: bool,
 }
 
 /// Claims up to `limit` due immediate jobs: pending and due, or running under a lease that expired
@@ -95,6 +99,7 @@ pub async fn claim_immediate(
                 user_attributes: r.get(8),
                 group_attributes: r.get(9),
             },
+            claim_on_disk: true,
         })
         .collect())
 }

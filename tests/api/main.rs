@@ -13,6 +13,7 @@ mod budget;
 mod config_cli;
 mod cycles;
 mod dispatch;
+mod durability;
 mod eventgrid;
 mod fixture;
 mod graph;
