@@ -5,9 +5,12 @@
 //! wake-up and a claim transaction with a durable commit of its own: about a third of the time
 //! from receipt to AWS in a burst. Instead, while this replica's dispatcher runs and has a free
 //! slot, the intake claims the job in its own transaction (lease and write-ahead record exactly as
-//! a claim writes them, `admission::admit_and_commit`) and, once that transaction is on disk, hands
-//! it over here. A job claimed but never handed over (the replica died between the two) is a
-//! claimed job like any other: taken over when its owner is seen dead or its lease runs out.
+//! a claim writes them, `admission::admit_and_commit`) and hands it over here right after the
+//! commit, while the intake's flush is still under way. The job says so (`claim_on_disk` false),
+//! and its reconciliation sends no membership change before a synchronous commit of its own puts
+//! the intake's commit on disk too. A job claimed but never handed over (the replica died between
+//! the two) is a claimed job like any other: taken over when its owner is seen dead or its lease
+//! runs out.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -104,7 +107,7 @@ impl Handoff {
     }
 
     /// Hands over `jobs`, claimed by the intake under the slots of `reserved` (one each, in
-    /// order), after their transaction is durable. If the dispatcher has stopped meanwhile, the
+    /// order), once their transaction has committed. If the dispatcher has stopped meanwhile, the
     /// jobs wait for their lease to run out or their owner to be seen dead.
     pub fn hand(&self, reserved: Reserved, jobs: Vec<ClaimedJob>) {
         for (slot, job) in reserved.0.into_iter().zip(jobs) {

@@ -35,6 +35,11 @@ const MAX_JOB_BACKOFF: Duration = Duration::from_secs(300);
 /// First wait before a job's second attempt.
 const FIRST_JOB_BACKOFF: Duration = Duration::from_secs(1);
 
+/// A claim of due jobs under way: how many slots it asked for, and what it claimed.
+type ClaimInFlight = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (usize, Result<Vec<ClaimedJob>, StoreError>)> + Send>,
+>;
+
 /// Everything the dispatcher needs.
 pub struct Dispatcher {
     pub pool: Pool,
@@ -75,49 +80,67 @@ impl Dispatcher {
                 drop(permit);
             });
         };
-        // False after a hand-over only: nothing new is due in the queue for it.
+        // Jobs claimed from the queue wait for a slot in their own task, so that the loop is never
+        // held up: a job handed over meanwhile starts at once.
+        let start_claimed = |in_hand: &mut JoinSet<()>, job: ClaimedJob| {
+            let (this, permits) = (this.clone(), permits.clone());
+            in_hand.spawn(async move {
+                let Ok(permit) = permits.acquire_owned().await else {
+                    return;
+                };
+                this.handle(job).await;
+                drop(permit);
+            });
+        };
+        // A claim from the queue runs beside the hand-over, never in its way: a job handed over
+        // while the claim waits for the database starts at once.
+        let mut claiming: Option<ClaimInFlight> = None;
+        // Whether the queue may hold due jobs: at start, when woken, on each poll and whenever a
+        // job ends (a slot frees up). A hand-over alone says nothing about the queue.
         let mut claim = true;
         loop {
             let free = permits.available_permits();
-            let mut claimed_all = false;
-            if claim && free > 0 {
-                match this.claim(free).await {
-                    Ok(batch) => {
-                        claimed_all = batch.len() == free;
-                        for job in batch {
-                            let Ok(permit) = permits.clone().acquire_owned().await else {
-                                break;
-                            };
-                            start(&mut in_hand, job, permit);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error.message = %e, "cannot claim jobs"),
-                }
-            }
-            claim = true;
-            if claimed_all {
-                // There may be more due jobs; claim again as soon as a permit frees up.
-                tokio::select! {
-                    () = shutdown.cancelled() => break,
-                    Some(h) = handed.recv() => start(&mut in_hand, h.job, h.slot),
-                    Some(_) = in_hand.join_next() => {}
-                }
-                continue;
+            if claim && free > 0 && claiming.is_none() {
+                claim = false;
+                let this = this.clone();
+                claiming = Some(Box::pin(async move { (free, this.claim(free).await) }));
             }
             tokio::select! {
                 () = shutdown.cancelled() => break,
-                Some(h) = handed.recv() => {
-                    start(&mut in_hand, h.job, h.slot);
-                    claim = false;
+                Some(h) = handed.recv() => start(&mut in_hand, h.job, h.slot),
+                (asked, claimed) = async {
+                    match claiming.as_mut() {
+                        Some(claim) => claim.await,
+                        None => std::future::pending().await,
+                    }
+                }, if claiming.is_some() => {
+                    claiming = None;
+                    match claimed {
+                        Ok(batch) => {
+                            // Every slot asked for was filled: more may be due once one frees up.
+                            claim = batch.len() == asked;
+                            for job in batch {
+                                start_claimed(&mut in_hand, job);
+                            }
+                        }
+                        Err(e) => tracing::warn!(error.message = %e, "cannot claim jobs"),
+                    }
                 }
-                () = wake.notified() => {}
-                () = tokio::time::sleep(poll) => {}
-                Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
+                () = wake.notified() => claim = true,
+                () = tokio::time::sleep(poll) => claim = true,
+                Some(_) = in_hand.join_next(), if !in_hand.is_empty() => claim = true,
             }
         }
-        // Finish the jobs in hand, including any handed over before the intake saw the door
-        // close; claim nothing new.
+        // Finish the jobs in hand, including those of a claim under way and any handed over
+        // before the intake saw the door close; claim nothing new.
         this.handoff.close();
+        if let Some(claim) = claiming {
+            if let (_, Ok(batch)) = claim.await {
+                for job in batch {
+                    start_claimed(&mut in_hand, job);
+                }
+            }
+        }
         while let Ok(h) = handed.try_recv() {
             start(&mut in_hand, h.job, h.slot);
         }

@@ -126,7 +126,7 @@ impl Intake {
     }
 
     /// Claims the jobs it admits to the immediate lane for this replica's dispatcher, while that
-    /// has free slots, and hands them over once they are durable.
+    /// has free slots, and hands them over at its commit.
     pub fn with_handoff(mut self, handoff: std::sync::Arc<Handoff>) -> Self {
         self.handoff = Some(handoff);
         self

@@ -272,8 +272,8 @@ pub async fn lock_admission_with(
 /// Safe because nothing acts on a row before it is durable: a crash before the flush loses the
 /// transaction, but no one has answered 2xx for it yet (the sender delivers it again), and every
 /// worker that acts on stored rows in AWS first commits a write of its own synchronously (a job's
-/// claim, a cycle's write-ahead), which flushes the log up to and past this transaction, or waits
-/// for the intake's flush (a job handed over by the intake, `crate::handoff`).
+/// claim, a cycle's write-ahead, or a flush before the first membership change of a job the intake
+/// handed over, `crate::handoff`), which flushes the log up to and past this transaction.
 pub struct IntakeTransaction {
     /// Always `Some` until [`Self::into_client`].
     client: Option<deadpool_postgres::Client>,

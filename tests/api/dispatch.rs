@@ -641,3 +641,63 @@ async fn a_reconciliation_goes_on_while_its_lease_renewal_waits_for_a_connection
         assert_eq!(status, 202);
     }
 }
+
+#[tokio::test]
+async fn a_job_handed_over_starts_while_the_dispatchers_claim_waits_for_the_database() {
+    // Arrange: a running job of another replica, so that every claim asks the table of replicas
+    // which owners are dead, and that table locked here: the dispatcher's next claim waits.
+    let Fixture { app, a, .. } = spawn_with_emulators(|_| {}).await;
+    let first = activation("claim-wait-0", GROUP_A, "claim-wait-user-0");
+    assert_eq!(app.post_events(&first).await.status(), 202);
+    wait_for_no_pending(&app, Duration::from_secs(5)).await;
+    app.db
+        .execute(
+            "UPDATE jobs SET state = 'running', lease_owner = 'another-replica',
+                             lease_expires_at = clock_timestamp() + interval '1 hour'",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (holder, connection) = tokio_postgres::connect(&app.database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    holder
+        .batch_execute("BEGIN; LOCK TABLE replicas IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let claim_waits = "SELECT count(*) FROM pg_stat_activity
+                       WHERE datname = current_database() AND wait_event_type = 'Lock'
+                         AND query LIKE 'WITH due AS%'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.count(claim_waits).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no claim came to wait"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Act: an activation the intake hands over to the dispatcher.
+    let second = activation("claim-wait-1", GROUP_A, "claim-wait-user-1");
+    assert_eq!(app.post_events(&second).await.status(), 202);
+
+    // Assert: it reaches AWS and is done while the claim still waits.
+    let done = "SELECT count(*) FROM jobs j JOIN events e ON e.id = j.event_id
+                WHERE e.source_event_id = 'claim-wait-1' AND j.state = 'done'";
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while app.count(done).await == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the handed-over job waited for the dispatcher's claim"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(members(&a), 2);
+    assert_eq!(
+        app.count(claim_waits).await,
+        1,
+        "the claim was still waiting"
+    );
+    holder.batch_execute("ROLLBACK").await.unwrap();
+}
