@@ -30,6 +30,8 @@ use support::{config_toml, event, mib, now_rfc3339, percentile, rss_kib, summary
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 const CLIENTS: usize = 8;
+/// Floor samples taken just before each burst.
+const FLOOR_BEFORE_BURST: usize = 20;
 
 struct Plan {
     full: bool,
@@ -137,7 +139,8 @@ impl Scim {
 }
 
 /// Creates GROUP and `users` in the emulator and caches their ids as pimbridge would after its first
-/// request for them, so that the next activation of each is one PATCH. Returns (group id, user ids).
+/// request for them, so that the next activation of each is a membership check (a first add) and
+/// one PATCH. Returns (group id, user ids).
 async fn seed_known(bench: &Bench, scim: &Scim, users: &[String]) -> (String, Vec<String>) {
     let group = scim
         .create(
@@ -435,8 +438,26 @@ async fn main() {
     // 2. The immediate lane against its floor (first: the admission window is empty).
     let known_n = (25.0 * plan.known_seconds).round() as usize;
     let known_users: Vec<String> = (0..known_n).map(|i| format!("known-user-{i}")).collect();
-    let (group, user_ids) = seed_known(&bench, &scim, &known_users).await;
-    let floor_ms = floor(&bench, &scim, &group, &user_ids, "main", plan.floor_samples).await;
+    let (group, _) = seed_known(&bench, &scim, &known_users).await;
+    // The floor's PATCHes add users of their own, each a new member as the service's are: added
+    // by hand, a user the service activates later would already be a member, and its activation
+    // would send no PATCH.
+    let floor_n = plan.floor_samples + plan.bursts * FLOOR_BEFORE_BURST;
+    let mut floor_users = Vec::with_capacity(floor_n);
+    for i in 0..floor_n {
+        let (resource, _) = scim_user(&format!("floor-user-{i}"));
+        floor_users.push(scim.create("Users", &resource).await);
+    }
+    let (main_floor_users, mut burst_floor_users) = floor_users.split_at(plan.floor_samples);
+    let floor_ms = floor(
+        &bench,
+        &scim,
+        &group,
+        main_floor_users,
+        "main",
+        plan.floor_samples,
+    )
+    .await;
 
     let start = Instant::now();
     for (i, user) in known_users.iter().enumerate() {
@@ -449,6 +470,7 @@ async fn main() {
     wait_immediate_done(&bench, "known").await;
     let known_ms = immediate_latencies(&bench, "known").await;
     let known_deferred = deferred_count(&bench, "known").await;
+    let known_stages = support::stages(&bench.db, "known").await;
 
     // The bursts: each once the window is empty again (and the immediate budget refilled).
     let mut fifths = Vec::new();
@@ -459,7 +481,17 @@ async fn main() {
     let mut floors_before = Vec::new();
     for b in 0..plan.bursts {
         tokio::time::sleep(Duration::from_secs(if plan.full { 11 } else { 0 })).await;
-        let mut before = floor(&bench, &scim, &group, &user_ids, &format!("b{b}"), 20).await;
+        let (users, rest) = burst_floor_users.split_at(FLOOR_BEFORE_BURST);
+        burst_floor_users = rest;
+        let mut before = floor(
+            &bench,
+            &scim,
+            &group,
+            users,
+            &format!("b{b}"),
+            FLOOR_BEFORE_BURST,
+        )
+        .await;
         before.sort_by(f64::total_cmp);
         floors_before.push(percentile(&before, 50.0));
         let burst: Vec<_> = (0..5)
@@ -571,6 +603,11 @@ async fn main() {
     let mut known_sorted = known_ms.clone();
     known_sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
     summary("   receipt → AWS, known, immediate lane", known_ms);
+    let [committed, claimed, reconciled, recorded] = known_stages;
+    summary("     receipt → intake committed", committed);
+    summary("     committed → reconciliation starts", claimed);
+    summary("     reconciliation (lock, reads, SCIM)", reconciled);
+    summary("     outcome recorded (commit)", recorded);
     println!(
         "   known users: {known_n} sent at {known_rate:.1}/s, {} immediate, {known_deferred} deferred to the cycle",
         known_sorted.len()
