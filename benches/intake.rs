@@ -638,9 +638,17 @@ async fn main() {
         median / floor_p50
     );
     let before: Vec<String> = floors_before.iter().map(|f| format!("{f:.2}")).collect();
+    let mut beside: Vec<f64> = fifths
+        .iter()
+        .zip(&floors_before)
+        .map(|(fifth, floor)| fifth / floor)
+        .collect();
+    beside.sort_by(f64::total_cmp);
     println!(
-        "   floor p50 of 20 samples just before each burst: {} ms\n",
-        before.join(", ")
+        "   floor p50 of {FLOOR_BEFORE_BURST} samples just before each burst: {} ms; \
+         each fifth against it: median {:.2}x\n",
+        before.join(", "),
+        beside[beside.len() / 2]
     );
     println!("3. memory and start-up");
     println!(
