@@ -674,6 +674,13 @@ async fn try_bootstrap(pool: &Pool, applications: &[String]) -> anyhow::Result<u
     let mut client = pool.get().await?;
     let applied = migrate::run(&mut client).await?;
     store::register_applications(&client, applications).await?;
+    if !store::commits_wait_for_disk(&client).await? {
+        tracing::warn!(
+            "synchronous_commit is off for pimbridge's database user: a crash of the database \
+             server can lose the records that say which memberships pimbridge added, and then \
+             leave them in AWS; set it to on (Postgres's default)"
+        );
+    }
     Ok(applied)
 }
 

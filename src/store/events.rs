@@ -376,10 +376,15 @@ impl Drop for IntakeTransaction {
 /// The record is a transactional logical-decoding message (prefix `pimbridge`, empty; consumers
 /// of logical decoding skip prefixes they do not know). A transaction that writes nothing to the
 /// log commits without a flush even when it took a transaction id (`SELECT txid_current()` does
-/// not wait for the disk): Postgres waits only for commits that wrote something.
+/// not wait for the disk): Postgres waits only for commits that wrote something. The statement
+/// also sets `synchronous_commit` for its own transaction, so that it waits for the disk even
+/// where the server's default does not.
 pub async fn flush(client: &impl GenericClient) -> Result<(), StoreError> {
     client
-        .batch_execute("SELECT pg_logical_emit_message(true, 'pimbridge', '')")
+        .batch_execute(
+            "SELECT set_config('synchronous_commit', 'on', true), \
+                    pg_logical_emit_message(true, 'pimbridge', '')",
+        )
         .await?;
     Ok(())
 }

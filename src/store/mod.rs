@@ -147,6 +147,19 @@ pub async fn warm(pool: &Pool) {
     }
 }
 
+/// Whether commits on this connection wait for the disk by default (`synchronous_commit` is not
+/// `off`). pimbridge's claims and write-aheads rely on it: committed without waiting, a record that
+/// says who owns a membership could be lost in a crash after the change it announces went out.
+pub async fn commits_wait_for_disk(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<bool, StoreError> {
+    let setting: String = client
+        .query_one("SELECT current_setting('synchronous_commit')", &[])
+        .await?
+        .get(0);
+    Ok(setting != "off")
+}
+
 /// Records the configured applications, so that jobs can reference them and admission can lock them.
 pub async fn register_applications(
     client: &impl deadpool_postgres::GenericClient,

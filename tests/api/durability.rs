@@ -255,6 +255,45 @@ async fn the_intake_returns_only_once_its_commit_is_on_disk() {
 }
 
 #[tokio::test]
+async fn the_intake_waits_for_the_disk_even_where_commits_do_not_by_default() {
+    let Durable {
+        _server,
+        database_url,
+        admin,
+        ..
+    } = durable().await;
+    let database = database_url.rsplit_once('/').unwrap().1.to_owned();
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{database}\" SET synchronous_commit = off"
+        ))
+        .await
+        .unwrap();
+    // New connections, which take the database's setting.
+    let intake = Intake::new(
+        pool_on(&database_url, 2),
+        Routing::from_settings(&test_settings(&database_url)),
+    );
+
+    let paused = PausedWalWriter::pause(&admin).await;
+    intake
+        .record(EventSource::Api, &[activation("one", "alice")])
+        .await
+        .unwrap();
+    let flushed: bool = admin
+        .query_one(
+            "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(paused);
+
+    assert!(flushed, "the log is flushed past the intake's commit");
+}
+
+#[tokio::test]
 async fn a_job_handed_over_before_its_flush_sends_no_membership_change_until_its_claim_is_on_disk()
 {
     let Durable {

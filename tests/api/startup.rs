@@ -190,3 +190,46 @@ async fn opening_connections_ahead_never_waits_for_connections_in_use() {
     assert!(warmed.is_ok(), "the warm-up waited for a busy pool");
     drop(held);
 }
+
+#[tokio::test]
+async fn start_up_warns_when_commits_do_not_wait_for_the_disk() {
+    let a = emulator().await;
+    let b = emulator().await;
+    let database_url = PgServer::shared().fresh_database().await;
+    let database = database_url.rsplit_once('/').unwrap().1.to_owned();
+    let (admin, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{database}\" SET synchronous_commit = off"
+        ))
+        .await
+        .unwrap();
+    let settings = dispatch_settings(&database_url, &a, &b, |_| {})
+        .validated()
+        .unwrap();
+    let captured = Captured::default();
+    let runtime = logging_runtime(&captured);
+    let (built, shutdown) = tokio::sync::oneshot::channel();
+    let task = runtime.spawn(async move {
+        let application = Application::build(settings).await.unwrap();
+        let _ = built.send(application.shutdown_token());
+        application.run_until_stopped().await
+    });
+    let shutdown = shutdown.await.unwrap();
+
+    let start = Instant::now();
+    while !captured.text().contains("synchronous_commit is off") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "no warning about synchronous_commit; logs:\n{}",
+            captured.text()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    shutdown.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
+    runtime.shutdown_background();
+}
