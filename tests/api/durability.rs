@@ -219,6 +219,26 @@ async fn durable() -> Durable {
     }
 }
 
+/// Records one activation with the WAL writer paused; returns whether the log was flushed past
+/// everything written when the intake returned.
+async fn flushed_when_intake_returns(admin: &tokio_postgres::Client, intake: &Intake) -> bool {
+    let paused = PausedWalWriter::pause(admin).await;
+    intake
+        .record(EventSource::Api, &[activation("one", "alice")])
+        .await
+        .unwrap();
+    let flushed = admin
+        .query_one(
+            "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    drop(paused);
+    flushed
+}
+
 #[tokio::test]
 async fn the_intake_returns_only_once_its_commit_is_on_disk() {
     let Durable {
@@ -228,22 +248,10 @@ async fn the_intake_returns_only_once_its_commit_is_on_disk() {
         ..
     } = durable().await;
 
-    let paused = PausedWalWriter::pause(&admin).await;
-    intake
-        .record(EventSource::Api, &[activation("one", "alice")])
-        .await
-        .unwrap();
-    let flushed: bool = admin
-        .query_one(
-            "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    drop(paused);
-
-    assert!(flushed, "the log is flushed past the intake's commit");
+    assert!(
+        flushed_when_intake_returns(&admin, &intake).await,
+        "the log is flushed past the intake's commit"
+    );
     assert_eq!(
         admin
             .query_one("SELECT count(*) FROM events", &[])
@@ -275,22 +283,10 @@ async fn the_intake_waits_for_the_disk_even_where_commits_do_not_by_default() {
         Routing::from_settings(&test_settings(&database_url)),
     );
 
-    let paused = PausedWalWriter::pause(&admin).await;
-    intake
-        .record(EventSource::Api, &[activation("one", "alice")])
-        .await
-        .unwrap();
-    let flushed: bool = admin
-        .query_one(
-            "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    drop(paused);
-
-    assert!(flushed, "the log is flushed past the intake's commit");
+    assert!(
+        flushed_when_intake_returns(&admin, &intake).await,
+        "the log is flushed past the intake's commit"
+    );
 }
 
 #[tokio::test]

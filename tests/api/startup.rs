@@ -51,6 +51,42 @@ fn logging_runtime(captured: &Captured) -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The app on a runtime of its own ([`logging_runtime`]), its warnings and errors in `captured`.
+struct CapturedApp {
+    captured: Captured,
+    runtime: tokio::runtime::Runtime,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl CapturedApp {
+    async fn start(settings: pimbridge::config::Settings) -> Self {
+        let captured = Captured::default();
+        let runtime = logging_runtime(&captured);
+        let (built, shutdown) = tokio::sync::oneshot::channel();
+        let task = runtime.spawn(async move {
+            let application = Application::build(settings).await.unwrap();
+            let _ = built.send(application.shutdown_token());
+            application.run_until_stopped().await
+        });
+        let shutdown = shutdown.await.unwrap();
+        Self {
+            captured,
+            runtime,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Stops the app; returns what it logged.
+    async fn stop(self) -> String {
+        self.shutdown.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
+        self.runtime.shutdown_background();
+        self.captured.text()
+    }
+}
+
 #[tokio::test]
 async fn workers_wait_for_migrations_and_the_initial_cycles_run_at_once() {
     let a = emulator().await;
@@ -61,15 +97,7 @@ async fn workers_wait_for_migrations_and_the_initial_cycles_run_at_once() {
     let mut settings = cycle_settings(&database_url, &a, &b, |_| {});
     settings.sync.check_interval = Duration::from_secs(3600);
     let settings = settings.validated().unwrap();
-    let captured = Captured::default();
-    let runtime = logging_runtime(&captured);
-    let (built, shutdown) = tokio::sync::oneshot::channel();
-    let task = runtime.spawn(async move {
-        let application = Application::build(settings).await.unwrap();
-        let _ = built.send(application.shutdown_token());
-        application.run_until_stopped().await
-    });
-    let shutdown = shutdown.await.unwrap();
+    let app = CapturedApp::start(settings).await;
 
     let (db, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
         .await
@@ -89,10 +117,7 @@ async fn workers_wait_for_migrations_and_the_initial_cycles_run_at_once() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    runtime.shutdown_background();
-    let logs = captured.text();
+    let logs = app.stop().await;
     assert_eq!(
         finished, 2,
         "both initial cycles ran without waiting a check interval; logs:\n{logs}"
@@ -210,26 +235,16 @@ async fn start_up_warns_when_commits_do_not_wait_for_the_disk() {
     let settings = dispatch_settings(&database_url, &a, &b, |_| {})
         .validated()
         .unwrap();
-    let captured = Captured::default();
-    let runtime = logging_runtime(&captured);
-    let (built, shutdown) = tokio::sync::oneshot::channel();
-    let task = runtime.spawn(async move {
-        let application = Application::build(settings).await.unwrap();
-        let _ = built.send(application.shutdown_token());
-        application.run_until_stopped().await
-    });
-    let shutdown = shutdown.await.unwrap();
+    let app = CapturedApp::start(settings).await;
 
     let start = Instant::now();
-    while !captured.text().contains("synchronous_commit is off") {
+    while !app.captured.text().contains("synchronous_commit is off") {
         assert!(
             start.elapsed() < Duration::from_secs(10),
             "no warning about synchronous_commit; logs:\n{}",
-            captured.text()
+            app.captured.text()
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    shutdown.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(10), task).await;
-    runtime.shutdown_background();
+    app.stop().await;
 }
