@@ -24,7 +24,7 @@ pub enum Origin<'a> {
     /// An immediate-lane job, held under `lease_owner`'s lease: its claim already marked the pair
     /// `unknown`; it only ever adds. The job is settled with the outcome when it needs no retry.
     /// A claim not yet known to be on disk (`claim_on_disk` false: the intake handed the job over
-    /// at its commit) is flushed before anything that changes AWS is sent.
+    /// at its commit) is flushed before any membership change is sent.
     Job {
         job_id: i64,
         lease_owner: &'a str,

@@ -314,9 +314,19 @@ async fn a_job_handed_over_before_its_flush_sends_no_membership_change_until_its
         )]
         .into(),
     );
-    let reconcile = |job: ClaimedJob| {
-        let (pool, provisioner) = (pool.clone(), &provisioner);
+    // An activation of alice, its job claimed off disk (the WAL writer paused meanwhile) and
+    // reconciled as a job handed over at the intake's commit.
+    let activate_off_disk = |id: &'static str| {
+        let (pool, provisioner, intake, admin, proxy) =
+            (pool.clone(), &provisioner, &intake, &admin, &proxy);
         async move {
+            intake
+                .record(EventSource::Api, &[activation(id, "alice")])
+                .await
+                .unwrap();
+            let paused = PausedWalWriter::pause(admin).await;
+            let (job, lsn) = claim_off_disk(&pool).await;
+            *proxy.must_be_flushed.lock().unwrap() = lsn;
             let mut db = pool.get().await.unwrap();
             let request = PairRequest {
                 subject: job.subject.clone(),
@@ -328,23 +338,17 @@ async fn a_job_handed_over_before_its_flush_sends_no_membership_change_until_its
                 lease_owner: OWNER,
                 claim_on_disk: job.claim_on_disk,
             };
-            provisioner
+            let report = provisioner
                 .reconcile(&mut db, "alpha", origin, &[request], &Options::default())
                 .await
-                .unwrap()
+                .unwrap();
+            drop(paused);
+            report
         }
     };
 
     // A user new to AWS: created, then its first add, written ahead (a synchronous commit).
-    intake
-        .record(EventSource::Api, &[activation("first", "alice")])
-        .await
-        .unwrap();
-    let paused = PausedWalWriter::pause(&admin).await;
-    let (job, lsn) = claim_off_disk(&pool).await;
-    *proxy.must_be_flushed.lock().unwrap() = lsn;
-    reconcile(job).await;
-    drop(paused);
+    activate_off_disk("first").await;
     let group = aws.state().groups[0].id.clone();
     assert_eq!(aws.group_members(&group).unwrap().len(), 1);
 
@@ -356,15 +360,7 @@ async fn a_job_handed_over_before_its_flush_sends_no_membership_change_until_its
         .execute("UPDATE aws_memberships SET aws_state = 'absent'", &[])
         .await
         .unwrap();
-    intake
-        .record(EventSource::Api, &[activation("again", "alice")])
-        .await
-        .unwrap();
-    let paused = PausedWalWriter::pause(&admin).await;
-    let (job, lsn) = claim_off_disk(&pool).await;
-    *proxy.must_be_flushed.lock().unwrap() = lsn;
-    let report = reconcile(job).await;
-    drop(paused);
+    let report = activate_off_disk("again").await;
 
     assert!(
         matches!(report.outcomes[..], [pimbridge::provision::Outcome::Added]),
