@@ -264,11 +264,13 @@ impl Intake {
         unique: &[usize],
         outcomes: &mut [Option<EventOutcome>],
     ) -> Result<(Vec<(usize, i64)>, Vec<admission::Asked<'a>>), StoreError> {
-        // Rows first, before any lock: an intake that holds the locks below then never waits for
-        // another intake's rows (only for a redelivery of the same event does one wait here, for
-        // the other's commit), and a batch's inserts run beside the locked part of another.
-        // Every statement covers the whole request: a batch costs the round trips of one event
-        // (docs/performance.md).
+        // Rows first, then the locks, in one round trip: an intake that holds the locks then
+        // never waits for another intake's rows (only for a redelivery of the same event does one
+        // wait, for the other's commit, before it takes any), and a batch's inserts run beside the
+        // locked part of another. An activation and a deactivation of one pair (or two changes of
+        // one grant) never race: grants are recorded under these locks. N replicas admit as one
+        // would (admission takes its own lock). Every statement covers the whole request: a batch
+        // costs the round trips of one event (docs/performance.md).
         let to_insert: Vec<(&NewEvent, &[String])> = unique
             .iter()
             .map(|&i| {
@@ -280,7 +282,17 @@ impl Intake {
             .collect();
         // Every job is stored deferred; admission then moves the first activations of each
         // application to the immediate lane (it comes last: its lock is held until commit).
-        let rows = store::insert_events(tx, source, &to_insert).await?;
+        let routed: Vec<&str> = to_insert
+            .iter()
+            .flat_map(|(_, applications)| applications.iter().map(String::as_str))
+            .collect();
+        // The keys of every event sent, as which are redeliveries is known only once inserted.
+        let keys = (unique.len() <= KEY_LOCKS_UP_TO).then(|| self.keys(source, events, unique));
+        let locks = (!routed.is_empty()).then(|| store::IntakeLocks {
+            names: &routed,
+            keys: keys.as_deref(),
+        });
+        let rows = store::insert_and_lock(tx, source, &to_insert, locks).await?;
         // (index in the request, row id) of the newly stored events, in id order.
         let mut stored: Vec<(usize, i64)> = Vec::with_capacity(unique.len());
         for (&index, row) in unique.iter().zip(rows) {
@@ -290,20 +302,6 @@ impl Intake {
             }
         }
 
-        // An activation and a deactivation of one pair (or two changes of one grant) never race:
-        // grants are recorded under these locks. N replicas admit as one would (admission takes
-        // its own lock).
-        let routed: Vec<&str> = stored
-            .iter()
-            .flat_map(|&(index, _)| self.routing.applications_for(&events[index].group_id))
-            .map(String::as_str)
-            .collect();
-        if !routed.is_empty() {
-            let stored_indexes: Vec<usize> = stored.iter().map(|&(index, _)| index).collect();
-            let keys = (stored.len() <= KEY_LOCKS_UP_TO)
-                .then(|| self.keys(source, events, &stored_indexes));
-            store::lock_intake(tx, &routed, keys.as_deref()).await?;
-        }
         // The windows are counted without a lock (a full one needs none), beside the grants.
         let candidates = self.candidates(events, &stored);
         let (_, rooms) = futures_util::try_join!(

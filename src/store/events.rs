@@ -24,6 +24,33 @@ pub async fn insert_events(
     source: EventSource,
     events: &[(&NewEvent, &[String])],
 ) -> Result<Vec<Option<i64>>, StoreError> {
+    insert_and_lock(client, source, events, None).await
+}
+
+/// The locks an intake takes (see [`lock_intake`]): the applications' names and, in
+/// [`IntakeLock::Keys`] mode, the keys.
+#[derive(Debug, Clone, Copy)]
+pub struct IntakeLocks<'a> {
+    pub names: &'a [&'a str],
+    pub keys: Option<&'a [String]>,
+}
+
+/// [`insert_events`], then, in the same round trip, [`lock_intake`] with `locks`: every statement
+/// is prepared first, so that they leave together and Postgres runs them in order. The locks are
+/// still taken after the rows are inserted (an insert that waits for a redelivery's commit waits
+/// holding none of them); those of an event that turns out to be a redelivery are taken anyway,
+/// which only keeps other intakes of its keys waiting until this one commits.
+pub async fn insert_and_lock(
+    client: &impl GenericClient,
+    source: EventSource,
+    events: &[(&NewEvent, &[String])],
+    locks: Option<IntakeLocks<'_>>,
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let insert = client.prepare_cached(INSERT_EVENTS_SQL).await?;
+    let locks = match locks {
+        Some(locks) => Some(PreparedLocks::prepare(client, locks).await?),
+        None => None,
+    };
     let ids: Vec<&str> = events.iter().map(|(e, _)| e.id.as_str()).collect();
     let kinds: Vec<&str> = events.iter().map(|(e, _)| e.kind.as_str()).collect();
     let occurred: Vec<OffsetDateTime> = events.iter().map(|(e, _)| e.occurred_at).collect();
@@ -54,57 +81,62 @@ pub async fn insert_events(
             job_actions.push(event.kind.action().as_str());
         }
     }
-    let rows = client
-        .query(
-            &client
-                .prepare_cached(
-                    "WITH stored AS (
-                 INSERT INTO events (source, source_event_id, kind, occurred_at, group_id,
-                                     principal_id, ends_at, user_attributes, group_attributes,
-                                     routing, grant_id)
-                 SELECT $1, u.id, u.kind, u.occurred_at, u.group_id, u.principal_id, u.ends_at,
-                        u.usr, u.grp, u.routing, u.grant_id
-                 FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
-                             $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[])
-                      WITH ORDINALITY
-                      AS u(id, kind, occurred_at, group_id, principal_id, ends_at, usr, grp,
-                           routing, grant_id, ord)
-                 ORDER BY u.ord
-                 ON CONFLICT (source, source_event_id) DO NOTHING
-                 RETURNING id, source_event_id
-             ), jobs AS (
-                 INSERT INTO jobs (event_id, application, action, lane)
-                 SELECT s.id, j.application, j.action, 'deferred'
-                 FROM stored s
-                 JOIN unnest($12::text[], $13::text[], $14::text[]) WITH ORDINALITY
-                      AS j(source_event_id, application, action, ord)
-                   ON j.source_event_id = s.source_event_id
-                 ORDER BY j.ord
-             )
-             SELECT id, source_event_id FROM stored",
+    let insert = async {
+        Ok::<_, StoreError>(
+            client
+                .query(
+                    &insert,
+                    &[
+                        &source.as_str(),
+                        &ids,
+                        &kinds,
+                        &occurred,
+                        &groups,
+                        &principals,
+                        &ends,
+                        &users,
+                        &group_attrs,
+                        &routing,
+                        &grant_ids,
+                        &job_events,
+                        &job_applications,
+                        &job_actions,
+                    ],
                 )
                 .await?,
-            &[
-                &source.as_str(),
-                &ids,
-                &kinds,
-                &occurred,
-                &groups,
-                &principals,
-                &ends,
-                &users,
-                &group_attrs,
-                &routing,
-                &grant_ids,
-                &job_events,
-                &job_applications,
-                &job_actions,
-            ],
         )
-        .await?;
+    };
+    let rows = match &locks {
+        Some(locks) => futures_util::try_join!(insert, locks.take(client))?.0,
+        None => insert.await?,
+    };
     let mut stored: HashMap<String, i64> = rows.iter().map(|r| (r.get(1), r.get(0))).collect();
     Ok(ids.iter().map(|id| stored.remove(*id)).collect())
 }
+
+const INSERT_EVENTS_SQL: &str = "WITH stored AS (
+         INSERT INTO events (source, source_event_id, kind, occurred_at, group_id, principal_id,
+                             ends_at, user_attributes, group_attributes, routing, grant_id)
+         SELECT $1, u.id, u.kind, u.occurred_at, u.group_id, u.principal_id, u.ends_at,
+                u.usr, u.grp, u.routing, u.grant_id
+         FROM unnest($2::text[], $3::text[], $4::timestamptz[], $5::text[], $6::text[],
+                     $7::timestamptz[], $8::jsonb[], $9::jsonb[], $10::text[], $11::text[])
+              WITH ORDINALITY
+              AS u(id, kind, occurred_at, group_id, principal_id, ends_at, usr, grp, routing,
+                   grant_id, ord)
+         ORDER BY u.ord
+         ON CONFLICT (source, source_event_id) DO NOTHING
+         RETURNING id, source_event_id
+     ), jobs AS (
+         INSERT INTO jobs (event_id, application, action, lane)
+         SELECT s.id, j.application, j.action, 'deferred'
+         FROM stored s
+         JOIN unnest($12::text[], $13::text[], $14::text[]) WITH ORDINALITY
+              AS j(source_event_id, application, action, ord)
+           ON j.source_event_id = s.source_event_id
+         ORDER BY j.ord
+     )
+     SELECT id, source_event_id FROM stored";
 
 /// How an intake transaction keeps concurrent intakes of the same applications apart
 /// (docs/architecture.md, "Intake"). Locks are always taken in this order: applications (by name),
@@ -164,23 +196,58 @@ pub async fn lock_intake(
     names: &[&str],
     keys: Option<&[String]>,
 ) -> Result<(), StoreError> {
-    let keys = match keys {
-        None => return lock_applications(client, names, IntakeLock::Applications).await,
-        Some([]) => return lock_applications(client, names, IntakeLock::Keys).await,
-        Some(keys) => keys,
-    };
-    let applications = client
-        .prepare_cached(applications_lock_sql(IntakeLock::Keys))
-        .await?;
-    let each_key = client.prepare_cached(KEYS_LOCK_SQL).await?;
-    let names = sorted(names);
-    let (by_name, by_key): (&[&(dyn ToSql + Sync)], &[&(dyn ToSql + Sync)]) =
-        (&[&names], &[&INTAKE_KEY_CLASS, &keys]);
-    futures_util::try_join!(
-        client.query(&applications, by_name),
-        client.query(&each_key, by_key),
-    )?;
-    Ok(())
+    PreparedLocks::prepare(client, IntakeLocks { names, keys })
+        .await?
+        .take(client)
+        .await
+}
+
+/// An intake's lock statements, prepared, with their arguments.
+struct PreparedLocks<'a> {
+    applications: tokio_postgres::Statement,
+    names: Vec<&'a str>,
+    /// The key lock's statement and keys, in [`IntakeLock::Keys`] mode with keys to lock.
+    keys: Option<(tokio_postgres::Statement, &'a [String])>,
+}
+
+impl<'a> PreparedLocks<'a> {
+    async fn prepare(
+        client: &impl GenericClient,
+        locks: IntakeLocks<'a>,
+    ) -> Result<Self, StoreError> {
+        let mode = match locks.keys {
+            None => IntakeLock::Applications,
+            Some(_) => IntakeLock::Keys,
+        };
+        let applications = client.prepare_cached(applications_lock_sql(mode)).await?;
+        let keys = match locks.keys {
+            Some(keys) if !keys.is_empty() => {
+                Some((client.prepare_cached(KEYS_LOCK_SQL).await?, keys))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            applications,
+            names: sorted(locks.names),
+            keys,
+        })
+    }
+
+    /// Sends the statements together, applications first; both are answered before it returns.
+    async fn take(&self, client: &impl GenericClient) -> Result<(), StoreError> {
+        let by_name: &[&(dyn ToSql + Sync)] = &[&self.names];
+        let applications = client.query(&self.applications, by_name);
+        match &self.keys {
+            None => {
+                applications.await?;
+            }
+            Some((statement, keys)) => {
+                let by_key: &[&(dyn ToSql + Sync)] = &[&INTAKE_KEY_CLASS, keys];
+                futures_util::try_join!(applications, client.query(statement, by_key))?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Advisory lock class of intake's keys ("pimk"); a key is hashed into the second half.
