@@ -21,21 +21,6 @@ use crate::domain::Lane;
 use crate::store::events::IntakeTransaction;
 use crate::store::StoreError;
 
-/// The statement of [`window`] and the first step of [`PROMOTE`]: Postgres's now, whether the
-/// application $1 is quarantined, and its admissions in the $2 seconds before now (half-open, as
-/// in `decide_at`).
-macro_rules! window_sql {
-    () => {
-        "SELECT c.now, a.quarantined_at IS NOT NULL AS quarantined,
-                (SELECT count(*) FROM jobs j
-                 WHERE j.application = a.name AND j.lane = 'immediate'
-                   AND j.admitted_at > c.now - make_interval(secs => $2)
-                   AND j.admitted_at <= c.now) AS admitted
-         FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
-         WHERE a.name = $1"
-    };
-}
-
 /// An application's admission rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdmissionRule {
@@ -87,14 +72,37 @@ pub struct Asked<'a> {
 /// Whether `application`'s window may have room: false when the committed admissions in the
 /// window before Postgres's now already reach the limit (or the application is quarantined),
 /// which needs no lock (see the module's doc).
+///
+/// It asks by running [`PROMOTE`] for no events, which admits nothing and returns the window
+/// alone. That also plans the statement (the intake's transaction uses generic plans) before the
+/// admission lock is taken: planned under the lock, on a connection that had not run it yet or
+/// after statistics changed, it held the lock for milliseconds while the other intakes of a burst
+/// queued behind it (docs/performance.md).
 pub async fn may_have_room(
     client: &impl GenericClient,
     application: &str,
     rule: AdmissionRule,
 ) -> Result<bool, StoreError> {
-    let statement = window_statement(client).await?;
-    let admitted = window(client, &statement, application, rule).await?;
-    Ok(admitted < i64::from(rule.limit))
+    let promote = client.prepare_cached(PROMOTE).await?;
+    let no_events: &[i64] = &[];
+    let row = client
+        .query_one(
+            &promote,
+            &[
+                &application,
+                &rule.window.as_secs_f64(),
+                &no_events,
+                &i64::from(rule.limit),
+                &0_i64,
+                &None::<&str>,
+                &0.0_f64,
+                &crate::store::events::JOBS_CHANNEL,
+            ],
+        )
+        .await?;
+    let quarantined: bool = row.get("quarantined");
+    let admitted: i64 = row.get("admitted");
+    Ok(!quarantined && admitted < i64::from(rule.limit))
 }
 
 /// Admits, for each of `asked` (in application name order, the order its locks are taken in),
@@ -164,6 +172,8 @@ pub async fn admit_and_commit(
             )?;
             Ok::<_, StoreError>(
                 rows.iter()
+                    // Nothing admitted: one row of the window alone.
+                    .filter(|r| r.get::<_, Option<i64>>("id").is_some())
                     .map(|r| Admitted {
                         job_id: r.get(0),
                         event_id: r.get(1),
@@ -187,11 +197,20 @@ pub async fn admit_and_commit(
 /// Moves the first jobs of application $1 for the events $3 (in id order) to the immediate lane,
 /// as many as the window of $2 seconds before now has room for under the limit $4; claims the
 /// first $5 of them for owner $6 with a lease of $7 seconds, and notifies channel $8 (delivered
-/// at commit) when it admits any it does not claim. Half-open window, as in `decide_at`.
-const PROMOTE: &str = concat!(
-    "WITH w AS (",
-    window_sql!(),
-    "     ), chosen AS (
+/// at commit) when it admits any it does not claim. Half-open window, as in `decide_at`. Returns
+/// a row per admitted job, each with the window as it was before (`admitted`, `quarantined`), or,
+/// when it admits none, one row of the window alone (`id` null).
+const PROMOTE: &str = "WITH w AS (
+         -- Postgres's now, whether the application is quarantined, and its admissions in the
+         -- window before now.
+         SELECT c.now, a.quarantined_at IS NOT NULL AS quarantined,
+                (SELECT count(*) FROM jobs j
+                 WHERE j.application = a.name AND j.lane = 'immediate'
+                   AND j.admitted_at > c.now - make_interval(secs => $2)
+                   AND j.admitted_at <= c.now) AS admitted
+         FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
+         WHERE a.name = $1
+     ), chosen AS (
          SELECT j.id, row_number() OVER (ORDER BY j.id) AS k
          FROM jobs j
          WHERE j.application = $1 AND j.event_id = ANY($3::int8[]) AND j.action = 'add'
@@ -222,34 +241,9 @@ const PROMOTE: &str = concat!(
          SELECT pg_notify($8, '') FROM promoted WHERE NOT claimed LIMIT 1
      )
      -- `woken` is read here so that it runs: Postgres runs a plain SELECT step only when read.
-     SELECT id, event_id, claimed, (SELECT count(*) FROM woken) AS woken
-     FROM promoted ORDER BY id",
-);
-
-/// The window's statement, prepared once per connection: every activation reads it.
-async fn window_statement(
-    client: &impl GenericClient,
-) -> Result<tokio_postgres::Statement, StoreError> {
-    Ok(client.prepare_cached(window_sql!()).await?)
-}
-
-/// The admissions of `application` in the window before Postgres's now, as committed so far
-/// (`i64::MAX` while the application is quarantined).
-async fn window(
-    client: &impl GenericClient,
-    statement: &tokio_postgres::Statement,
-    application: &str,
-    rule: AdmissionRule,
-) -> Result<i64, StoreError> {
-    let row = client
-        .query_one(statement, &[&application, &rule.window.as_secs_f64()])
-        .await?;
-    Ok(if row.get::<_, bool>("quarantined") {
-        i64::MAX
-    } else {
-        row.get("admitted")
-    })
-}
+     SELECT p.id, p.event_id, p.claimed, w.admitted, w.quarantined,
+            (SELECT count(*) FROM woken) AS woken
+     FROM w LEFT JOIN promoted p ON true ORDER BY p.id";
 
 /// Decides the lane of one activation at `now`. The window is half-open: an admission exactly
 /// `window` before `now` no longer counts.
