@@ -145,10 +145,18 @@ pub(crate) struct Store {
 
 fn same_name(a: &str, b: &str, case_insensitive: bool) -> bool {
     if case_insensitive {
-        a.to_lowercase() == b.to_lowercase()
+        same_ignoring_case(a, b)
     } else {
         a == b
     }
+}
+
+/// `a.to_lowercase() == b.to_lowercase()` without allocating: a uniqueness check compares a new
+/// user with every stored one.
+fn same_ignoring_case(a: &str, b: &str) -> bool {
+    a.chars()
+        .flat_map(char::to_lowercase)
+        .eq(b.chars().flat_map(char::to_lowercase))
 }
 
 impl Store {
@@ -201,7 +209,7 @@ impl Store {
             .filter(|u| Some(u.id.as_str()) != except)
             .any(|u| {
                 same_name(u.user_name(), name, settings.user_name_case_insensitive)
-                    || matches!((email, primary_email(&u.attrs)), (Some(a), Some(b)) if a.to_lowercase() == b.to_lowercase())
+                    || matches!((email, primary_email(&u.attrs)), (Some(a), Some(b)) if same_ignoring_case(a, b))
                     || matches!((external, u.external_id()), (Some(a), Some(b)) if a == b)
             })
     }
@@ -326,5 +334,19 @@ impl Store {
             users: self.users.values().map(User::render).collect(),
             groups: self.groups.values().map(|g| self.dump_group(g)).collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_ignoring_case;
+
+    #[test]
+    fn names_that_differ_only_in_case_are_the_same_and_others_are_not() {
+        assert!(same_ignoring_case("Ada@Example.com", "ada@example.COM"));
+        assert!(same_ignoring_case("ÄRGER@x.de", "ärger@X.DE"));
+        assert!(!same_ignoring_case("ada@example.com", "ada@example.co"));
+        assert!(!same_ignoring_case("ada@example.com", "ada@example.comm"));
+        assert!(!same_ignoring_case("äda", "ada"));
     }
 }
