@@ -490,6 +490,7 @@ async fn main() {
     let mut burst_done_ms = Vec::new();
     let mut burst_stages: [Vec<f64>; 4] = Default::default();
     let mut burst_deferred = 0;
+    let mut timelines = Vec::new();
     // Not held against the goal: whether a slow burst found the machine itself slower.
     let mut floors_before = Vec::new();
     for b in 0..plan.bursts {
@@ -537,6 +538,7 @@ async fn main() {
             all.extend(one);
         }
         burst_deferred += deferred_count(&bench, &prefix).await;
+        timelines.push(support::timeline(&bench.db, &prefix).await);
     }
 
     // 3. Memory under 100 activations/s (before the batches, whose buffers the allocator keeps).
@@ -692,6 +694,18 @@ async fn main() {
         before.join(", "),
         beside[beside.len() / 2]
     );
+    println!(
+        "   each burst's activations in receipt order, ms from its first receipt: \
+         received / intake committed / reconciliation started / AWS confirmed"
+    );
+    for (b, timeline) in timelines.iter().enumerate() {
+        let jobs: Vec<String> = timeline
+            .iter()
+            .map(|[r, c, s, a]| format!("{r:.1}/{c:.1}/{s:.1}/{a:.1}"))
+            .collect();
+        println!("     burst {b}: {}", jobs.join("  "));
+    }
+    println!();
     println!("3. memory and start-up");
     println!(
         "   VmRSS idle after start             {:>8.1} MiB",

@@ -226,6 +226,33 @@ pub async fn stages(db: &tokio_postgres::Client, prefix: &str) -> [Vec<f64>; 4] 
     [column(0), column(1), column(2), column(3)]
 }
 
+/// The timeline of a case's done jobs, in receipt order: for each, ms from the case's first
+/// receipt to its receipt, its intake's commit, its reconciliation's start and AWS confirmed (the
+/// log entry). Shows whether a burst's jobs wait for each other, and where.
+pub async fn timeline(db: &tokio_postgres::Client, prefix: &str) -> Vec<[f64; 4]> {
+    let rows = db
+        .query(
+            "WITH t AS (
+                 SELECT e.received_at AS r, pg_xact_commit_timestamp(e.xmin) AS c,
+                        l.started_at AS s, l.finished_at AS a
+                 FROM jobs j JOIN events e ON e.id = j.event_id
+                 JOIN provisioning_log l ON l.job_id = j.id AND l.action = 'add'
+                                        AND l.status = 'succeeded'
+                 WHERE e.source_event_id LIKE $1 AND j.state = 'done')
+             SELECT extract(epoch FROM (r - first))::float8 * 1000,
+                    extract(epoch FROM (c - first))::float8 * 1000,
+                    extract(epoch FROM (s - first))::float8 * 1000,
+                    extract(epoch FROM (a - first))::float8 * 1000
+             FROM t, (SELECT min(r) AS first FROM t) f ORDER BY r",
+            &[&format!("{prefix}-%")],
+        )
+        .await
+        .unwrap();
+    rows.iter()
+        .map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)])
+        .collect()
+}
+
 /// `VmRSS` of this process (the service, the emulator and the load all live in it), in KiB.
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
