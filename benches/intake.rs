@@ -491,6 +491,8 @@ async fn main() {
     let mut burst_stages: [Vec<f64>; 4] = Default::default();
     let mut burst_deferred = 0;
     let mut timelines = Vec::new();
+    // Time on a CPU during the bursts: (this process, Postgres), in ms.
+    let mut burst_cpu = (0.0, 0.0);
     // Not held against the goal: whether a slow burst found the machine itself slower.
     let mut floors_before = Vec::new();
     for b in 0..plan.bursts {
@@ -508,6 +510,7 @@ async fn main() {
         .await;
         before.sort_by(f64::total_cmp);
         floors_before.push(percentile(&before, 50.0));
+        let cpu_before = support::cpu_ms(&bench.db).await;
         let burst: Vec<_> = (0..5)
             .map(|i| {
                 let bench = bench.clone();
@@ -526,6 +529,9 @@ async fn main() {
         }
         let prefix = format!("burst{b}");
         wait_immediate_done(&bench, &prefix).await;
+        let cpu_after = support::cpu_ms(&bench.db).await;
+        burst_cpu.0 += cpu_after.0 - cpu_before.0;
+        burst_cpu.1 += cpu_after.1 - cpu_before.1;
         let (ms, done_ms) = immediate_latencies(&bench, &prefix).await;
         fifths.push(ms.iter().copied().fold(f64::NAN, f64::max));
         fifths_done.push(done_ms.iter().copied().fold(f64::NAN, f64::max));
@@ -693,6 +699,16 @@ async fn main() {
          each fifth against it: median {:.2}x\n",
         before.join(", "),
         beside[beside.len() / 2]
+    );
+    let (here, server) = (
+        burst_cpu.0 / plan.bursts as f64,
+        burst_cpu.1 / plan.bursts as f64,
+    );
+    println!(
+        "   CPU per burst of five (until all are done): {here:.1} ms in this process (service, \
+         emulator, load), {server:.1} ms in Postgres; on {} cores the five need at least {:.1} ms",
+        std::thread::available_parallelism().map_or(1, |p| p.get()),
+        (here + server) / std::thread::available_parallelism().map_or(1, |p| p.get()) as f64
     );
     println!(
         "   each burst's activations in receipt order, ms from its first receipt: \

@@ -253,6 +253,51 @@ pub async fn timeline(db: &tokio_postgres::Client, prefix: &str) -> Vec<[f64; 4]
         .collect()
 }
 
+/// Time on a CPU so far, in ms: of this process (every thread: the service, the emulator and the
+/// load), and of the benchmark's Postgres server (its postmaster and every process it started).
+/// From `/proc/…/schedstat`, which counts nanoseconds (unlike the 10 ms ticks of `stat`).
+pub async fn cpu_ms(db: &tokio_postgres::Client) -> (f64, f64) {
+    let on_cpu = |path: std::path::PathBuf| -> f64 {
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+            .map_or(0.0, |ns| ns / 1e6)
+    };
+    let threads: f64 = std::fs::read_dir("/proc/self/task")
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .map(|t| on_cpu(t.path().join("schedstat")))
+                .sum()
+        })
+        .unwrap_or(0.0);
+    let backend: i32 = db
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let postmaster = parent_of(&backend.to_string());
+    let mut server = 0.0;
+    for process in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = process.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        if Some(pid.as_str()) == postmaster.as_deref() || parent_of(&pid) == postmaster {
+            server += on_cpu(process.path().join("schedstat"));
+        }
+    }
+    (threads, server)
+}
+
+/// The parent process id of `pid`, from `/proc/<pid>/stat`.
+fn parent_of(pid: &str) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name, in parentheses, may hold spaces: the fields after it are fixed.
+    let after = &stat[stat.rfind(')')? + 2..];
+    Some(after.split_whitespace().nth(1)?.to_owned())
+}
+
 /// `VmRSS` of this process (the service, the emulator and the load all live in it), in KiB.
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
