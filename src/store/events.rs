@@ -27,16 +27,17 @@ pub async fn insert_events(
     insert_and_lock(client, source, events, None).await
 }
 
-/// The locks an intake takes (see [`lock_intake`]): the applications' names and, in
-/// [`IntakeLock::Keys`] mode, the keys.
+/// The locks an intake takes (see [`IntakeLock`]): with `keys`, the applications' rows in
+/// [`IntakeLock::Keys`] mode then each key ([`lock_keys`]); without, the applications' rows alone
+/// in [`IntakeLock::Applications`] mode.
 #[derive(Debug, Clone, Copy)]
 pub struct IntakeLocks<'a> {
     pub names: &'a [&'a str],
     pub keys: Option<&'a [String]>,
 }
 
-/// [`insert_events`], then, in the same round trip, [`lock_intake`] with `locks`: every statement
-/// is prepared first, so that they leave together and Postgres runs them in order. The locks are
+/// [`insert_events`], then, in the same round trip, the intake's `locks`: every statement is
+/// prepared first, so that they leave together and Postgres runs them in order. The locks are
 /// still taken after the rows are inserted (an insert that waits for a redelivery's commit waits
 /// holding none of them); those of an event that turns out to be a redelivery are taken anyway,
 /// which only keeps other intakes of its keys waiting until this one commits.
@@ -185,21 +186,6 @@ fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
     sorted.sort_unstable();
     sorted.dedup();
     sorted
-}
-
-/// Takes an intake's locks (see [`IntakeLock`]): with `keys`, [`lock_applications`] in
-/// [`IntakeLock::Keys`] mode then [`lock_keys`]; without, the applications alone. Both
-/// statements are prepared first and sent together, so they take their locks in this order in
-/// one round trip.
-pub async fn lock_intake(
-    client: &impl GenericClient,
-    names: &[&str],
-    keys: Option<&[String]>,
-) -> Result<(), StoreError> {
-    PreparedLocks::prepare(client, IntakeLocks { names, keys })
-        .await?
-        .take(client)
-        .await
 }
 
 /// An intake's lock statements, prepared, with their arguments.
