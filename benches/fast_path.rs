@@ -169,7 +169,8 @@ async fn main() {
         latencies(&bench.db, "known").await,
     );
     for case in ["new", "known"] {
-        let [committed, claimed, reconciled, recorded] = support::stages(&bench.db, case).await;
+        let [committed, claimed, reconciled, recorded] =
+            support::stages(&support::journeys(&bench.db, case).await);
         summary(&format!("  {case}: receipt → intake committed"), committed);
         summary(
             &format!("  {case}: committed → reconciliation starts"),

@@ -29,7 +29,9 @@ use std::time::{Duration, Instant};
 use aws_scim_emulator::DEFAULT_TOKEN;
 use pimbridge::config::Settings;
 use pimbridge::startup::Application;
-use support::{config_toml, event, mib, now_rfc3339, percentile, rss_kib, summary, Bench, GROUP};
+use support::{
+    config_toml, event, mib, now_rfc3339, percentile, rss_kib, summary, Bench, Journey, GROUP,
+};
 
 const PGBENCH: &str = "/usr/lib/postgresql/15/bin/pgbench";
 const CLIENTS: usize = 8;
@@ -204,31 +206,6 @@ async fn wait_immediate_done(bench: &Bench, prefix: &str) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-}
-
-/// Receipt → completion (AWS confirmed) of the done immediate jobs of `prefix-…`, in ms.
-/// Each immediate job's receipt → AWS confirmed and receipt → recorded done, in ms. AWS confirmed
-/// is the time of the job's log entry, written in the first statement after AWS answered (so it
-/// also counts one round trip to Postgres); recorded done is when the job was marked done in the
-/// same transaction, before its commit.
-async fn immediate_latencies(bench: &Bench, prefix: &str) -> (Vec<f64>, Vec<f64>) {
-    let rows = bench
-        .db
-        .query(
-            "SELECT extract(epoch FROM (l.finished_at - e.received_at))::float8 * 1000,
-                    extract(epoch FROM (j.completed_at - e.received_at))::float8 * 1000
-             FROM jobs j JOIN events e ON e.id = j.event_id
-             JOIN LATERAL (SELECT max(finished_at) AS finished_at FROM provisioning_log
-                           WHERE job_id = j.id) l ON true
-             WHERE e.source_event_id LIKE $1 AND j.lane = 'immediate' AND j.state = 'done'",
-            &[&format!("{prefix}-%")],
-        )
-        .await
-        .unwrap();
-    (
-        rows.iter().map(|r| r.get(0)).collect(),
-        rows.iter().map(|r| r.get(1)).collect(),
-    )
 }
 
 async fn deferred_count(bench: &Bench, prefix: &str) -> i64 {
@@ -479,9 +456,11 @@ async fn main() {
     let known_rate = known_n as f64 / start.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_millis(200)).await;
     wait_immediate_done(&bench, "known").await;
-    let (known_ms, known_done_ms) = immediate_latencies(&bench, "known").await;
+    let known = support::journeys(&bench.db, "known").await;
+    let known_ms: Vec<f64> = known.iter().map(Journey::until_confirmed).collect();
+    let known_done_ms: Vec<f64> = known.iter().map(Journey::until_done).collect();
     let known_deferred = deferred_count(&bench, "known").await;
-    let known_stages = support::stages(&bench.db, "known").await;
+    let known_stages = support::stages(&known);
 
     // The bursts: each once the window is empty again (and the immediate budget refilled).
     let mut fifths = Vec::new();
@@ -532,19 +511,18 @@ async fn main() {
         let cpu_after = support::cpu_ms(&bench.db).await;
         burst_cpu.0 += cpu_after.0 - cpu_before.0;
         burst_cpu.1 += cpu_after.1 - cpu_before.1;
-        let (ms, done_ms) = immediate_latencies(&bench, &prefix).await;
+        let journeys = support::journeys(&bench.db, &prefix).await;
+        let ms: Vec<f64> = journeys.iter().map(Journey::until_confirmed).collect();
+        let done_ms: Vec<f64> = journeys.iter().map(Journey::until_done).collect();
         fifths.push(ms.iter().copied().fold(f64::NAN, f64::max));
         fifths_done.push(done_ms.iter().copied().fold(f64::NAN, f64::max));
         burst_ms.extend(ms);
         burst_done_ms.extend(done_ms);
-        for (all, one) in burst_stages
-            .iter_mut()
-            .zip(support::stages(&bench.db, &prefix).await)
-        {
+        for (all, one) in burst_stages.iter_mut().zip(support::stages(&journeys)) {
             all.extend(one);
         }
         burst_deferred += deferred_count(&bench, &prefix).await;
-        timelines.push(support::timeline(&bench.db, &prefix).await);
+        timelines.push(journeys);
     }
 
     // 3. Memory under 100 activations/s (before the batches, whose buffers the allocator keeps).
@@ -717,7 +695,12 @@ async fn main() {
     for (b, timeline) in timelines.iter().enumerate() {
         let jobs: Vec<String> = timeline
             .iter()
-            .map(|[r, c, s, a]| format!("{r:.1}/{c:.1}/{s:.1}/{a:.1}"))
+            .map(|j| {
+                format!(
+                    "{:.1}/{:.1}/{:.1}/{:.1}",
+                    j.received, j.committed, j.started, j.confirmed
+                )
+            })
             .collect();
         println!("     burst {b}: {}", jobs.join("  "));
     }

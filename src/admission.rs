@@ -83,23 +83,13 @@ pub async fn may_have_room(
     application: &str,
     rule: AdmissionRule,
 ) -> Result<bool, StoreError> {
-    let promote = client.prepare_cached(PROMOTE).await?;
-    let no_events: &[i64] = &[];
-    let row = client
-        .query_one(
-            &promote,
-            &[
-                &application,
-                &rule.window.as_secs_f64(),
-                &no_events,
-                &i64::from(rule.limit),
-                &0_i64,
-                &None::<&str>,
-                &0.0_f64,
-                &crate::store::events::JOBS_CHANNEL,
-            ],
-        )
-        .await?;
+    let statement = client.prepare_cached(PROMOTE).await?;
+    let rows = promote(client, &statement, application, rule, &[], None).await?;
+    // Nothing to admit: one row, of the window alone. None when the application is not
+    // registered, which its jobs' foreign key has already refused: no room then.
+    let Some(row) = rows.first() else {
+        return Ok(false);
+    };
     let quarantined: bool = row.get("quarantined");
     let admitted: i64 = row.get("admitted");
     Ok(!quarantined && admitted < i64::from(rule.limit))
@@ -131,7 +121,7 @@ pub async fn admit_and_commit(
         let promote = client.prepare_cached(PROMOTE).await?;
         Ok::<_, StoreError>((lock, promote))
     };
-    let (lock, promote) = match prepared.await {
+    let (lock, promote_statement) = match prepared.await {
         Ok(statements) => statements,
         Err(e) => {
             tx.rollback().await;
@@ -142,33 +132,18 @@ pub async fn admit_and_commit(
     order.sort_by_key(|&i| asked[i].application);
     let each = order.iter().map(|&i| {
         let a = &asked[i];
-        let (lock, promote) = (&lock, &promote);
+        let (lock, promote_statement) = (&lock, &promote_statement);
         async move {
-            let (owner, lease_secs, slots) = match a.claim {
-                Some(c) => (Some(c.owner), c.lease_secs, c.slots as i64),
-                None => (None, 0.0, 0),
-            };
-            let limit = i64::from(a.rule.limit);
-            let window = a.rule.window.as_secs_f64();
             let ((), rows) = futures_util::try_join!(
                 crate::store::events::lock_admission_with(client, lock, a.application),
-                async {
-                    Ok(client
-                        .query(
-                            promote,
-                            &[
-                                &a.application,
-                                &window,
-                                &a.events,
-                                &limit,
-                                &slots,
-                                &owner,
-                                &lease_secs,
-                                &crate::store::events::JOBS_CHANNEL,
-                            ],
-                        )
-                        .await?)
-                },
+                promote(
+                    client,
+                    promote_statement,
+                    a.application,
+                    a.rule,
+                    &a.events,
+                    a.claim
+                ),
             )?;
             Ok::<_, StoreError>(
                 rows.iter()
@@ -192,6 +167,38 @@ pub async fn admit_and_commit(
         result[i] = these;
     }
     Ok(result)
+}
+
+/// Runs [`PROMOTE`], prepared as `statement`, for `events` of `application` under `rule`,
+/// claiming for `claim`'s owner as many of them as it has slots. The query leaves on the first
+/// poll, so a caller that polls a lock first has it sent first.
+async fn promote(
+    client: &impl GenericClient,
+    statement: &tokio_postgres::Statement,
+    application: &str,
+    rule: AdmissionRule,
+    events: &[i64],
+    claim: Option<Claim<'_>>,
+) -> Result<Vec<tokio_postgres::Row>, StoreError> {
+    let (owner, lease_secs, slots) = match claim {
+        Some(c) => (Some(c.owner), c.lease_secs, c.slots as i64),
+        None => (None, 0.0, 0),
+    };
+    Ok(client
+        .query(
+            statement,
+            &[
+                &application,
+                &rule.window.as_secs_f64(),
+                &events,
+                &i64::from(rule.limit),
+                &slots,
+                &owner,
+                &lease_secs,
+                &crate::store::events::JOBS_CHANNEL,
+            ],
+        )
+        .await?)
 }
 
 /// Moves the first jobs of application $1 for the events $3 (in id order) to the immediate lane,

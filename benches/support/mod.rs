@@ -201,56 +201,77 @@ pub fn event(id: &str, kind: &str, user: &str, occurred_at: &str) -> String {
     .to_string()
 }
 
-/// Where the time from receipt to AWS confirmed goes, per done job of a case: the rest of the
-/// intake transaction (receipt is its `events` insert; until its commit, by the commit timestamp
-/// of the event's row), until the job's reconciliation started (NOTIFY, claim), the
-/// reconciliation (pair lock, reads, SCIM requests), and recording its outcome (one commit). From
-/// the provisioning log's add entry, whose `started_at` is its `finished_at` less the
-/// reconciliation's time. Needs `track_commit_timestamp` (the durable server has it).
-pub async fn stages(db: &tokio_postgres::Client, prefix: &str) -> [Vec<f64>; 4] {
-    let rows = db
-        .query(
-            "SELECT extract(epoch FROM (pg_xact_commit_timestamp(e.xmin) - e.received_at))::float8 * 1000,
-                    extract(epoch FROM (l.started_at - pg_xact_commit_timestamp(e.xmin)))::float8 * 1000,
-                    extract(epoch FROM (l.finished_at - l.started_at))::float8 * 1000,
-                    extract(epoch FROM (j.completed_at - l.finished_at))::float8 * 1000
-             FROM jobs j JOIN events e ON e.id = j.event_id
-             JOIN provisioning_log l ON l.job_id = j.id AND l.action = 'add'
-                                    AND l.status = 'succeeded'
-             WHERE e.source_event_id LIKE $1 AND j.state = 'done'",
-            &[&format!("{prefix}-%")],
-        )
-        .await
-        .unwrap();
-    let column = |i: usize| rows.iter().map(|r| r.get::<_, f64>(i)).collect();
-    [column(0), column(1), column(2), column(3)]
+/// One done immediate job of a case, each point in ms from the case's first receipt: its receipt
+/// (the `events` insert), its intake's commit (the commit timestamp of the event's row; needs
+/// `track_commit_timestamp`, which the durable server has), its reconciliation's start (the add's
+/// log entry, `finished_at` less the reconciliation's time), AWS confirmed (that entry's
+/// `finished_at`, the first statement after AWS answered) and the job marked done (before the
+/// outcome's commit).
+#[derive(Debug, Clone, Copy)]
+pub struct Journey {
+    pub received: f64,
+    pub committed: f64,
+    pub started: f64,
+    pub confirmed: f64,
+    pub done: f64,
 }
 
-/// The timeline of a case's done jobs, in receipt order: for each, ms from the case's first
-/// receipt to its receipt, its intake's commit, its reconciliation's start and AWS confirmed (the
-/// log entry). Shows whether a burst's jobs wait for each other, and where.
-pub async fn timeline(db: &tokio_postgres::Client, prefix: &str) -> Vec<[f64; 4]> {
+impl Journey {
+    /// Receipt → AWS confirmed.
+    pub fn until_confirmed(&self) -> f64 {
+        self.confirmed - self.received
+    }
+
+    /// Receipt → the job marked done.
+    pub fn until_done(&self) -> f64 {
+        self.done - self.received
+    }
+}
+
+/// The journeys of the done immediate jobs of events whose id starts with `prefix-`, in receipt
+/// order.
+pub async fn journeys(db: &tokio_postgres::Client, prefix: &str) -> Vec<Journey> {
     let rows = db
         .query(
             "WITH t AS (
                  SELECT e.received_at AS r, pg_xact_commit_timestamp(e.xmin) AS c,
-                        l.started_at AS s, l.finished_at AS a
+                        l.started_at AS s, l.finished_at AS a, j.completed_at AS d
                  FROM jobs j JOIN events e ON e.id = j.event_id
                  JOIN provisioning_log l ON l.job_id = j.id AND l.action = 'add'
                                         AND l.status = 'succeeded'
-                 WHERE e.source_event_id LIKE $1 AND j.state = 'done')
+                 WHERE e.source_event_id LIKE $1 AND j.lane = 'immediate' AND j.state = 'done')
              SELECT extract(epoch FROM (r - first))::float8 * 1000,
                     extract(epoch FROM (c - first))::float8 * 1000,
                     extract(epoch FROM (s - first))::float8 * 1000,
-                    extract(epoch FROM (a - first))::float8 * 1000
+                    extract(epoch FROM (a - first))::float8 * 1000,
+                    extract(epoch FROM (d - first))::float8 * 1000
              FROM t, (SELECT min(r) AS first FROM t) f ORDER BY r",
             &[&format!("{prefix}-%")],
         )
         .await
         .unwrap();
     rows.iter()
-        .map(|r| [r.get(0), r.get(1), r.get(2), r.get(3)])
+        .map(|r| Journey {
+            received: r.get(0),
+            committed: r.get(1),
+            started: r.get(2),
+            confirmed: r.get(3),
+            done: r.get(4),
+        })
         .collect()
+}
+
+/// Where the time from receipt to AWS confirmed goes, per journey: the rest of the intake
+/// transaction, until the reconciliation started (hand-over or claim), the reconciliation (pair
+/// lock, reads, SCIM requests), and from AWS confirmed to the job marked done.
+pub fn stages(journeys: &[Journey]) -> [Vec<f64>; 4] {
+    let column = |f: fn(&Journey) -> f64| journeys.iter().map(f).collect();
+    [
+        column(|j| j.committed - j.received),
+        column(|j| j.started - j.committed),
+        column(|j| j.confirmed - j.started),
+        column(|j| j.done - j.confirmed),
+    ]
 }
 
 /// Time on a CPU so far, in ms: of this process (every thread: the service, the emulator and the

@@ -280,8 +280,6 @@ impl Intake {
                 )
             })
             .collect();
-        // Every job is stored deferred; admission then moves the first activations of each
-        // application to the immediate lane (it comes last: its lock is held until commit).
         let routed: Vec<&str> = to_insert
             .iter()
             .flat_map(|(_, applications)| applications.iter().map(String::as_str))
@@ -292,6 +290,8 @@ impl Intake {
             names: &routed,
             keys: keys.as_deref(),
         });
+        // Every job is stored deferred; admission then moves the first activations of each
+        // application to the immediate lane (it comes last: its lock is held until commit).
         let rows = store::insert_and_lock(tx, source, &to_insert, locks).await?;
         // (index in the request, row id) of the newly stored events, in id order.
         let mut stored: Vec<(usize, i64)> = Vec::with_capacity(unique.len());
