@@ -3,6 +3,7 @@
 //! unlock. Changes go out grouped per AWS group, at most 100 members per PATCH (the client chunks).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +15,7 @@ use super::{Journal, LogIds, PendingId, PendingStep, ProvisionError, Provisioner
 use crate::domain::{Action, Subject};
 use crate::scim::MAX_MEMBER_CHANGES_PER_PATCH;
 use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance, Settlement};
+use crate::store::pipelined::Pipelined;
 use crate::store::provisioning_log::{self, Status};
 use crate::store::{jobs, scim_ids, StoreError};
 use crate::telemetry::error_chain;
@@ -208,12 +210,15 @@ impl Provisioner {
             .collect();
         // Taken by the first step of `reconcile_locked`, together with its reads.
         let lock = aws_memberships::lock_statement(&*db).await?;
+        let locks = PairLocks {
+            application,
+            pairs: &pairs,
+            released: AtomicBool::new(false),
+        };
         let result = self
-            .reconcile_locked(db, &lock, application, origin, requests, &pairs, options)
+            .reconcile_locked(db, &lock, &locks, origin, requests, options)
             .await;
-        if let Err(e) = aws_memberships::unlock(&*db, application, &pairs).await {
-            tracing::warn!(error.message = %e, "cannot release pair locks");
-        }
+        locks.release(db).await;
         result
     }
 
@@ -222,12 +227,12 @@ impl Provisioner {
         &self,
         db: &mut Object,
         lock: &tokio_postgres::Statement,
-        application: &str,
+        locks: &PairLocks<'_>,
         origin: Origin<'_>,
         requests: &[PairRequest],
-        pairs: &[Pair],
         options: &Options,
     ) -> Result<Reconciled, StoreError> {
+        let (application, pairs) = (locks.application, locks.pairs);
         let started = Instant::now();
         let journal = Journal::default();
         // For look-ups and repeats not linked to one request: what they learn waits in the journal too.
@@ -449,17 +454,8 @@ impl Provisioner {
         let elapsed = started.elapsed().as_secs_f64() / requests.len().max(1) as f64;
         report.job = self
             .record(
-                db,
-                application,
-                origin,
-                requests,
-                &views,
-                &verified,
-                &owned_new,
-                &report,
-                &journal,
-                options,
-                elapsed,
+                db, locks, origin, requests, &views, &verified, &owned_new, &report, &journal,
+                options, elapsed,
             )
             .await?;
         Ok(report)
@@ -712,7 +708,7 @@ impl Provisioner {
     async fn record(
         &self,
         db: &mut Object,
-        application: &str,
+        locks: &PairLocks<'_>,
         origin: Origin<'_>,
         requests: &[PairRequest],
         views: &[PairView],
@@ -723,6 +719,7 @@ impl Provisioner {
         options: &Options,
         elapsed_secs: f64,
     ) -> Result<Option<JobSettled>, StoreError> {
+        let application = locks.application;
         let own_job = match origin {
             Origin::Job { job_id, .. } => Some(job_id),
             _ => None,
@@ -825,8 +822,10 @@ impl Provisioner {
         }
         // A fixed number of statements however many pairs: a cycle's hundred cost what one does.
         // They touch a table each (the record of AWS leaves the job itself aside), so they are
-        // sent together: one round trip between the transaction's start and its commit.
-        let tx = db.transaction().await?;
+        // sent together, right behind `BEGIN`; each is a consistent record on its own, as
+        // `Pipelined` asks. The pairs' locks are released right behind the `COMMIT`: the
+        // transaction costs two round trips, and the reconciliation none after it.
+        let client: &Object = db;
         let job = async {
             match (origin, report.outcomes.as_slice()) {
                 (
@@ -836,25 +835,49 @@ impl Provisioner {
                         ..
                     },
                     [outcome],
-                ) => settle_job(&tx, job_id, lease_owner, outcome).await,
+                ) => settle_job(client, job_id, lease_owner, outcome).await,
                 _ => Ok(None),
             }
         };
-        let ((), (), (), job) = futures_util::try_join!(
-            scim_ids::put_many(&tx, &ids),
-            provisioning_log::append_many(&tx, &entries),
-            aws_memberships::settle(&tx, application, &settlements, own_job),
-            job,
-        )?;
-        tx.commit().await?;
+        let (tx, ((), (), (), job)) = Pipelined::begin_with(client, async {
+            futures_util::try_join!(
+                scim_ids::put_many(client, &ids),
+                provisioning_log::append_many(client, &entries),
+                aws_memberships::settle(client, application, &settlements, own_job),
+                job,
+            )
+        })
+        .await?;
+        let (committed, ()) = tx.commit_then(locks.release(db)).await;
+        committed?;
         Ok(job)
+    }
+}
+
+/// The pairs' locks a reconciliation holds on its connection: released right behind the `COMMIT`
+/// that records the outcome, or when it ends without one.
+struct PairLocks<'a> {
+    application: &'a str,
+    pairs: &'a [Pair],
+    released: AtomicBool,
+}
+
+impl PairLocks<'_> {
+    /// Releases the locks, once. Sent on the first poll.
+    async fn release(&self, db: &Object) {
+        if self.released.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        if let Err(e) = aws_memberships::unlock(db, self.application, self.pairs).await {
+            tracing::warn!(error.message = %e, "cannot release pair locks");
+        }
     }
 }
 
 /// Ends an immediate job with its pair's outcome, unless the outcome is a failure (the caller
 /// decides whether and when to try again).
 async fn settle_job(
-    tx: &deadpool_postgres::Transaction<'_>,
+    tx: &impl deadpool_postgres::GenericClient,
     job_id: i64,
     lease_owner: &str,
     outcome: &Outcome,

@@ -11,6 +11,7 @@ pub mod graph_hints;
 pub mod graph_subscriptions;
 pub mod jobs;
 pub mod migrate;
+pub mod pipelined;
 pub mod provisioning_log;
 pub mod quarantine;
 pub mod removal_holds;

@@ -33,6 +33,7 @@ mod model;
 mod observability;
 mod openapi;
 mod pacing;
+mod pipelined;
 mod postgres;
 mod quarantine;
 mod recovery;
