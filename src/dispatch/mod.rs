@@ -95,8 +95,11 @@ impl Dispatcher {
         // A claim from the queue runs beside the hand-over, never in its way: a job handed over
         // while the claim waits for the database starts at once.
         let mut claiming: Option<ClaimInFlight> = None;
-        // Whether the queue may hold due jobs: at start, when woken, on each poll and whenever a
-        // job ends (a slot frees up). A hand-over alone says nothing about the queue.
+        // Whether the queue may hold due jobs: at start, when woken, on each poll, and after a
+        // claim that filled every slot it asked for (then once a slot frees up). A hand-over or
+        // a job's end alone says nothing about the queue: a job that ends frees a slot, and the
+        // next claim waits for a reason to look (in a burst, a claim after each job's end was a
+        // statement per activation that found nothing).
         let mut claim = true;
         loop {
             let free = permits.available_permits();
@@ -128,7 +131,8 @@ impl Dispatcher {
                 }
                 () = wake.notified() => claim = true,
                 () = tokio::time::sleep(poll) => claim = true,
-                Some(_) = in_hand.join_next(), if !in_hand.is_empty() => claim = true,
+                // A slot is free: a claim waiting for one goes out on the next turn.
+                Some(_) = in_hand.join_next(), if !in_hand.is_empty() => {}
             }
         }
         // Finish the jobs in hand, including those of a claim under way and any handed over

@@ -213,6 +213,7 @@ impl Provisioner {
         let locks = PairLocks {
             application,
             pairs: &pairs,
+            generic_plans: matches!(origin, Origin::Job { .. }),
             released: AtomicBool::new(false),
         };
         let result = self
@@ -243,8 +244,15 @@ impl Provisioner {
         let users: Vec<&str> = pairs.iter().map(|p| p.principal_id.as_str()).collect();
         let groups: Vec<&str> = pairs.iter().map(|p| p.group_id.as_str()).collect();
         // The locks and two reads, sent together: the reads run once the locks are granted (the
-        // lock's statement is prepared, so it leaves first).
-        let ((), mut views, cached) = futures_util::try_join!(
+        // lock's statement is prepared, so it leaves first). A job's statements, always of one
+        // pair, run on plans made once per connection, from here until the locks are released.
+        let ((), (), mut views, cached) = futures_util::try_join!(
+            async {
+                match locks.generic_plans {
+                    true => crate::store::plan_once(&*db).await,
+                    false => Ok(()),
+                }
+            },
             aws_memberships::lock_with(&*db, lock, application, pairs),
             aws_memberships::view(&*db, application, pairs),
             scim_ids::get_many(&*db, application, &users, &groups),
@@ -859,16 +867,30 @@ impl Provisioner {
 struct PairLocks<'a> {
     application: &'a str,
     pairs: &'a [Pair],
+    /// Whether the connection plans statements once while the locks are held (an immediate job:
+    /// planning its statements for each job cost more Postgres time than running them, and a
+    /// connection runs each statement too rarely for Postgres to settle on one plan by itself).
+    /// A cycle's batches keep plans made for their own size.
+    generic_plans: bool,
     released: AtomicBool,
 }
 
 impl PairLocks<'_> {
-    /// Releases the locks, once. Sent on the first poll.
+    /// Releases the locks, once, and puts back the connection's default planning. Sent on the
+    /// first poll.
     async fn release(&self, db: &Object) {
         if self.released.swap(true, Ordering::AcqRel) {
             return;
         }
-        if let Err(e) = aws_memberships::unlock(db, self.application, self.pairs).await {
+        let planning = async {
+            match self.generic_plans {
+                true => crate::store::plan_per_run(db).await,
+                false => Ok(()),
+            }
+        };
+        let unlock = aws_memberships::unlock(db, self.application, self.pairs);
+        let (unlocked, planning) = futures_util::join!(unlock, planning);
+        if let Err(e) = unlocked.and(planning) {
             tracing::warn!(error.message = %e, "cannot release pair locks");
         }
     }

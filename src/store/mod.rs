@@ -161,6 +161,24 @@ pub async fn commits_wait_for_disk(
     Ok(setting != "off")
 }
 
+/// Has this connection plan each prepared statement once (a generic plan), until
+/// [`plan_per_run`]: for statements that look rows up by key, whose plan does not depend on their
+/// arguments, planning at every run costs more than running them.
+pub async fn plan_once(client: &impl deadpool_postgres::GenericClient) -> Result<(), StoreError> {
+    client
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await?;
+    Ok(())
+}
+
+/// Puts back Postgres's default choice of plans on this connection (see [`plan_once`]).
+pub async fn plan_per_run(
+    client: &impl deadpool_postgres::GenericClient,
+) -> Result<(), StoreError> {
+    client.batch_execute("RESET plan_cache_mode").await?;
+    Ok(())
+}
+
 /// Records the configured applications, so that jobs can reference them and admission can lock them.
 pub async fn register_applications(
     client: &impl deadpool_postgres::GenericClient,

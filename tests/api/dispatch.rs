@@ -701,3 +701,28 @@ async fn a_job_handed_over_starts_while_the_dispatchers_claim_waits_for_the_data
     );
     holder.batch_execute("ROLLBACK").await.unwrap();
 }
+
+#[tokio::test]
+async fn a_queue_deeper_than_the_dispatchers_slots_drains_without_waiting_for_a_poll() {
+    // Arrange: one slot and a poll far away, so only claims after a full one can drain the rest.
+    let (a, b) = (emulator().await, emulator().await);
+    let database_url = PgServer::shared().fresh_database().await;
+    let mut settings = dispatch_settings(&database_url, &a, &b, |app| {
+        app.activation_limit = 8;
+    });
+    settings.dispatch.concurrency = 1;
+    settings.dispatch.poll_interval = Duration::from_secs(3600);
+    let app = spawn_app_with(settings, &database_url).await;
+
+    // Act: eight activations admitted together; the intake hands one over, the rest are queued.
+    let posted = app.post_events(&activations("q", GROUP_A, 8)).await;
+    assert_eq!(posted.status(), 202);
+
+    // Assert: all eight reach AWS one after another, each claimed as the slot frees up.
+    let drained = eventually(Duration::from_secs(10), || members(&a) == 8).await;
+    assert!(
+        drained.is_some(),
+        "expected 8 members, found {}",
+        members(&a)
+    );
+}
