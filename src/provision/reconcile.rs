@@ -248,10 +248,10 @@ impl Provisioner {
         // pair, run on plans made once per connection, from here until the locks are released.
         let ((), (), mut views, cached) = futures_util::try_join!(
             async {
-                match locks.generic_plans {
-                    true => crate::store::plan_once(&*db).await,
-                    false => Ok(()),
+                if !locks.generic_plans {
+                    return Ok(());
                 }
+                crate::store::plan_once(&*db).await
             },
             aws_memberships::lock_with(&*db, lock, application, pairs),
             aws_memberships::view(&*db, application, pairs),
@@ -883,10 +883,10 @@ impl PairLocks<'_> {
             return;
         }
         let planning = async {
-            match self.generic_plans {
-                true => crate::store::plan_per_run(db).await,
-                false => Ok(()),
+            if !self.generic_plans {
+                return Ok(());
             }
+            crate::store::plan_per_run(db).await
         };
         let unlock = aws_memberships::unlock(db, self.application, self.pairs);
         let (unlocked, planning) = futures_util::join!(unlock, planning);
