@@ -39,13 +39,9 @@ impl<'c> Pipelined<'c> {
         let tx = Self { client, open: true };
         // `join!` polls `BEGIN` first, so it leaves first, and waits for both whatever happens.
         let (begun, first) = futures_util::join!(client.batch_execute("BEGIN"), first);
-        match (begun, first) {
-            (Ok(()), Ok(value)) => Ok((tx, value)),
-            (Err(e), _) => {
-                tx.rollback().await;
-                Err(e.into())
-            }
-            (Ok(()), Err(e)) => {
+        match begun.map_err(StoreError::from).and(first) {
+            Ok(value) => Ok((tx, value)),
+            Err(e) => {
                 tx.rollback().await;
                 Err(e)
             }
@@ -61,11 +57,6 @@ impl<'c> Pipelined<'c> {
         self.open = false;
         let (committed, after) = futures_util::join!(self.client.batch_execute("COMMIT"), after);
         (committed.map_err(StoreError::from), after)
-    }
-
-    /// Commits.
-    pub async fn commit(self) -> Result<(), StoreError> {
-        self.commit_then(async {}).await.0
     }
 
     /// Rolls back; a failure means the connection is broken, which ends the transaction too.

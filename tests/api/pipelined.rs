@@ -53,7 +53,7 @@ async fn statements_sent_behind_begin_commit_together_or_not_at_all() {
         Vec::<i32>::new(),
         "seen before the commit"
     );
-    tx.commit().await.unwrap();
+    tx.commit_then(async {}).await.0.unwrap();
     assert_eq!(rows(&other).await, vec![1, 2]);
 
     // The second insert fails (2 is taken): the first, sent with it, is rolled back too.
