@@ -218,10 +218,16 @@ const PROMOTE: &str = "WITH w AS (
          FROM applications a CROSS JOIN (SELECT clock_timestamp() AS now) c
          WHERE a.name = $1
      ), chosen AS (
+         -- One look-up per event by the job's unique key, never a scan of the application's
+         -- deferred jobs: a plan made while the queue was short must not read the whole backlog
+         -- once it is long. The LIMIT keeps the look-up from being planned as a join, and only
+         -- the key's columns are inside, so no index on (application, lane) can stand in for it.
          SELECT j.id, row_number() OVER (ORDER BY j.id) AS k
-         FROM jobs j
-         WHERE j.application = $1 AND j.event_id = ANY($3::int8[]) AND j.action = 'add'
-           AND j.lane = 'deferred' AND NOT (SELECT quarantined FROM w)
+         FROM unnest($3::int8[]) AS u(event_id)
+         CROSS JOIN LATERAL (SELECT j.id, j.action, j.lane FROM jobs j
+                             WHERE j.event_id = u.event_id AND j.application = $1
+                             LIMIT 1) j
+         WHERE j.action = 'add' AND j.lane = 'deferred' AND NOT (SELECT quarantined FROM w)
          ORDER BY j.id
          LIMIT greatest(0, $4 - (SELECT admitted FROM w))
      ), promoted AS (

@@ -128,8 +128,13 @@ pub async fn pairs_of(
     }
     let rows = client
         .query(
-            "SELECT grant_key, principal_id, group_id FROM grants
-             WHERE application = $1 AND source = $2 AND grant_key = ANY($3)",
+            // A look-up per key by the grant's unique key, never a scan of the application's
+            // grants filtered by the keys (as a plan made on stale statistics did).
+            "SELECT k.key, g.principal_id, g.group_id
+             FROM unnest($3::text[]) AS k(key)
+             CROSS JOIN LATERAL (SELECT principal_id, group_id FROM grants
+                                 WHERE application = $1 AND source = $2 AND grant_key = k.key
+                                 LIMIT 1) g",
             &[&application, &source, &keys],
         )
         .await?;

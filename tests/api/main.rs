@@ -9,6 +9,7 @@ mod admin_guard;
 mod architecture;
 mod audit;
 mod auth;
+mod backlog;
 mod budget;
 mod config_cli;
 mod cycles;
