@@ -139,8 +139,39 @@ pub(crate) struct Store {
     next_seq: u64,
     users: BTreeMap<u64, User>,
     user_seq: HashMap<String, u64>,
+    /// The users (by sequence) holding each value that must be unique among users, so that a
+    /// uniqueness check or a userName filter reads the users sharing a value, not every user
+    /// (creating n users cost n² comparisons otherwise).
+    user_keys: HashMap<UserKey, BTreeSet<u64>>,
     groups: BTreeMap<u64, Group>,
     group_seq: HashMap<String, u64>,
+}
+
+/// A value that must be unique among users. Names and emails are kept lower-cased (as
+/// [`same_ignoring_case`] compares them), so a key finds every user that may match; the match
+/// itself is then decided as before (a case-sensitive userName compares exactly).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum UserKey {
+    Name(String),
+    Email(String),
+    External(String),
+}
+
+fn lower(s: &str) -> String {
+    s.chars().flat_map(char::to_lowercase).collect()
+}
+
+fn user_keys(attrs: &Map<String, Value>) -> Vec<UserKey> {
+    let mut keys = vec![UserKey::Name(lower(
+        str_at(attrs, "userName").unwrap_or_default(),
+    ))];
+    if let Some(email) = primary_email(attrs) {
+        keys.push(UserKey::Email(lower(email)));
+    }
+    if let Some(external) = str_at(attrs, "externalId") {
+        keys.push(UserKey::External(external.to_owned()));
+    }
+    keys
 }
 
 fn same_name(a: &str, b: &str, case_insensitive: bool) -> bool {
@@ -185,9 +216,44 @@ impl Store {
         self.user_seq.get(id).and_then(|s| self.users.get(s))
     }
 
-    pub fn user_mut(&mut self, id: &str) -> Option<&mut User> {
+    /// Replaces the attributes of user `id`, and returns it.
+    pub fn replace_user_attrs(&mut self, id: &str, attrs: Map<String, Value>) -> Option<&User> {
         let seq = *self.user_seq.get(id)?;
-        self.users.get_mut(&seq)
+        let user = self.users.get_mut(&seq)?;
+        let old = std::mem::replace(&mut user.attrs, attrs);
+        user.last_modified = clock::now();
+        let new = user_keys(&user.attrs);
+        self.unindex_user(seq, &old);
+        for key in new {
+            self.user_keys.entry(key).or_default().insert(seq);
+        }
+        self.users.get(&seq)
+    }
+
+    fn index_user(&mut self, seq: u64, attrs: &Map<String, Value>) {
+        for key in user_keys(attrs) {
+            self.user_keys.entry(key).or_default().insert(seq);
+        }
+    }
+
+    fn unindex_user(&mut self, seq: u64, attrs: &Map<String, Value>) {
+        for key in user_keys(attrs) {
+            if let Some(seqs) = self.user_keys.get_mut(&key) {
+                seqs.remove(&seq);
+                if seqs.is_empty() {
+                    self.user_keys.remove(&key);
+                }
+            }
+        }
+    }
+
+    /// The users holding `key`, in creation order.
+    fn users_with(&self, key: &UserKey) -> impl Iterator<Item = &User> {
+        self.user_keys
+            .get(key)
+            .into_iter()
+            .flatten()
+            .filter_map(|seq| self.users.get(seq))
     }
 
     pub fn users(&self) -> impl Iterator<Item = &User> {
@@ -204,8 +270,9 @@ impl Store {
         let name = str_at(attrs, "userName").unwrap_or_default();
         let email = primary_email(attrs);
         let external = str_at(attrs, "externalId");
-        self.users
-            .values()
+        user_keys(attrs)
+            .iter()
+            .flat_map(|key| self.users_with(key))
             .filter(|u| Some(u.id.as_str()) != except)
             .any(|u| {
                 same_name(u.user_name(), name, settings.user_name_case_insensitive)
@@ -226,6 +293,7 @@ impl Store {
             born: Instant::now(),
         };
         self.user_seq.insert(user.id.clone(), seq);
+        self.index_user(seq, &user.attrs);
         self.users.entry(seq).or_insert(user)
     }
 
@@ -233,7 +301,9 @@ impl Store {
         let Some(seq) = self.user_seq.remove(id) else {
             return false;
         };
-        self.users.remove(&seq);
+        if let Some(user) = self.users.remove(&seq) {
+            self.unindex_user(seq, &user.attrs);
+        }
         for group in self.groups.values_mut() {
             group.members.remove(id);
         }
@@ -246,9 +316,13 @@ impl Store {
         settings: &EmulatorSettings,
     ) -> impl Iterator<Item = &User> {
         let ci = settings.user_name_case_insensitive;
+        let key = UserKey::Name(lower(name));
         let name = name.to_owned();
-        self.users
-            .values()
+        self.user_keys
+            .get(&key)
+            .into_iter()
+            .flatten()
+            .filter_map(|seq| self.users.get(seq))
             .filter(move |u| same_name(u.user_name(), &name, ci))
     }
 
@@ -339,7 +413,71 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use super::same_ignoring_case;
+    use serde_json::{json, Map, Value};
+
+    use super::{same_ignoring_case, Store};
+    use crate::settings::EmulatorSettings;
+
+    fn attrs(name: &str, email: &str, external: &str) -> Map<String, Value> {
+        match json!({"userName": name, "emails": [{"value": email, "primary": true}],
+                     "externalId": external})
+        {
+            Value::Object(map) => map,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn uniqueness_follows_renames_and_removals() {
+        let settings = EmulatorSettings::default();
+        let mut store = Store::default();
+        let id = store
+            .insert_user(attrs("Ada", "ada@example.com", "x-1"), &settings)
+            .id
+            .clone();
+        let conflicts = |store: &Store, a| store.user_conflicts(&a, None, &settings);
+        assert!(conflicts(&store, attrs("ADA", "other@example.com", "x-2")));
+        assert!(conflicts(&store, attrs("bea", "Ada@Example.COM", "x-2")));
+        assert!(conflicts(&store, attrs("bea", "bea@example.com", "x-1")));
+        assert!(!conflicts(&store, attrs("bea", "bea@example.com", "X-1")));
+        // The user itself is not a conflict for its own update.
+        assert!(!store.user_conflicts(
+            &attrs("ada", "ada@example.com", "x-1"),
+            Some(&id),
+            &settings
+        ));
+
+        // Renamed: the old values are free, the new ones taken.
+        store
+            .replace_user_attrs(&id, attrs("Cyd", "cyd@example.com", "x-3"))
+            .unwrap();
+        assert!(!conflicts(&store, attrs("Ada", "ada@example.com", "x-1")));
+        assert!(conflicts(&store, attrs("cyd", "z@example.com", "x-9")));
+        assert_eq!(store.find_user_by_name("CYD", &settings).count(), 1);
+        assert_eq!(store.find_user_by_name("Ada", &settings).count(), 0);
+
+        // Removed: everything is free.
+        assert!(store.remove_user(&id));
+        assert!(!conflicts(&store, attrs("Cyd", "cyd@example.com", "x-3")));
+        assert_eq!(store.find_user_by_name("Cyd", &settings).count(), 0);
+    }
+
+    #[test]
+    fn a_case_sensitive_user_name_finds_only_its_exact_spelling() {
+        let settings = EmulatorSettings {
+            user_name_case_insensitive: false,
+            ..EmulatorSettings::default()
+        };
+        let mut store = Store::default();
+        store.insert_user(attrs("Ada", "ada@example.com", "x-1"), &settings);
+        store.insert_user(attrs("ada", "ada2@example.com", "x-2"), &settings);
+        let found: Vec<_> = store
+            .find_user_by_name("ada", &settings)
+            .map(|u| u.user_name().to_owned())
+            .collect();
+        assert_eq!(found, ["ada"]);
+        assert!(!store.user_conflicts(&attrs("ADA", "b@example.com", "x-3"), None, &settings));
+    }
 
     #[test]
     fn names_that_differ_only_in_case_are_the_same_and_others_are_not() {

@@ -10,7 +10,7 @@ use crate::paging;
 use crate::patch;
 use crate::store::Store;
 use crate::validate;
-use crate::{clock, EmulatorSettings, Shared};
+use crate::{EmulatorSettings, Shared};
 
 pub(super) async fn create(
     shared: web::Data<Shared>,
@@ -130,9 +130,9 @@ fn store_user_attrs(
     if store.user_conflicts(&attrs, Some(id), settings) {
         return Err(ApiError::duplicate());
     }
-    let user = store.user_mut(id).ok_or_else(ApiError::user_not_found)?;
-    user.attrs = attrs;
-    user.last_modified = clock::now();
+    let user = store
+        .replace_user_attrs(id, attrs)
+        .ok_or_else(ApiError::user_not_found)?;
     Ok(HttpResponse::Ok().json(user.render()))
 }
 
