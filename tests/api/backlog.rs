@@ -7,53 +7,22 @@
 //! Measured in rows: the table statistics Postgres keeps per table (rows each scan returned)
 //! before and after the request.
 
-use std::time::Duration;
-
-use pimbridge::domain::{EventKind, EventSource, NewEvent};
+use pimbridge::domain::EventSource;
 use pimbridge::intake::{Intake, Routing};
-use serde_json::json;
 
-use crate::fixture::*;
 use crate::helpers::*;
 use crate::postgres::PgServer;
 
 /// Rows of history written behind the service's back: far more than a look-up by key reads.
 const HISTORY: i64 = 20_000;
 
-fn activation(id: &str) -> NewEvent {
-    let now = time::OffsetDateTime::now_utc();
-    NewEvent {
-        id: id.to_owned(),
-        kind: EventKind::Activation,
-        occurred_at: now,
-        group_id: GROUP_A.to_owned(),
-        principal_id: format!("{id}-user"),
-        ends_at: Some(now + Duration::from_secs(3600)),
-        grant_id: None,
-        user: Some(
-            json!({"userName": format!("{id}@contoso.com"), "givenName": "Alice",
-                          "familyName": "Liddell", "displayName": "Alice Liddell",
-                          "email": format!("{id}@contoso.com")}),
-        ),
-        group: Some(json!({"displayName": AWS_GROUP})),
-    }
-}
-
 /// A migrated database with the test applications, an intake on a pool of one connection (so
 /// that every request runs on the plans its first one made), and an admin connection.
 async fn setup() -> (Intake, deadpool_postgres::Pool, tokio_postgres::Client) {
     let database_url = PgServer::shared().fresh_database().await;
     let pool = pool_on(&database_url, 1);
-    let mut db = pool.get().await.unwrap();
-    pimbridge::store::migrate::run(&mut db).await.unwrap();
-    pimbridge::store::register_applications(&db, &["alpha".to_owned(), "beta".to_owned()])
-        .await
-        .unwrap();
-    drop(db);
-    let (admin, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    migrate_with_applications(&pool).await;
+    let admin = admin_on(&database_url).await;
     let intake = Intake::new(
         pool.clone(),
         Routing::from_settings(&test_settings(&database_url)),
@@ -121,14 +90,14 @@ async fn admitting_an_activation_does_not_read_the_deferred_backlog() {
     let (intake, pool, admin) = setup().await;
     // Plans made on empty tables, then the backlog arrives.
     intake
-        .record(EventSource::Api, &[activation("first")])
+        .record(EventSource::Api, &[activation_of("first")])
         .await
         .unwrap();
     add_history(&admin).await;
 
     let before = rows_read(&pool, &admin, "jobs").await;
     intake
-        .record(EventSource::Api, &[activation("second")])
+        .record(EventSource::Api, &[activation_of("second")])
         .await
         .unwrap();
     let read = rows_read(&pool, &admin, "jobs").await - before;
@@ -157,8 +126,8 @@ async fn a_batch_checks_the_grants_it_may_extend_without_reading_the_grant_histo
     let (intake, pool, admin) = setup().await;
     let batch = |tag: &str| {
         [
-            activation(&format!("{tag}-1")),
-            activation(&format!("{tag}-2")),
+            activation_of(&format!("{tag}-1")),
+            activation_of(&format!("{tag}-2")),
         ]
     };
     intake

@@ -196,16 +196,8 @@ async fn durable() -> Durable {
     let server = PgServer::private_durable();
     let database_url = server.fresh_database().await;
     let pool = pool_on(&database_url, 3);
-    let mut db = pool.get().await.unwrap();
-    pimbridge::store::migrate::run(&mut db).await.unwrap();
-    pimbridge::store::register_applications(&db, &["alpha".to_owned(), "beta".to_owned()])
-        .await
-        .unwrap();
-    drop(db);
-    let (admin, connection) = tokio_postgres::connect(&database_url, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(connection);
+    migrate_with_applications(&pool).await;
+    let admin = admin_on(&database_url).await;
     let intake = Intake::new(
         pool.clone(),
         Routing::from_settings(&test_settings(&database_url)),

@@ -5,10 +5,9 @@
 use std::time::Duration;
 
 use aws_scim_emulator::RunningEmulator;
-use pimbridge::domain::{EventKind, EventSource, Lane, NewEvent};
+use pimbridge::domain::{EventSource, Lane};
 use pimbridge::handoff::Handoff;
 use pimbridge::intake::{EventOutcome, Intake, Routing};
-use serde_json::json;
 
 use crate::fixture::*;
 use crate::helpers::*;
@@ -28,25 +27,6 @@ async fn intake_with(
     let intake = Intake::new(pool_on(&database_url, 2), Routing::from_settings(&settings))
         .with_handoff(handoff.clone());
     (app, intake, a, b, database_url)
-}
-
-fn activation_of(id: &str) -> NewEvent {
-    let now = time::OffsetDateTime::now_utc();
-    NewEvent {
-        id: id.to_owned(),
-        kind: EventKind::Activation,
-        occurred_at: now,
-        group_id: GROUP_A.to_owned(),
-        principal_id: format!("{id}-user"),
-        ends_at: Some(now + Duration::from_secs(3600)),
-        grant_id: None,
-        user: Some(
-            json!({"userName": format!("{id}@contoso.com"), "givenName": "Alice",
-                          "familyName": "Liddell", "displayName": "Alice Liddell",
-                          "email": format!("{id}@contoso.com")}),
-        ),
-        group: Some(json!({"displayName": "AWS-Admins"})),
-    }
 }
 
 async fn record(intake: &Intake, id: &str) -> Lane {

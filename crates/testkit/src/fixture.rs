@@ -264,8 +264,10 @@ pub async fn run_cycle(app: &TestApp, application: &str) -> CycleRow {
                 retrying: r.get(7),
             };
         }
+        // A safety net, not a measure: a cycle against an outage waits out its retries (about
+        // 18 s in `quarantine::an_outage_does_not_quarantine`), longer on a loaded machine.
         assert!(
-            start.elapsed() < Duration::from_secs(20),
+            start.elapsed() < Duration::from_secs(60),
             "the cycle did not finish"
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
