@@ -3,6 +3,11 @@
 //! default pace, then with 100 activations/s posted on top. The goal is a flat figure: a cycle
 //! reads its plan a page at a time, so what it holds does not grow with the backlog.
 //!
+//! Also the immediate lane beside the backlog: receipt → AWS confirmed of five activations of new
+//! users posted at once on an empty queue (after five that warm the service up), and again once
+//! the backlog is in (before statistics are taken on it, so the intake runs on the plans it made
+//! while the queue was empty).
+//!
 //! Run: `cargo bench --bench backlog` (add `-- --jobs N` for another backlog). Under
 //! `cargo test --all-targets` it makes a small smoke run (2,000 jobs, short samples).
 
@@ -13,7 +18,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::{event, mib, now_rfc3339, rss_kib, Bench};
+use support::{event, mib, now_rfc3339, percentile, rss_kib, Bench, Journey};
 
 /// Peak VmRSS sampled every 100 ms for `seconds`.
 async fn peak_rss(seconds: f64) -> u64 {
@@ -24,6 +29,35 @@ async fn peak_rss(seconds: f64) -> u64 {
         peak = peak.max(rss_kib());
     }
     peak
+}
+
+/// Posts five activations of users new to AWS at once (ids `tag-0` … `tag-4`), waits until AWS
+/// confirmed each, and returns receipt → AWS confirmed of each in ms, sorted.
+async fn five_at_once(bench: &std::sync::Arc<Bench>, tag: &str) -> Vec<f64> {
+    let posts: Vec<_> = (0..5)
+        .map(|i| {
+            let (bench, id) = (bench.clone(), format!("{tag}-{i}"));
+            tokio::spawn(async move {
+                let body = event(&id, "activation", &format!("{id}-user"), &now_rfc3339());
+                let response = bench.signed_post(body).send().await.unwrap();
+                assert_eq!(response.status(), 202);
+            })
+        })
+        .collect();
+    for post in posts {
+        post.await.unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let journeys = support::journeys(&bench.db, tag).await;
+        if journeys.len() == 5 {
+            let mut ms: Vec<f64> = journeys.iter().map(Journey::until_confirmed).collect();
+            ms.sort_by(f64::total_cmp);
+            return ms;
+        }
+        assert!(Instant::now() < deadline, "{tag}: not all five reached AWS");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::main]
@@ -45,6 +79,13 @@ async fn main() {
     .await;
     bench.initial_cycle().await;
     let idle = peak_rss(sample).await;
+    let bench = std::sync::Arc::new(bench);
+    // Five to make the service's connections ready (and their plans, on an empty queue), then,
+    // once the admission window (10 s by default) is empty again, five measured.
+    five_at_once(&bench, "warm").await;
+    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    let empty_queue = five_at_once(&bench, "before").await;
+    let window_empty = Instant::now() + Duration::from_millis(10_500);
 
     // The backlog: activations of users new to AWS, each with its deferred job and running grant.
     let loading = Instant::now();
@@ -67,13 +108,15 @@ async fn main() {
                                  started_at, ends_at, activated_at, event_id)
              SELECT 'bench', 'api', source_event_id, principal_id, group_id, occurred_at,
                     occurred_at + interval '8 hours', occurred_at, id
-             FROM events WHERE source_event_id LIKE 'backlog-%';
-             ANALYZE;",
+             FROM events WHERE source_event_id LIKE 'backlog-%';",
             GROUP = support::GROUP
         ))
         .await
         .unwrap();
     let loaded_in = loading.elapsed().as_secs_f64();
+    tokio::time::sleep_until(window_empty.into()).await;
+    let long_queue = five_at_once(&bench, "after").await;
+    bench.db.batch_execute("ANALYZE").await.unwrap();
     let waiting = bench
         .count("SELECT count(*) FROM jobs WHERE lane = 'deferred' AND state = 'pending'")
         .await;
@@ -102,7 +145,6 @@ async fn main() {
     let cycling = peak_rss(sample).await;
 
     // And 100 activations/s on top, for `sample` seconds, sampled while they are posted.
-    let bench = std::sync::Arc::new(bench);
     let n = (100.0 * sample) as usize;
     let load = {
         let bench = bench.clone();
@@ -152,6 +194,14 @@ async fn main() {
         mib(under_load)
     );
     println!("   SCIM requests sent meanwhile (5/s pace)    {sent}");
+    println!(
+        "\n   five new users at once, receipt → AWS confirmed: empty queue p50 {:.2} ms, fifth {:.2} ms; \
+         {waiting} deferred waiting p50 {:.2} ms, fifth {:.2} ms",
+        percentile(&empty_queue, 50.0),
+        empty_queue[4],
+        percentile(&long_queue, 50.0),
+        long_queue[4]
+    );
     match std::sync::Arc::try_unwrap(bench) {
         Ok(bench) => bench.stop().await,
         Err(_) => unreachable!("every load task has finished"),
