@@ -2,7 +2,8 @@
 //! have grown. Its statements run on plans made once per connection, which may be made while the
 //! tables are nearly empty; such a plan must still look the request's rows up by key, not read
 //! every deferred job of the application (admission) or every grant of it (a batch's check for
-//! grants it extends).
+//! grants it extends). Nor does the dispatcher's look for due immediate jobs read the deferred
+//! ones.
 //!
 //! Measured in rows: the table statistics Postgres keeps per table (rows each scan returned)
 //! before and after the request.
@@ -155,5 +156,34 @@ async fn a_batch_checks_the_grants_it_may_extend_without_reading_the_grant_histo
     assert!(
         read < 100,
         "a batch of two read {read} grant rows with {HISTORY} grants stored"
+    );
+}
+
+#[tokio::test]
+async fn a_dispatcher_looking_for_due_jobs_does_not_read_the_deferred_backlog() {
+    let (intake, pool, admin) = setup().await;
+    intake
+        .record(EventSource::Api, &[activation_of("first")])
+        .await
+        .unwrap();
+    let claim = |pool: deadpool_postgres::Pool| async move {
+        let db = pool.get().await.unwrap();
+        pimbridge::store::jobs::claim_immediate(&db, "replica-x", 60.0, 8, 30.0)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        claim(pool.clone()).await.len(),
+        1,
+        "the admitted job is due"
+    );
+    add_history(&admin).await;
+
+    let before = rows_read(&pool, &admin, "jobs").await;
+    assert!(claim(pool.clone()).await.is_empty());
+    let read = rows_read(&pool, &admin, "jobs").await - before;
+    assert!(
+        read < 100,
+        "a claim that found nothing read {read} job rows with {HISTORY} deferred jobs waiting"
     );
 }
