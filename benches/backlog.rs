@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 use support::{event, mib, now_rfc3339, percentile, rss_kib, Bench, Journey};
 
+/// How long after five admissions the default admission window (10 s) is empty again.
+const WINDOW_EMPTY: Duration = Duration::from_millis(10_500);
+
 /// Peak VmRSS sampled every 100 ms for `seconds`.
 async fn peak_rss(seconds: f64) -> u64 {
     let end = Instant::now() + Duration::from_secs_f64(seconds);
@@ -83,9 +86,9 @@ async fn main() {
     // Five to make the service's connections ready (and their plans, on an empty queue), then,
     // once the admission window (10 s by default) is empty again, five measured.
     five_at_once(&bench, "warm").await;
-    tokio::time::sleep(Duration::from_millis(10_500)).await;
+    tokio::time::sleep(WINDOW_EMPTY).await;
     let empty_queue = five_at_once(&bench, "before").await;
-    let window_empty = Instant::now() + Duration::from_millis(10_500);
+    let window_empty = Instant::now() + WINDOW_EMPTY;
 
     // The backlog: activations of users new to AWS, each with its deferred job and running grant.
     let loading = Instant::now();

@@ -59,6 +59,18 @@ async fn rows_read(
         .get(0)
 }
 
+/// What `work` returns, and the rows `table`'s scans returned while it ran.
+async fn rows_read_during<T>(
+    pool: &deadpool_postgres::Pool,
+    admin: &tokio_postgres::Client,
+    table: &str,
+    work: impl std::future::Future<Output = T>,
+) -> (T, i64) {
+    let before = rows_read(pool, admin, table).await;
+    let out = work.await;
+    (out, rows_read(pool, admin, table).await - before)
+}
+
 /// `HISTORY` activations of alpha, each with its deferred job and its grant, as a long outage of
 /// the cycles would leave them.
 async fn add_history(admin: &tokio_postgres::Client) {
@@ -96,12 +108,14 @@ async fn admitting_an_activation_does_not_read_the_deferred_backlog() {
         .unwrap();
     add_history(&admin).await;
 
-    let before = rows_read(&pool, &admin, "jobs").await;
-    intake
-        .record(EventSource::Api, &[activation_of("second")])
-        .await
-        .unwrap();
-    let read = rows_read(&pool, &admin, "jobs").await - before;
+    let (recorded, read) = rows_read_during(
+        &pool,
+        &admin,
+        "jobs",
+        intake.record(EventSource::Api, &[activation_of("second")]),
+    )
+    .await;
+    recorded.unwrap();
 
     let admitted: i64 = admin
         .query_one(
@@ -137,12 +151,14 @@ async fn a_batch_checks_the_grants_it_may_extend_without_reading_the_grant_histo
         .unwrap();
     add_history(&admin).await;
 
-    let before = rows_read(&pool, &admin, "grants").await;
-    let summary = intake
-        .record(EventSource::Api, &batch("second"))
-        .await
-        .unwrap();
-    let read = rows_read(&pool, &admin, "grants").await - before;
+    let (summary, read) = rows_read_during(
+        &pool,
+        &admin,
+        "grants",
+        intake.record(EventSource::Api, &batch("second")),
+    )
+    .await;
+    let summary = summary.unwrap();
 
     let grants: i64 = admin
         .query_one(
@@ -179,9 +195,8 @@ async fn a_dispatcher_looking_for_due_jobs_does_not_read_the_deferred_backlog() 
     );
     add_history(&admin).await;
 
-    let before = rows_read(&pool, &admin, "jobs").await;
-    assert!(claim(pool.clone()).await.is_empty());
-    let read = rows_read(&pool, &admin, "jobs").await - before;
+    let (claimed, read) = rows_read_during(&pool, &admin, "jobs", claim(pool.clone())).await;
+    assert!(claimed.is_empty());
     assert!(
         read < 100,
         "a claim that found nothing read {read} job rows with {HISTORY} deferred jobs waiting"

@@ -224,14 +224,12 @@ impl Store {
         user.last_modified = clock::now();
         let new = user_keys(&user.attrs);
         self.unindex_user(seq, &old);
-        for key in new {
-            self.user_keys.entry(key).or_default().insert(seq);
-        }
+        self.index_keys(seq, new);
         self.users.get(&seq)
     }
 
-    fn index_user(&mut self, seq: u64, attrs: &Map<String, Value>) {
-        for key in user_keys(attrs) {
+    fn index_keys(&mut self, seq: u64, keys: Vec<UserKey>) {
+        for key in keys {
             self.user_keys.entry(key).or_default().insert(seq);
         }
     }
@@ -293,7 +291,7 @@ impl Store {
             born: Instant::now(),
         };
         self.user_seq.insert(user.id.clone(), seq);
-        self.index_user(seq, &user.attrs);
+        self.index_keys(seq, user_keys(&user.attrs));
         self.users.entry(seq).or_insert(user)
     }
 
@@ -316,13 +314,8 @@ impl Store {
         settings: &EmulatorSettings,
     ) -> impl Iterator<Item = &User> {
         let ci = settings.user_name_case_insensitive;
-        let key = UserKey::Name(lower(name));
         let name = name.to_owned();
-        self.user_keys
-            .get(&key)
-            .into_iter()
-            .flatten()
-            .filter_map(|seq| self.users.get(seq))
+        self.users_with(&UserKey::Name(lower(&name)))
             .filter(move |u| same_name(u.user_name(), &name, ci))
     }
 
