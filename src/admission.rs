@@ -258,6 +258,11 @@ const PROMOTE: &str = "WITH w AS (
             (SELECT count(*) FROM woken) AS woken
      FROM w LEFT JOIN promoted p ON true ORDER BY p.id";
 
+/// The statements of an activation's admission (see `store::warm`).
+pub fn hot_statements() -> Vec<String> {
+    vec![PROMOTE.to_owned()]
+}
+
 /// Decides the lane of one activation at `now`. The window is half-open: an admission exactly
 /// `window` before `now` no longer counts.
 pub async fn decide_at(

@@ -232,9 +232,12 @@ impl Application {
         };
         {
             let pool = pool.clone();
+            let statements = [store::hot_statements(), crate::admission::hot_statements()].concat();
             background.push((
                 "connection warm-up",
-                tokio::spawn(gated(Box::pin(async move { store::warm(&pool).await }))),
+                tokio::spawn(gated(Box::pin(async move {
+                    store::warm(&pool, &statements).await
+                }))),
             ));
         }
         if let (Some(graph), Some(client)) = (&settings.graph, graph_client) {

@@ -168,22 +168,7 @@ pub async fn view(
     let (users, groups) = columns(pairs);
     let rows = client
         .query(
-            &client
-                .prepare_cached(
-                    "SELECT p.u, p.g, gr.active, gr.id, m.aws_state, m.provenance, gr.deactivated
-             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS p(u, g, n)
-             LEFT JOIN aws_memberships m
-                    ON m.application = $1 AND m.principal_id = p.u AND m.group_id = p.g
-             LEFT JOIN LATERAL (
-                 SELECT g.effective_end > clock_timestamp() AS active, g.id,
-                        g.ended_at IS NOT NULL AND g.ended_at < g.ends_at AS deactivated
-                 FROM grants g
-                 WHERE g.application = $1 AND g.principal_id = p.u AND g.group_id = p.g
-                 ORDER BY g.effective_end DESC LIMIT 1
-             ) gr ON true
-             ORDER BY p.n",
-                )
-                .await?,
+            &client.prepare_cached(VIEW_SQL).await?,
             &[&application, &users, &groups],
         )
         .await?;
@@ -203,6 +188,20 @@ pub async fn view(
         .collect())
 }
 
+const VIEW_SQL: &str =
+    "SELECT p.u, p.g, gr.active, gr.id, m.aws_state, m.provenance, gr.deactivated
+             FROM unnest($2::text[], $3::text[]) WITH ORDINALITY AS p(u, g, n)
+             LEFT JOIN aws_memberships m
+                    ON m.application = $1 AND m.principal_id = p.u AND m.group_id = p.g
+             LEFT JOIN LATERAL (
+                 SELECT g.effective_end > clock_timestamp() AS active, g.id,
+                        g.ended_at IS NOT NULL AND g.ended_at < g.ends_at AS deactivated
+                 FROM grants g
+                 WHERE g.application = $1 AND g.principal_id = p.u AND g.group_id = p.g
+                 ORDER BY g.effective_end DESC LIMIT 1
+             ) gr ON true
+             ORDER BY p.n";
+
 /// Records that requests for these pairs are about to go out (`unknown`), and that pimbridge
 /// owns those whose first add it is about to send. Commit before sending.
 pub async fn mark_in_flight(
@@ -214,17 +213,20 @@ pub async fn mark_in_flight(
     let (users, groups) = columns(pairs);
     client
         .execute(
-            &client.prepare_cached("INSERT INTO aws_memberships (application, principal_id, group_id, aws_state, provenance)
-             SELECT $1, u, g, 'unknown', CASE WHEN o THEN 'owned' END
-             FROM unnest($2::text[], $3::text[], $4::bool[]) AS p(u, g, o)
-             ON CONFLICT (application, principal_id, group_id) DO UPDATE
-             SET aws_state = 'unknown', updated_at = clock_timestamp(),
-                 provenance = coalesce(aws_memberships.provenance, EXCLUDED.provenance)").await?,
+            &client.prepare_cached(MARK_IN_FLIGHT_SQL).await?,
             &[&application, &users, &groups, &owned],
         )
         .await?;
     Ok(())
 }
+
+const MARK_IN_FLIGHT_SQL: &str =
+    "INSERT INTO aws_memberships (application, principal_id, group_id, aws_state, provenance)
+             SELECT $1, u, g, 'unknown', CASE WHEN o THEN 'owned' END
+             FROM unnest($2::text[], $3::text[], $4::bool[]) AS p(u, g, o)
+             ON CONFLICT (application, principal_id, group_id) DO UPDATE
+             SET aws_state = 'unknown', updated_at = clock_timestamp(),
+                 provenance = coalesce(aws_memberships.provenance, EXCLUDED.provenance)";
 
 /// What a reconciliation learnt of one pair in AWS.
 #[derive(Debug, Clone, Copy)]
@@ -281,7 +283,23 @@ pub async fn settle(
     let verified: Vec<bool> = merged.iter().map(|s| s.verified).collect();
     client
         .execute(
-            &client.prepare_cached("INSERT INTO aws_memberships AS m (application, principal_id, group_id, aws_state,
+            &client.prepare_cached(SETTLE_SQL).await?,
+            &[
+                &application,
+                &users,
+                &groups,
+                &states,
+                &provenances,
+                &verified,
+                &own_job,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+const SETTLE_SQL: &str =
+    "INSERT INTO aws_memberships AS m (application, principal_id, group_id, aws_state,
                                                provenance, verified_at)
              SELECT $1, u, g, st, pr, CASE WHEN v THEN clock_timestamp() END
              FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::bool[])
@@ -295,19 +313,17 @@ pub async fn settle(
                        AND j.id IS DISTINCT FROM $7) THEN 'unknown' ELSE EXCLUDED.aws_state END,
                  provenance = coalesce(EXCLUDED.provenance, m.provenance),
                  verified_at = coalesce(EXCLUDED.verified_at, m.verified_at),
-                 updated_at = clock_timestamp()").await?,
-            &[
-                &application,
-                &users,
-                &groups,
-                &states,
-                &provenances,
-                &verified,
-                &own_job,
-            ],
-        )
-        .await?;
-    Ok(())
+                 updated_at = clock_timestamp()";
+
+/// The statements every reconciliation of a pair runs (see `store::warm`).
+pub(crate) fn hot_statements() -> Vec<String> {
+    vec![
+        keys_sql("pg_advisory_lock"),
+        keys_sql("pg_advisory_unlock"),
+        VIEW_SQL.to_owned(),
+        MARK_IN_FLIGHT_SQL.to_owned(),
+        SETTLE_SQL.to_owned(),
+    ]
 }
 
 /// How many memberships a cycle of `application` would remove now: those pimbridge owns, that

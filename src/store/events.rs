@@ -284,9 +284,21 @@ pub async fn lock_admission(
 pub async fn admission_lock(
     client: &impl GenericClient,
 ) -> Result<tokio_postgres::Statement, StoreError> {
-    Ok(client
-        .prepare_cached("SELECT pg_advisory_xact_lock($1, hashtext($2))")
-        .await?)
+    Ok(client.prepare_cached(ADMISSION_LOCK_SQL).await?)
+}
+
+const ADMISSION_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))";
+
+/// The statements every intake of an activation runs (see `store::warm`).
+pub(crate) fn hot_statements() -> Vec<String> {
+    [
+        INSERT_EVENTS_SQL,
+        applications_lock_sql(IntakeLock::Keys),
+        KEYS_LOCK_SQL,
+        ADMISSION_LOCK_SQL,
+    ]
+    .map(str::to_owned)
+    .to_vec()
 }
 
 /// [`lock_admission`] with its statement prepared by [`admission_lock`].

@@ -39,9 +39,35 @@ pub async fn claim_immediate(
 ) -> Result<Vec<ClaimedJob>, StoreError> {
     let rows = client
         .query(
-            &client
-                .prepare_cached(
-                    "WITH due AS (
+            &client.prepare_cached(CLAIM_IMMEDIATE_SQL).await?,
+            &[&owner, &lease_secs, &limit, &dead_after_secs],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| ClaimedJob {
+            id: r.get(0),
+            action: if r.get::<_, &str>(2) == "remove" {
+                Action::Remove
+            } else {
+                Action::Add
+            },
+            attempts: r.get(3),
+            event_id: r.get(4),
+            source_event_id: r.get(5),
+            subject: Subject {
+                application: r.get(1),
+                group_id: r.get(6),
+                principal_id: r.get(7),
+                user_attributes: r.get(8),
+                group_attributes: r.get(9),
+            },
+            claim_on_disk: true,
+        })
+        .collect())
+}
+
+const CLAIM_IMMEDIATE_SQL: &str = "WITH due AS (
                  SELECT id FROM jobs
                  WHERE lane = 'immediate'
                    AND ((state = 'pending' AND next_attempt_at <= clock_timestamp())
@@ -74,35 +100,7 @@ pub async fn claim_immediate(
              SELECT c.id, c.application, c.action, c.attempts, e.id, e.source_event_id, e.group_id,
                     e.principal_id, e.user_attributes, e.group_attributes
              FROM claimed c JOIN events e ON e.id = c.event_id
-             ORDER BY c.id",
-                )
-                .await?,
-            &[&owner, &lease_secs, &limit, &dead_after_secs],
-        )
-        .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ClaimedJob {
-            id: r.get(0),
-            action: if r.get::<_, &str>(2) == "remove" {
-                Action::Remove
-            } else {
-                Action::Add
-            },
-            attempts: r.get(3),
-            event_id: r.get(4),
-            source_event_id: r.get(5),
-            subject: Subject {
-                application: r.get(1),
-                group_id: r.get(6),
-                principal_id: r.get(7),
-                user_attributes: r.get(8),
-                group_attributes: r.get(9),
-            },
-            claim_on_disk: true,
-        })
-        .collect())
-}
+             ORDER BY c.id";
 
 /// Marks a job done while `owner` holds its lease. Returns the seconds from the event's receipt to
 /// now (both by the database clock), or `None` when the lease was lost.
@@ -113,20 +111,23 @@ pub async fn complete(
 ) -> Result<Option<f64>, StoreError> {
     let row = client
         .query_opt(
-            &client
-                .prepare_cached(
-                    "UPDATE jobs j
-             SET state = 'done', completed_at = clock_timestamp(), last_error = NULL,
-                 lease_owner = NULL, lease_expires_at = NULL
-             FROM events e
-             WHERE j.id = $1 AND j.lease_owner = $2 AND j.state = 'running' AND e.id = j.event_id
-             RETURNING extract(epoch FROM (j.completed_at - e.received_at))::float8",
-                )
-                .await?,
+            &client.prepare_cached(COMPLETE_SQL).await?,
             &[&job_id, &owner],
         )
         .await?;
     Ok(row.map(|r| r.get(0)))
+}
+
+const COMPLETE_SQL: &str = "UPDATE jobs j
+             SET state = 'done', completed_at = clock_timestamp(), last_error = NULL,
+                 lease_owner = NULL, lease_expires_at = NULL
+             FROM events e
+             WHERE j.id = $1 AND j.lease_owner = $2 AND j.state = 'running' AND e.id = j.event_id
+             RETURNING extract(epoch FROM (j.completed_at - e.received_at))::float8";
+
+/// The statements every immediate job runs (see `store::warm`).
+pub(crate) fn hot_statements() -> Vec<String> {
+    vec![CLAIM_IMMEDIATE_SQL.to_owned(), COMPLETE_SQL.to_owned()]
 }
 
 /// Puts a job back to pending, due after `delay_secs`, with the reason of the failed attempt.

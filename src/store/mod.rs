@@ -114,17 +114,31 @@ pub fn build_pool(settings: &DatabaseSettings) -> Result<Pool, StoreError> {
         .map_err(|e| StoreError::Config(e.to_string()))
 }
 
+/// The store's statements that every activation in the immediate lane runs (its intake, its job
+/// and its reconciliation), for [`warm`] to prepare ahead.
+pub fn hot_statements() -> Vec<String> {
+    [
+        events::hot_statements(),
+        jobs::hot_statements(),
+        aws_memberships::hot_statements(),
+        scim_ids::hot_statements(),
+        provisioning_log::hot_statements(),
+    ]
+    .concat()
+}
+
 /// Connections opened ahead by [`warm`], at most.
 pub const WARM_CONNECTIONS: usize = 8;
 
 /// Opens up to [`WARM_CONNECTIONS`] of the pool's connections at once (never more than half the
-/// pool) and has each load what Postgres caches per connection for the tables intake and
-/// provisioning use. Without it the first burst after start-up pays for it inside its requests: a
-/// new server process, then catalog look-ups on the first statements it runs (about 30 ms of the
-/// first burst's slowest request). It never waits for a connection another task holds, so it
-/// cannot hold the pool while work queues behind it. Best effort: what it does not open, the first
-/// requests open.
-pub async fn warm(pool: &Pool) {
+/// pool), has each load what Postgres caches per connection for the tables intake and
+/// provisioning use, and prepares `statements` on each (see [`hot_statements`]). Without it the
+/// first activations after start-up pay for it inside their requests: a new server process,
+/// catalog look-ups on the first statements it runs (about 30 ms of the first burst's slowest
+/// request), then a round trip to prepare each statement on each connection it first runs on. It
+/// never waits for a connection another task holds, so it cannot hold the pool while work queues
+/// behind it. Best effort: what it does not open or prepare, the first requests do.
+pub async fn warm(pool: &Pool, statements: &[String]) {
     let n = WARM_CONNECTIONS.min(pool.status().max_size / 2);
     let at_once = deadpool_postgres::Timeouts {
         wait: Some(std::time::Duration::ZERO),
@@ -138,6 +152,9 @@ pub async fn warm(pool: &Pool) {
                                provisioning_log
                  LIMIT 0",
             )
+            .await?;
+        // Sent together: the connection pipelines them.
+        futures_util::future::try_join_all(statements.iter().map(|sql| client.prepare_cached(sql)))
             .await?;
         Ok::<_, StoreError>(client)
     }))

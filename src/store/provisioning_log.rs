@@ -118,18 +118,7 @@ pub async fn append_many(
     let elapsed: Vec<f64> = entries.iter().map(|e| e.elapsed_secs).collect();
     client
         .execute(
-            &client
-                .prepare_cached(
-                    "INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
-                 group_id, status, error_code, reason, started_at, event_id, grant_id)
-             SELECT a, c, j, act, u, g, st, code, why,
-                    clock_timestamp() - make_interval(secs => secs), ev, gr
-             FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
-                         $7::text[], $8::text[], $9::text[], $10::float8[], $11::int8[], $12::int8[])
-                  WITH ORDINALITY AS e(a, c, j, act, u, g, st, code, why, secs, ev, gr, n)
-             ORDER BY n",
-                )
-                .await?,
+            &client.prepare_cached(APPEND_MANY_SQL).await?,
             &[
                 &applications,
                 &cycles,
@@ -147,4 +136,18 @@ pub async fn append_many(
         )
         .await?;
     Ok(())
+}
+
+const APPEND_MANY_SQL: &str = "INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
+                 group_id, status, error_code, reason, started_at, event_id, grant_id)
+             SELECT a, c, j, act, u, g, st, code, why,
+                    clock_timestamp() - make_interval(secs => secs), ev, gr
+             FROM unnest($1::text[], $2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                         $7::text[], $8::text[], $9::text[], $10::float8[], $11::int8[], $12::int8[])
+                  WITH ORDINALITY AS e(a, c, j, act, u, g, st, code, why, secs, ev, gr, n)
+             ORDER BY n";
+
+/// The statement every reconciliation's log entries take (see `store::warm`).
+pub(crate) fn hot_statements() -> Vec<String> {
+    vec![APPEND_MANY_SQL.to_owned()]
 }

@@ -83,21 +83,7 @@ pub async fn get_many(
         (users.into_iter().collect(), groups.into_iter().collect());
     let rows = client
         .query(
-            &client
-                .prepare_cached(
-                    "SELECT 'user', u.id, s.aws_id, s.attributes
-             FROM unnest($2::text[]) AS u(id)
-             CROSS JOIN LATERAL (SELECT aws_id, attributes FROM scim_ids
-                                 WHERE application = $1 AND kind = 'user' AND entra_id = u.id
-                                 LIMIT 1) s
-             UNION ALL
-             SELECT 'group', g.id, s.aws_id, NULL::jsonb
-             FROM unnest($3::text[]) AS g(id)
-             CROSS JOIN LATERAL (SELECT aws_id FROM scim_ids
-                                 WHERE application = $1 AND kind = 'group' AND entra_id = g.id
-                                 LIMIT 1) s",
-                )
-                .await?,
+            &client.prepare_cached(GET_MANY_SQL).await?,
             &[&application, &users, &groups],
         )
         .await?;
@@ -115,6 +101,18 @@ pub async fn get_many(
     }
     Ok(ids)
 }
+
+const GET_MANY_SQL: &str = "SELECT 'user', u.id, s.aws_id, s.attributes
+             FROM unnest($2::text[]) AS u(id)
+             CROSS JOIN LATERAL (SELECT aws_id, attributes FROM scim_ids
+                                 WHERE application = $1 AND kind = 'user' AND entra_id = u.id
+                                 LIMIT 1) s
+             UNION ALL
+             SELECT 'group', g.id, s.aws_id, NULL::jsonb
+             FROM unnest($3::text[]) AS g(id)
+             CROSS JOIN LATERAL (SELECT aws_id FROM scim_ids
+                                 WHERE application = $1 AND kind = 'group' AND entra_id = g.id
+                                 LIMIT 1) s";
 
 /// An AWS id to cache.
 #[derive(Debug, Clone, Copy)]
@@ -159,20 +157,24 @@ pub async fn put_many(client: &impl GenericClient, ids: &[NewId<'_>]) -> Result<
     let attributes: Vec<Option<&Value>> = ids.iter().map(|i| i.attributes).collect();
     client
         .execute(
-            &client
-                .prepare_cached(
-                    "INSERT INTO scim_ids AS s (application, kind, entra_id, aws_id, attributes)
-             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
-             ON CONFLICT (application, kind, entra_id)
-             DO UPDATE SET aws_id = EXCLUDED.aws_id, resolved_at = now(),
-                 attributes = CASE WHEN EXCLUDED.attributes IS NOT NULL THEN EXCLUDED.attributes
-                                   WHEN s.aws_id = EXCLUDED.aws_id THEN s.attributes END",
-                )
-                .await?,
+            &client.prepare_cached(PUT_MANY_SQL).await?,
             &[&applications, &kinds, &entra_ids, &aws_ids, &attributes],
         )
         .await?;
     Ok(())
+}
+
+const PUT_MANY_SQL: &str =
+    "INSERT INTO scim_ids AS s (application, kind, entra_id, aws_id, attributes)
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
+             ON CONFLICT (application, kind, entra_id)
+             DO UPDATE SET aws_id = EXCLUDED.aws_id, resolved_at = now(),
+                 attributes = CASE WHEN EXCLUDED.attributes IS NOT NULL THEN EXCLUDED.attributes
+                                   WHEN s.aws_id = EXCLUDED.aws_id THEN s.attributes END";
+
+/// The statements a reconciliation runs for the AWS ids (see `store::warm`).
+pub(crate) fn hot_statements() -> Vec<String> {
+    vec![GET_MANY_SQL.to_owned(), PUT_MANY_SQL.to_owned()]
 }
 
 /// Forgets an id that AWS no longer knows (404).

@@ -211,9 +211,43 @@ async fn opening_connections_ahead_never_waits_for_connections_in_use() {
     }
 
     // Every connection is busy: the warm-up gives up at once instead of queueing for them.
-    let warmed = tokio::time::timeout(Duration::from_secs(1), pimbridge::store::warm(&pool)).await;
+    let warmed = tokio::time::timeout(
+        Duration::from_secs(1),
+        pimbridge::store::warm(&pool, &pimbridge::store::hot_statements()),
+    )
+    .await;
     assert!(warmed.is_ok(), "the warm-up waited for a busy pool");
     drop(held);
+}
+
+#[tokio::test]
+async fn connections_opened_ahead_have_the_immediate_lanes_statements_prepared() {
+    let database_url = PgServer::shared().fresh_database().await;
+    let pool = crate::helpers::pool_on(&database_url, 4);
+    crate::helpers::migrate_with_applications(&pool).await;
+    let statements = [
+        pimbridge::store::hot_statements(),
+        pimbridge::admission::hot_statements(),
+    ]
+    .concat();
+    assert!(statements.len() >= 12, "{} statements", statements.len());
+
+    pimbridge::store::warm(&pool, &statements).await;
+
+    // Half the pool was opened ahead: each of those two connections has prepared every statement,
+    // so the first activations it serves send none of them to be prepared.
+    let (a, b) = (pool.get().await.unwrap(), pool.get().await.unwrap());
+    for client in [&a, &b] {
+        let prepared: i64 = client
+            .query_one(
+                "SELECT count(*) FROM pg_prepared_statements WHERE statement = ANY($1)",
+                &[&statements],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(prepared, statements.len() as i64);
+    }
 }
 
 #[tokio::test]
