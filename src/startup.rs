@@ -232,7 +232,7 @@ impl Application {
         };
         {
             let pool = pool.clone();
-            let statements = [store::hot_statements(), crate::admission::hot_statements()].concat();
+            let statements = immediate_lane_statements();
             background.push((
                 "connection warm-up",
                 tokio::spawn(gated(Box::pin(async move {
@@ -685,6 +685,12 @@ async fn try_bootstrap(pool: &Pool, applications: &[String]) -> anyhow::Result<u
         );
     }
     Ok(applied)
+}
+
+/// The statements every activation in the immediate lane runs (intake, admission, the job and
+/// its reconciliation), which start-up prepares on the connections it opens ahead.
+pub fn immediate_lane_statements() -> Vec<String> {
+    [store::hot_statements(), crate::admission::hot_statements()].concat()
 }
 
 /// Applies migrations once and exits (the `migrate` subcommand and the Helm hook).

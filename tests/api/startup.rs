@@ -213,7 +213,7 @@ async fn opening_connections_ahead_never_waits_for_connections_in_use() {
     // Every connection is busy: the warm-up gives up at once instead of queueing for them.
     let warmed = tokio::time::timeout(
         Duration::from_secs(1),
-        pimbridge::store::warm(&pool, &pimbridge::store::hot_statements()),
+        pimbridge::store::warm(&pool, &pimbridge::startup::immediate_lane_statements()),
     )
     .await;
     assert!(warmed.is_ok(), "the warm-up waited for a busy pool");
@@ -225,11 +225,7 @@ async fn connections_opened_ahead_have_the_immediate_lanes_statements_prepared()
     let database_url = PgServer::shared().fresh_database().await;
     let pool = crate::helpers::pool_on(&database_url, 4);
     crate::helpers::migrate_with_applications(&pool).await;
-    let statements = [
-        pimbridge::store::hot_statements(),
-        pimbridge::admission::hot_statements(),
-    ]
-    .concat();
+    let statements = pimbridge::startup::immediate_lane_statements();
     assert!(statements.len() >= 12, "{} statements", statements.len());
 
     pimbridge::store::warm(&pool, &statements).await;
