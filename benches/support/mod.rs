@@ -62,7 +62,13 @@ impl Bench {
             .await
             .unwrap();
         tokio::spawn(connection);
-        let http = reqwest::Client::new();
+        // The service closes a connection idle for 5 s (actix-web's keep-alive); a client that
+        // reused one at that moment would see it closed under its request. Dropping idle
+        // connections sooner than the server does avoids that race.
+        let http = reqwest::Client::builder()
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build()
+            .unwrap();
         for _ in 0..200 {
             let ready = http.get(format!("{base}/health/ready")).send().await;
             if ready.is_ok_and(|r| r.status() == 200) {
