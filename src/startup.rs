@@ -391,7 +391,7 @@ impl Application {
             Listener::Public,
             listener,
             settings.server.workers,
-            shutdown_timeout,
+            &settings.server,
         )?;
         // Workers of its own: a scrape flood or a slow admin query never takes intake's.
         let internal_server = http_server(
@@ -399,7 +399,7 @@ impl Application {
             Listener::Internal,
             internal_listener,
             INTERNAL_WORKERS,
-            shutdown_timeout,
+            &settings.server,
         )?;
         Ok(Self {
             port,
@@ -510,7 +510,7 @@ fn http_server(
     listener: Listener,
     socket: TcpListener,
     workers: usize,
-    shutdown_timeout: Duration,
+    settings: &crate::config::ServerSettings,
 ) -> anyhow::Result<Server> {
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
@@ -531,7 +531,12 @@ fn http_server(
             })
     })
     .disable_signals()
-    .shutdown_timeout(shutdown_timeout.as_secs())
+    .shutdown_timeout(settings.shutdown_timeout.as_secs())
+    // The internal listener's scrapers come straight, not through a proxy.
+    .keep_alive(match listener {
+        Listener::Public => settings.keep_alive,
+        Listener::Internal => Duration::from_secs(5),
+    })
     .listen(socket)?;
     if workers > 0 {
         server = server.workers(workers);

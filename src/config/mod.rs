@@ -97,6 +97,12 @@ pub struct ServerSettings {
     /// HTTP worker threads; 0 means one per core.
     #[serde(deserialize_with = "whole")]
     pub workers: usize,
+    /// How long the public listener keeps an idle connection open. Longer than the idle timeout
+    /// of the proxy in front (60 s for most ingress controllers and cloud load balancers), so
+    /// that the proxy closes first: a proxy that sends a request on a connection this side has
+    /// just closed answers the sender with an error (a 502), and the sender retries later.
+    #[serde(with = "duration")]
+    pub keep_alive: Duration,
     /// How often the gauges read from Postgres (queue depths, quarantines) are refreshed in the
     /// background; a `/metrics` scrape only reads the last values.
     #[serde(deserialize_with = "crate::duration::deserialize")]
@@ -114,6 +120,7 @@ impl Default for ServerSettings {
             internal_listen: "0.0.0.0:9090".into(),
             shutdown_timeout: Duration::from_secs(20),
             workers: 0,
+            keep_alive: Duration::from_secs(75),
             metrics_refresh_interval: Duration::from_secs(5),
             secret_reload_interval: Duration::from_secs(10),
         }
@@ -947,6 +954,8 @@ mod tests {
     fn a_minimal_file_loads_with_defaults() {
         let s = Settings::from_toml_str(MINIMAL).unwrap();
         assert_eq!(s.server.listen, "0.0.0.0:8080");
+        // Above the 60 s idle timeout of most proxies in front.
+        assert_eq!(s.server.keep_alive, Duration::from_secs(75));
         assert_eq!(s.intake.max_body_bytes, 1024 * 1024);
         assert_eq!(s.applications["prod"].activation_limit, 5);
         assert_eq!(
@@ -993,6 +1002,7 @@ mod tests {
         let cases: &[(&str, &str, &str)] = &[
             ("missing database url", "[database]\n[intake]\nhmac_secret=\"0123456789abcdef\"", "database.url"),
             ("bad listen address", "[server]\nlisten=\"nope\"\n[database]\nurl=\"postgres://a@b/c\"", "server.listen"),
+            ("keep-alive of no time", "[server]\nkeep_alive=\"0s\"\n[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"0123456789abcdef\"", "server.keep_alive"),
             ("no authentication", "[database]\nurl=\"postgres://a@b/c\"", "intake.hmac_secret"),
             ("short hmac secret", "[database]\nurl=\"postgres://a@b/c\"\n[intake]\nhmac_secret=\"short\"", "intake.hmac_secret"),
             ("unknown key", "[database]\nurl=\"postgres://a@b/c\"\nport=5", "port"),

@@ -44,6 +44,14 @@ impl Settings {
                 "must differ from server.listen (the internal routes must not be public)",
             ));
         }
+        if !(std::time::Duration::from_secs(1)..=std::time::Duration::from_secs(3600))
+            .contains(&self.server.keep_alive)
+        {
+            return Err(ConfigError::invalid(
+                "server.keep_alive",
+                "must be between 1s and 1h",
+            ));
+        }
         if !(std::time::Duration::from_millis(10)..=std::time::Duration::from_secs(3600))
             .contains(&self.server.metrics_refresh_interval)
         {

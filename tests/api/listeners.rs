@@ -1,7 +1,10 @@
 //! The two listeners: the public one (`server.listen`) serves the inputs and the probes, the
 //! internal one (`server.internal_listen`) the metrics and the admin API.
 
+use std::time::Duration;
+
 use crate::helpers::*;
+use crate::postgres::PgServer;
 
 const TOKEN: &str = "listeners-admin-token-0123456789";
 
@@ -87,4 +90,49 @@ async fn the_internal_listener_runs_at_the_lowest_cpu_priority() {
         .filter(|nice| nice == "19")
         .count();
     assert!(lowered >= 1, "a thread runs at nice 19");
+}
+
+/// Whether a connection to `address` that served one request and then stayed idle for `idle`
+/// still serves the next.
+async fn open_after_idle(address: &str, idle: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = address.trim_start_matches("http://");
+    let request = format!("GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    let mut answer = [0u8; 1024];
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let n = stream.read(&mut answer).await.unwrap();
+    assert!(
+        answer[..n].starts_with(b"HTTP/1.1 200"),
+        "the first request is answered"
+    );
+    tokio::time::sleep(idle).await;
+    // Closed by the server, the write may still succeed; the read then finds the end or a reset.
+    let _ = stream.write_all(request.as_bytes()).await;
+    matches!(
+        tokio::time::timeout(Duration::from_secs(5), stream.read(&mut answer)).await,
+        Ok(Ok(n)) if answer[..n].starts_with(b"HTTP/1.1 200")
+    )
+}
+
+#[tokio::test]
+async fn the_public_listener_keeps_an_idle_connection_for_server_keep_alive() {
+    let spawn = |keep_alive: Duration| async move {
+        let url = PgServer::shared().fresh_database().await;
+        let mut settings = test_settings(&url);
+        settings.server.keep_alive = keep_alive;
+        spawn_app_with(settings, &url).await
+    };
+    // Around the 5 s a server gets when the setting is not applied (actix-web's default).
+    let (short, long) = tokio::join!(spawn(Duration::from_secs(1)), spawn(Duration::from_secs(8)));
+    let idle = Duration::from_millis(2500);
+    let (after_short, after_long) = tokio::join!(
+        open_after_idle(&short.address, idle),
+        open_after_idle(&long.address, idle)
+    );
+    assert!(!after_short, "closed after 2.5 s idle with keep_alive = 1s");
+    assert!(
+        after_long,
+        "still open after 2.5 s idle with keep_alive = 8s"
+    );
 }
