@@ -11,9 +11,12 @@
 //!    25/s (after a first window of five that warms the service up, reported on its own) and for
 //!    the fifth of each of nine bursts of five new users (the median of the nine is held against
 //!    the goal), beside a floor (one client's durable insert of an event and its job with NOTIFY
-//!    and commit, then one PATCH to the emulator): the known users' beside the floor measured just
-//!    before them, the bursts' beside the floor sampled just before and just after each burst
-//!    (this machine's speed drifts within a run). AWS confirmed is the time of the
+//!    and commit, then one PATCH to the emulator, its statements prepared once): the known users'
+//!    beside the floor sampled during their run at their pace (in each window once its immediate
+//!    five are through), the bursts' beside the floor sampled just before and just after each
+//!    burst. This machine's latency depends on how busy it is (a transaction takes several times
+//!    as long at 3/s as back to back), so each floor is taken beside what it is held against; the
+//!    ratios against the floor of the run's start are printed too. AWS confirmed is the time of the
 //!    job's log entry, the first statement after AWS answered; the floor too ends with AWS's
 //!    answer. Receipt → recorded done (the job marked done, just before its commit) is printed
 //!    beside it.
