@@ -136,3 +136,28 @@ async fn the_public_listener_keeps_an_idle_connection_for_server_keep_alive() {
         "still open after 2.5 s idle with keep_alive = 8s"
     );
 }
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_does_not_hold_up_shutdown() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let url = PgServer::shared().fresh_database().await;
+    let mut settings = test_settings(&url);
+    settings.server.keep_alive = Duration::from_secs(60);
+    settings.server.shutdown_timeout = Duration::from_secs(30);
+    let mut app = spawn_app_with(settings, &url).await;
+    let host = app.address.trim_start_matches("http://").to_owned();
+    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let request = format!("GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = [0u8; 1024];
+    let n = stream.read(&mut answer).await.unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+
+    // With the connection still open and idle: a pod stopping behind a proxy that keeps its
+    // upstream connections must not wait out `shutdown_timeout` for them.
+    let started = std::time::Instant::now();
+    app.stop().await;
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(10), "stop took {took:?}");
+    drop(stream);
+}
