@@ -538,10 +538,9 @@ async fn main() {
     // immediate five are through, while the deferred rest keeps arriving at 25/s.
     let floor_beside_known = {
         let (scim, group, users) = (scim.clone(), group.clone(), known_floor_users.to_vec());
-        let at = during_known.clone();
         tokio::spawn(async move {
-            let mut times = Vec::with_capacity(at.len());
-            for (i, offset) in at.into_iter().enumerate() {
+            let mut times = Vec::with_capacity(during_known.len());
+            for (i, offset) in during_known.into_iter().enumerate() {
                 tokio::time::sleep_until((start + offset).into()).await;
                 let user = &users[i..=i];
                 times.extend(floor.sample(&scim, &group, user, &format!("k{i}"), 1).await);

@@ -386,19 +386,12 @@ impl Application {
         }
 
         let shutdown_timeout = settings.server.shutdown_timeout;
-        let server = http_server(
-            &state,
-            Listener::Public,
-            listener,
-            settings.server.workers,
-            &settings.server,
-        )?;
+        let server = http_server(&state, Listener::Public, listener, &settings.server)?;
         // Workers of its own: a scrape flood or a slow admin query never takes intake's.
         let internal_server = http_server(
             &state,
             Listener::Internal,
             internal_listener,
-            INTERNAL_WORKERS,
             &settings.server,
         )?;
         Ok(Self {
@@ -504,14 +497,22 @@ impl Lane {
 /// Worker threads of the internal listener: scrapes and admin calls are few and cheap.
 const INTERNAL_WORKERS: usize = 1;
 
-/// One HTTP server for `listener`'s routes on `socket`; `workers` 0 means one per core.
+/// How long the internal listener keeps an idle connection (actix-web's default): its scrapers
+/// come straight, not through a proxy.
+const INTERNAL_KEEP_ALIVE: Duration = Duration::from_secs(5);
+
+/// One HTTP server for `listener`'s routes on `socket`, with the settings that listener takes.
 fn http_server(
     state: &web::Data<AppState>,
     listener: Listener,
     socket: TcpListener,
-    workers: usize,
     settings: &crate::config::ServerSettings,
 ) -> anyhow::Result<Server> {
+    // `workers` 0 means one per core.
+    let (workers, keep_alive) = match listener {
+        Listener::Public => (settings.workers, settings.keep_alive),
+        Listener::Internal => (INTERNAL_WORKERS, INTERNAL_KEEP_ALIVE),
+    };
     let app_state = state.clone();
     let mut server = HttpServer::new(move || {
         if listener == Listener::Internal {
@@ -532,11 +533,7 @@ fn http_server(
     })
     .disable_signals()
     .shutdown_timeout(settings.shutdown_timeout.as_secs())
-    // The internal listener's scrapers come straight, not through a proxy.
-    .keep_alive(match listener {
-        Listener::Public => settings.keep_alive,
-        Listener::Internal => Duration::from_secs(5),
-    })
+    .keep_alive(keep_alive)
     .listen(socket)?;
     if workers > 0 {
         server = server.workers(workers);

@@ -62,9 +62,9 @@ impl Bench {
             .await
             .unwrap();
         tokio::spawn(connection);
-        // The service closes a connection idle for 5 s (actix-web's keep-alive); a client that
-        // reused one at that moment would see it closed under its request. Dropping idle
-        // connections sooner than the server does avoids that race.
+        // A client that reused a connection just as the service closed it for idleness
+        // (`server.keep_alive`) would see it closed under its request: idle connections are
+        // dropped here long before the service would close them.
         let http = reqwest::Client::builder()
             .pool_idle_timeout(Duration::from_secs(2))
             .build()

@@ -92,9 +92,9 @@ async fn the_internal_listener_runs_at_the_lowest_cpu_priority() {
     assert!(lowered >= 1, "a thread runs at nice 19");
 }
 
-/// Whether a connection to `address` that served one request and then stayed idle for `idle`
-/// still serves the next.
-async fn open_after_idle(address: &str, idle: Duration) -> bool {
+/// A connection to `address` that has had one request answered and is kept alive, with the
+/// request, to send again.
+async fn a_kept_alive_connection(address: &str) -> (tokio::net::TcpStream, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = address.trim_start_matches("http://");
     let request = format!("GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n");
@@ -106,6 +106,15 @@ async fn open_after_idle(address: &str, idle: Duration) -> bool {
         answer[..n].starts_with(b"HTTP/1.1 200"),
         "the first request is answered"
     );
+    (stream, request)
+}
+
+/// Whether a connection to `address` that served one request and then stayed idle for `idle`
+/// still serves the next.
+async fn open_after_idle(address: &str, idle: Duration) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut stream, request) = a_kept_alive_connection(address).await;
+    let mut answer = [0u8; 1024];
     tokio::time::sleep(idle).await;
     // Closed by the server, the write may still succeed; the read then finds the end or a reset.
     let _ = stream.write_all(request.as_bytes()).await;
@@ -139,19 +148,12 @@ async fn the_public_listener_keeps_an_idle_connection_for_server_keep_alive() {
 
 #[tokio::test]
 async fn an_idle_kept_alive_connection_does_not_hold_up_shutdown() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let url = PgServer::shared().fresh_database().await;
     let mut settings = test_settings(&url);
     settings.server.keep_alive = Duration::from_secs(60);
     settings.server.shutdown_timeout = Duration::from_secs(30);
     let mut app = spawn_app_with(settings, &url).await;
-    let host = app.address.trim_start_matches("http://").to_owned();
-    let mut stream = tokio::net::TcpStream::connect(&host).await.unwrap();
-    let request = format!("GET /health/live HTTP/1.1\r\nHost: {host}\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = [0u8; 1024];
-    let n = stream.read(&mut answer).await.unwrap();
-    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    let (stream, _) = a_kept_alive_connection(&app.address).await;
 
     // With the connection still open and idle: a pod stopping behind a proxy that keeps its
     // upstream connections must not wait out `shutdown_timeout` for them.
