@@ -153,13 +153,16 @@ async fn main() {
 
     // Case 1: users seen for the first time (AWS create user + PATCH).
     let new_users: Vec<String> = (0..n).map(|i| format!("user-{i}")).collect();
+    let cpu_start = support::cpu_ms(&bench.db).await;
     let (intake_new, rate_new) = drive(&bench, "new", &new_users, args.rate).await;
     wait_done(&bench.db, n as i64).await;
+    let cpu_new = support::cpu_ms(&bench.db).await;
 
     // Case 2: the same users again (ids cached: one PATCH each).
     bench.emulator.clear_request_log();
     let (intake_known, rate_known) = drive(&bench, "known", &new_users, args.rate).await;
     wait_done(&bench.db, 2 * n as i64).await;
+    let cpu_known = support::cpu_ms(&bench.db).await;
     summary(
         "receipt → AWS confirmed, new users",
         latencies(&bench.db, "new").await,
@@ -198,6 +201,16 @@ async fn main() {
                 sum / count * 1000.0
             );
         }
+    }
+    // Everything on this machine's CPUs that serves the load, per activation: the service, the
+    // emulator and the load itself in this process, and Postgres (its bookkeeping included).
+    for (case, from, to) in [("new", cpu_start, cpu_new), ("known", cpu_new, cpu_known)] {
+        println!(
+            "{:<44} this process {:>5.2} ms, Postgres {:>5.2} ms",
+            format!("CPU per activation, {case} users"),
+            (to.0 - from.0) / n as f64,
+            (to.1 - from.1) / n as f64
+        );
     }
     println!("\nachieved rates: {rate_new:.1} /s (new), {rate_known:.1} /s (known)");
     bench.stop().await;

@@ -15,9 +15,10 @@ use super::{Journal, LogIds, PendingId, PendingStep, ProvisionError, Provisioner
 use crate::domain::{Action, Subject};
 use crate::scim::MAX_MEMBER_CHANGES_PER_PATCH;
 use crate::store::aws_memberships::{self, AwsState, Pair, PairView, Provenance, Settlement};
-use crate::store::pipelined::Pipelined;
+use crate::store::jobs::JobEnd;
+use crate::store::outcomes::{self, Outcomes};
 use crate::store::provisioning_log::{self, Status};
-use crate::store::{jobs, scim_ids, StoreError};
+use crate::store::{scim_ids, StoreError};
 use crate::telemetry::error_chain;
 
 /// Who asked, for the provisioning log and for what the record must say before a request.
@@ -728,10 +729,6 @@ impl Provisioner {
         elapsed_secs: f64,
     ) -> Result<Option<JobSettled>, StoreError> {
         let application = locks.application;
-        let own_job = match origin {
-            Origin::Job { job_id, .. } => Some(job_id),
-            _ => None,
-        };
         let cycle_id = match origin {
             Origin::Cycle { cycle_id } => Some(cycle_id),
             _ => None,
@@ -828,37 +825,42 @@ impl Provisioner {
                 },
             });
         }
-        // A fixed number of statements however many pairs: a cycle's hundred cost what one does.
-        // They touch a table each (the record of AWS leaves the job itself aside), so they are
-        // sent together, right behind `BEGIN`; each is a consistent record on its own, as
-        // `Pipelined` asks. The pairs' locks are released right behind the `COMMIT`: the
-        // transaction costs two round trips, and the reconciliation none after it.
-        let client: &Object = db;
-        let job = async {
-            match (origin, report.outcomes.as_slice()) {
-                (
-                    Origin::Job {
-                        job_id,
-                        lease_owner,
-                        ..
-                    },
-                    [outcome],
-                ) => settle_job(client, job_id, lease_owner, outcome).await,
-                _ => Ok(None),
-            }
+        // One statement however many pairs: a cycle's hundred cost what one does. The pairs'
+        // locks are released right behind it: it is its own transaction, committed before the
+        // unlock runs, and the reconciliation waits for no round trip after it.
+        let own_job = match origin {
+            Origin::Job {
+                job_id,
+                lease_owner,
+                ..
+            } => Some((job_id, lease_owner)),
+            _ => None,
         };
-        let (tx, ((), (), (), job)) = Pipelined::begin_with(client, async {
-            futures_util::try_join!(
-                scim_ids::put_many(client, &ids),
-                provisioning_log::append_many(client, &entries),
-                aws_memberships::settle(client, application, &settlements, own_job),
-                job,
-            )
-        })
-        .await?;
-        let (committed, ()) = tx.commit_then(locks.release(db)).await;
-        committed?;
-        Ok(job)
+        // A job's reconciliation has its one pair's outcome.
+        let job_end = match report.outcomes.as_slice() {
+            [outcome] if own_job.is_some() => job_end(outcome),
+            _ => None,
+        };
+        let outcomes = Outcomes {
+            application,
+            ids: &ids,
+            entries: &entries,
+            settlements: &settlements,
+            own_job,
+            job_end,
+            note: NOT_WANTED,
+        };
+        let client: &Object = db;
+        let statement = outcomes::statement(client).await?;
+        let (latency, ()) = futures_util::join!(
+            outcomes::record(client, &statement, &outcomes),
+            locks.release(db)
+        );
+        let latency = latency?;
+        Ok(job_end.map(|end| match end {
+            JobEnd::Done => JobSettled::Completed { latency },
+            JobEnd::Superseded => JobSettled::Superseded,
+        }))
     }
 }
 
@@ -896,24 +898,14 @@ impl PairLocks<'_> {
     }
 }
 
-/// Ends an immediate job with its pair's outcome, unless the outcome is a failure (the caller
-/// decides whether and when to try again).
-async fn settle_job(
-    tx: &impl deadpool_postgres::GenericClient,
-    job_id: i64,
-    lease_owner: &str,
-    outcome: &Outcome,
-) -> Result<Option<JobSettled>, StoreError> {
-    Ok(match outcome {
-        Outcome::Added | Outcome::Unchanged(_) => Some(JobSettled::Completed {
-            latency: jobs::complete(tx, job_id, lease_owner).await?,
-        }),
-        Outcome::NotWanted | Outcome::Removed | Outcome::Held(_) => {
-            jobs::supersede(tx, job_id, lease_owner, NOT_WANTED).await?;
-            Some(JobSettled::Superseded)
-        }
+/// How an immediate job ends with its pair's outcome; `None` for a failure (the caller decides
+/// whether and when to try again).
+fn job_end(outcome: &Outcome) -> Option<JobEnd> {
+    match outcome {
+        Outcome::Added | Outcome::Unchanged(_) => Some(JobEnd::Done),
+        Outcome::NotWanted | Outcome::Removed | Outcome::Held(_) => Some(JobEnd::Superseded),
         Outcome::Failed(_) => None,
-    })
+    }
 }
 
 /// Why an immediate job was not sent.

@@ -7,6 +7,7 @@
 //! it themselves), so a crash or a lost reply leaves `unknown`, never a stale `present`/`absent`.
 
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 
@@ -239,66 +240,77 @@ pub struct Settlement<'a> {
     pub verified: bool,
 }
 
-/// Records what AWS now holds for each pair (and who put it there, when that became known), in
-/// one statement. A pair is left `unknown` while an immediate job of it other than `own_job` is
-/// claimed: its request may land after this one. A pair given twice ends as if settled twice in
+/// The arguments of [`SETTLE_SQL`]: what AWS now holds for each pair (and who put it there, when
+/// that became known). A pair is left `unknown` while an immediate job of it other than `own_job`
+/// is claimed: its request may land after this one. A pair given twice ends as if settled twice in
 /// order: the last state, the last provenance given, verified if either was.
-pub async fn settle(
-    client: &impl GenericClient,
-    application: &str,
-    settlements: &[Settlement<'_>],
+pub(crate) struct SettleColumns<'a> {
+    application: &'a str,
+    users: Vec<&'a str>,
+    groups: Vec<&'a str>,
+    states: Vec<&'static str>,
+    provenances: Vec<Option<&'static str>>,
+    verified: Vec<bool>,
     own_job: Option<i64>,
-) -> Result<(), StoreError> {
-    let mut merged: Vec<Settlement<'_>> = Vec::with_capacity(settlements.len());
-    let mut at: std::collections::HashMap<&Pair, usize> = std::collections::HashMap::new();
-    for s in settlements {
-        match at.get(s.pair) {
-            Some(&i) => {
-                let earlier = merged[i];
-                merged[i] = Settlement {
-                    provenance: s.provenance.or(earlier.provenance),
-                    verified: s.verified || earlier.verified,
-                    ..*s
-                };
-            }
-            None => {
-                at.insert(s.pair, merged.len());
-                merged.push(*s);
-            }
-        }
-    }
-    if merged.is_empty() {
-        return Ok(());
-    }
-    let users: Vec<&str> = merged
-        .iter()
-        .map(|s| s.pair.principal_id.as_str())
-        .collect();
-    let groups: Vec<&str> = merged.iter().map(|s| s.pair.group_id.as_str()).collect();
-    let states: Vec<&str> = merged.iter().map(|s| s.state.as_str()).collect();
-    let provenances: Vec<Option<&str>> = merged
-        .iter()
-        .map(|s| s.provenance.map(Provenance::as_str))
-        .collect();
-    let verified: Vec<bool> = merged.iter().map(|s| s.verified).collect();
-    client
-        .execute(
-            &client.prepare_cached(SETTLE_SQL).await?,
-            &[
-                &application,
-                &users,
-                &groups,
-                &states,
-                &provenances,
-                &verified,
-                &own_job,
-            ],
-        )
-        .await?;
-    Ok(())
 }
 
-const SETTLE_SQL: &str =
+impl<'a> SettleColumns<'a> {
+    pub(crate) fn of(
+        application: &'a str,
+        settlements: &[Settlement<'a>],
+        own_job: Option<i64>,
+    ) -> Self {
+        // One row per pair: an upsert may not touch a row twice in one statement.
+        let mut merged: Vec<Settlement<'a>> = Vec::with_capacity(settlements.len());
+        let mut at: std::collections::HashMap<&Pair, usize> = std::collections::HashMap::new();
+        for s in settlements {
+            match at.get(s.pair) {
+                Some(&i) => {
+                    let earlier = merged[i];
+                    merged[i] = Settlement {
+                        provenance: s.provenance.or(earlier.provenance),
+                        verified: s.verified || earlier.verified,
+                        ..*s
+                    };
+                }
+                None => {
+                    at.insert(s.pair, merged.len());
+                    merged.push(*s);
+                }
+            }
+        }
+        Self {
+            application,
+            users: merged
+                .iter()
+                .map(|s| s.pair.principal_id.as_str())
+                .collect(),
+            groups: merged.iter().map(|s| s.pair.group_id.as_str()).collect(),
+            states: merged.iter().map(|s| s.state.as_str()).collect(),
+            provenances: merged
+                .iter()
+                .map(|s| s.provenance.map(Provenance::as_str))
+                .collect(),
+            verified: merged.iter().map(|s| s.verified).collect(),
+            own_job,
+        }
+    }
+
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 7] {
+        [
+            &self.application,
+            &self.users,
+            &self.groups,
+            &self.states,
+            &self.provenances,
+            &self.verified,
+            &self.own_job,
+        ]
+    }
+}
+
+/// Settles the pairs (none: nothing) from $1–$7 (see [`SettleColumns`]).
+pub(crate) const SETTLE_SQL: &str =
     "INSERT INTO aws_memberships AS m (application, principal_id, group_id, aws_state,
                                                provenance, verified_at)
              SELECT $1, u, g, st, pr, CASE WHEN v THEN clock_timestamp() END
@@ -322,7 +334,6 @@ pub(crate) fn hot_statements() -> Vec<String> {
         keys_sql("pg_advisory_unlock"),
         VIEW_SQL.to_owned(),
         MARK_IN_FLIGHT_SQL.to_owned(),
-        SETTLE_SQL.to_owned(),
     ]
 }
 

@@ -9,6 +9,7 @@
 use super::StoreError;
 use crate::domain::{Action, Subject};
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
 /// A claimed job with what provisioning needs from its event.
 #[derive(Debug, Clone)]
@@ -102,32 +103,63 @@ const CLAIM_IMMEDIATE_SQL: &str = "WITH due AS (
              FROM claimed c JOIN events e ON e.id = c.event_id
              ORDER BY c.id";
 
-/// Marks a job done while `owner` holds its lease. Returns the seconds from the event's receipt to
-/// now (both by the database clock), or `None` when the lease was lost.
-pub async fn complete(
-    client: &impl GenericClient,
-    job_id: i64,
-    owner: &str,
-) -> Result<Option<f64>, StoreError> {
-    let row = client
-        .query_opt(
-            &client.prepare_cached(COMPLETE_SQL).await?,
-            &[&job_id, &owner],
-        )
-        .await?;
-    Ok(row.map(|r| r.get(0)))
+/// How a reconciliation ends the immediate job it was given: done (its change is in AWS, or was
+/// already), or superseded (the pair has no active grant any more: nothing was sent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobEnd {
+    Done,
+    Superseded,
 }
 
-const COMPLETE_SQL: &str = "UPDATE jobs j
-             SET state = 'done', completed_at = clock_timestamp(), last_error = NULL,
+impl JobEnd {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Done => "done",
+            Self::Superseded => "superseded",
+        }
+    }
+}
+
+/// The arguments of [`END_SQL`]: the job, its lease owner, how it ends and the note of a
+/// superseded job. Without a job, the statement ends none.
+pub(crate) struct EndColumns<'a> {
+    job_id: Option<i64>,
+    owner: Option<&'a str>,
+    end: Option<&'static str>,
+    note: &'a str,
+}
+
+impl<'a> EndColumns<'a> {
+    pub(crate) fn of(job: Option<(i64, &'a str, JobEnd)>, note: &'a str) -> Self {
+        Self {
+            job_id: job.map(|(id, _, _)| id),
+            owner: job.map(|(_, owner, _)| owner),
+            end: job.map(|(_, _, end)| end.as_str()),
+            note,
+        }
+    }
+
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 4] {
+        [&self.job_id, &self.owner, &self.end, &self.note]
+    }
+}
+
+/// Ends job $1 as $3 (`done` or `superseded`, with note $4) while owner $2 holds its lease.
+/// Returns the seconds from the event's receipt to now (both by the database clock); no row when
+/// the lease was lost (or no job was given).
+pub(crate) const END_SQL: &str = "UPDATE jobs j
+             SET state = $3::text, completed_at = clock_timestamp(),
+                 last_error = CASE WHEN $3::text = 'done' THEN NULL ELSE j.last_error END,
+                 note = CASE WHEN $3::text = 'superseded' THEN $4::text ELSE j.note END,
                  lease_owner = NULL, lease_expires_at = NULL
              FROM events e
-             WHERE j.id = $1 AND j.lease_owner = $2 AND j.state = 'running' AND e.id = j.event_id
+             WHERE j.id = $1::int8 AND j.lease_owner = $2::text AND j.state = 'running'
+               AND e.id = j.event_id
              RETURNING extract(epoch FROM (j.completed_at - e.received_at))::float8";
 
 /// The statements every immediate job runs (see `store::warm`).
 pub(crate) fn hot_statements() -> Vec<String> {
-    vec![CLAIM_IMMEDIATE_SQL.to_owned(), COMPLETE_SQL.to_owned()]
+    vec![CLAIM_IMMEDIATE_SQL.to_owned()]
 }
 
 /// Puts a job back to pending, due after `delay_secs`, with the reason of the failed attempt.
@@ -171,17 +203,6 @@ pub async fn defer(
 ) -> Result<bool, StoreError> {
     let set = "lane = 'deferred', admitted_at = NULL, state = 'pending', last_error = $3";
     release(client, job_id, owner, set, reason).await
-}
-
-/// Ends a job that a newer event (or the activation's end) made pointless, without calling AWS.
-pub async fn supersede(
-    client: &impl GenericClient,
-    job_id: i64,
-    owner: &str,
-    note: &str,
-) -> Result<bool, StoreError> {
-    let set = "state = 'superseded', completed_at = clock_timestamp(), note = $3";
-    release(client, job_id, owner, set, note).await
 }
 
 /// Lets go of a job `owner` holds, applying `set` (a fixed clause of this module that may use

@@ -11,7 +11,7 @@ pub mod graph_hints;
 pub mod graph_subscriptions;
 pub mod jobs;
 pub mod migrate;
-pub mod pipelined;
+pub mod outcomes;
 pub mod provisioning_log;
 pub mod quarantine;
 pub mod removal_holds;
@@ -123,6 +123,7 @@ pub fn hot_statements() -> Vec<String> {
         aws_memberships::hot_statements(),
         scim_ids::hot_statements(),
         provisioning_log::hot_statements(),
+        outcomes::hot_statements(),
     ]
     .concat()
 }
@@ -196,6 +197,37 @@ pub async fn plan_per_run(
     Ok(())
 }
 
+/// `sql` with each parameter `$n` renumbered `$(n + by)`, so that statements written on their
+/// own can be parts of one (`outcomes`). The statements given hold no `$` but their parameters'.
+pub(crate) fn shift_params(sql: &str, by: usize) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..=at]);
+        rest = &rest[at + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The highest parameter number `sql` uses.
+pub(crate) fn last_param(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|after| {
+            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+            after[..digits].parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
 /// Records the configured applications, so that jobs can reference them and admission can lock them.
 pub async fn register_applications(
     client: &impl deadpool_postgres::GenericClient,
@@ -208,4 +240,21 @@ pub async fn register_applications(
         )
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_are_renumbered_and_counted() {
+        let sql = "SELECT $1::int8, $2 WHERE x = $10 AND y <> $2";
+        assert_eq!(
+            shift_params(sql, 5),
+            "SELECT $6::int8, $7 WHERE x = $15 AND y <> $7"
+        );
+        assert_eq!(shift_params(sql, 0), sql);
+        assert_eq!(last_param(sql), 10);
+        assert_eq!(last_param("SELECT 1"), 0);
+    }
 }

@@ -1,6 +1,7 @@
 //! The provisioning log: one entry per membership change attempted in AWS, for operators.
 
 use deadpool_postgres::GenericClient;
+use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 use crate::domain::{Action, Subject};
@@ -95,50 +96,79 @@ pub async fn append_many(
     if entries.is_empty() {
         return Ok(());
     }
-    let applications: Vec<&str> = entries
-        .iter()
-        .map(|e| e.subject.application.as_str())
-        .collect();
-    let actions: Vec<&str> = entries.iter().map(|e| e.action.as_str()).collect();
-    let principals: Vec<&str> = entries
-        .iter()
-        .map(|e| e.subject.principal_id.as_str())
-        .collect();
-    let groups: Vec<&str> = entries
-        .iter()
-        .map(|e| e.subject.group_id.as_str())
-        .collect();
-    let statuses: Vec<&str> = entries.iter().map(|e| e.status.as_str()).collect();
-    let codes: Vec<Option<&str>> = entries.iter().map(|e| e.error_code).collect();
-    let reasons: Vec<Option<&str>> = entries.iter().map(|e| e.reason).collect();
-    let cycles: Vec<Option<i64>> = entries.iter().map(|e| e.cycle_id).collect();
-    let jobs: Vec<Option<i64>> = entries.iter().map(|e| e.job_id).collect();
-    let events: Vec<Option<i64>> = entries.iter().map(|e| e.event_id).collect();
-    let grants: Vec<Option<i64>> = entries.iter().map(|e| e.grant_id).collect();
-    let elapsed: Vec<f64> = entries.iter().map(|e| e.elapsed_secs).collect();
+    let columns = EntryColumns::of(entries);
     client
         .execute(
             &client.prepare_cached(APPEND_MANY_SQL).await?,
-            &[
-                &applications,
-                &cycles,
-                &jobs,
-                &actions,
-                &principals,
-                &groups,
-                &statuses,
-                &codes,
-                &reasons,
-                &elapsed,
-                &events,
-                &grants,
-            ],
+            &columns.params(),
         )
         .await?;
     Ok(())
 }
 
-const APPEND_MANY_SQL: &str = "INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
+/// The arguments of [`APPEND_MANY_SQL`]: one array per column.
+pub(crate) struct EntryColumns<'a> {
+    applications: Vec<&'a str>,
+    cycles: Vec<Option<i64>>,
+    jobs: Vec<Option<i64>>,
+    actions: Vec<&'static str>,
+    principals: Vec<&'a str>,
+    groups: Vec<&'a str>,
+    statuses: Vec<&'static str>,
+    codes: Vec<Option<&'a str>>,
+    reasons: Vec<Option<&'a str>>,
+    elapsed: Vec<f64>,
+    events: Vec<Option<i64>>,
+    grants: Vec<Option<i64>>,
+}
+
+impl<'a> EntryColumns<'a> {
+    pub(crate) fn of(entries: &[Entry<'a>]) -> Self {
+        Self {
+            applications: entries
+                .iter()
+                .map(|e| e.subject.application.as_str())
+                .collect(),
+            cycles: entries.iter().map(|e| e.cycle_id).collect(),
+            jobs: entries.iter().map(|e| e.job_id).collect(),
+            actions: entries.iter().map(|e| e.action.as_str()).collect(),
+            principals: entries
+                .iter()
+                .map(|e| e.subject.principal_id.as_str())
+                .collect(),
+            groups: entries
+                .iter()
+                .map(|e| e.subject.group_id.as_str())
+                .collect(),
+            statuses: entries.iter().map(|e| e.status.as_str()).collect(),
+            codes: entries.iter().map(|e| e.error_code).collect(),
+            reasons: entries.iter().map(|e| e.reason).collect(),
+            elapsed: entries.iter().map(|e| e.elapsed_secs).collect(),
+            events: entries.iter().map(|e| e.event_id).collect(),
+            grants: entries.iter().map(|e| e.grant_id).collect(),
+        }
+    }
+
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 12] {
+        [
+            &self.applications,
+            &self.cycles,
+            &self.jobs,
+            &self.actions,
+            &self.principals,
+            &self.groups,
+            &self.statuses,
+            &self.codes,
+            &self.reasons,
+            &self.elapsed,
+            &self.events,
+            &self.grants,
+        ]
+    }
+}
+
+/// Appends entries (none: nothing) from arrays $1–$12 (see [`EntryColumns`]).
+pub(crate) const APPEND_MANY_SQL: &str = "INSERT INTO provisioning_log (application, cycle_id, job_id, action, principal_id,
                  group_id, status, error_code, reason, started_at, event_id, grant_id)
              SELECT a, c, j, act, u, g, st, code, why,
                     clock_timestamp() - make_interval(secs => secs), ev, gr

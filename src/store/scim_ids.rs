@@ -4,6 +4,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::GenericClient;
 use serde_json::Value;
+use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 
@@ -150,21 +151,49 @@ pub async fn put_many(client: &impl GenericClient, ids: &[NewId<'_>]) -> Result<
     if ids.is_empty() {
         return Ok(());
     }
-    let applications: Vec<&str> = ids.iter().map(|i| i.application).collect();
-    let kinds: Vec<&str> = ids.iter().map(|i| i.kind.as_str()).collect();
-    let entra_ids: Vec<&str> = ids.iter().map(|i| i.entra_id).collect();
-    let aws_ids: Vec<&str> = ids.iter().map(|i| i.aws_id).collect();
-    let attributes: Vec<Option<&Value>> = ids.iter().map(|i| i.attributes).collect();
+    let columns = IdColumns::of(ids);
     client
         .execute(
             &client.prepare_cached(PUT_MANY_SQL).await?,
-            &[&applications, &kinds, &entra_ids, &aws_ids, &attributes],
+            &columns.params(),
         )
         .await?;
     Ok(())
 }
 
-const PUT_MANY_SQL: &str =
+/// The arguments of [`PUT_MANY_SQL`]: one array per column.
+pub(crate) struct IdColumns<'a> {
+    applications: Vec<&'a str>,
+    kinds: Vec<&'a str>,
+    entra_ids: Vec<&'a str>,
+    aws_ids: Vec<&'a str>,
+    attributes: Vec<Option<&'a Value>>,
+}
+
+impl<'a> IdColumns<'a> {
+    pub(crate) fn of(ids: &[NewId<'a>]) -> Self {
+        Self {
+            applications: ids.iter().map(|i| i.application).collect(),
+            kinds: ids.iter().map(|i| i.kind.as_str()).collect(),
+            entra_ids: ids.iter().map(|i| i.entra_id).collect(),
+            aws_ids: ids.iter().map(|i| i.aws_id).collect(),
+            attributes: ids.iter().map(|i| i.attributes).collect(),
+        }
+    }
+
+    pub(crate) fn params(&self) -> [&(dyn ToSql + Sync); 5] {
+        [
+            &self.applications,
+            &self.kinds,
+            &self.entra_ids,
+            &self.aws_ids,
+            &self.attributes,
+        ]
+    }
+}
+
+/// Records ids (none: nothing) from arrays $1–$5 (see [`IdColumns`]).
+pub(crate) const PUT_MANY_SQL: &str =
     "INSERT INTO scim_ids AS s (application, kind, entra_id, aws_id, attributes)
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::jsonb[])
              ON CONFLICT (application, kind, entra_id)

@@ -726,3 +726,80 @@ async fn a_queue_deeper_than_the_dispatchers_slots_drains_without_waiting_for_a_
         members(&a)
     );
 }
+
+#[tokio::test]
+async fn an_outcome_that_cannot_be_recorded_leaves_nothing_half_written_and_the_job_is_tried_again()
+{
+    // Arrange: leases of 1 s; the provisioning log refuses every entry, so the record of the
+    // first attempt's outcome fails after AWS has applied the change.
+    let (a, _b, database_url, settings) = with_short_leases().await;
+    let app = spawn_app_with(settings, &database_url).await;
+    app.db
+        .batch_execute(
+            "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS
+                 $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$;
+             CREATE TRIGGER refuse BEFORE INSERT ON provisioning_log
+                 FOR EACH STATEMENT EXECUTE FUNCTION refuse();",
+        )
+        .await
+        .unwrap();
+
+    // Act: a new user's activation goes out; wait until its reconciliation has let go of the
+    // pair (it does so right behind its record, whatever became of that).
+    let body = activation("unrecorded-1", GROUP_A, "unrecorded-user");
+    assert_eq!(app.post_events(&body).await.status(), 202);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while members(&a) == 0
+        || app
+            .count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1885432178")
+            .await
+            > 0
+    {
+        assert!(Instant::now() < deadline, "the change never went out");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    // Assert: nothing of the outcome was written: not the user's AWS id, not the record of AWS
+    // (still `unknown` as written ahead), not the job's end.
+    assert_eq!(alpha_job(&app).await.0, "running");
+    assert_eq!(
+        app.count("SELECT count(*) FROM scim_ids WHERE kind = 'user'")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) FROM aws_memberships WHERE aws_state = 'unknown'")
+            .await,
+        1
+    );
+
+    // Act: the log takes entries again.
+    app.db
+        .batch_execute("DROP TRIGGER refuse ON provisioning_log")
+        .await
+        .unwrap();
+    wait_for_no_pending(&app, Duration::from_secs(10)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alpha_job(&app).await.0 != "done" {
+        assert!(Instant::now() < deadline, "the job was not tried again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Assert: the second attempt, after the lease ran out, found the user AWS already had and
+    // recorded everything: one member, owned by pimbridge and known to be there.
+    assert_eq!(alpha_job(&app).await, ("done".to_string(), 2));
+    assert_eq!(members(&a), 1);
+    assert_eq!(
+        app.count("SELECT count(*) FROM scim_ids WHERE kind = 'user'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count(
+            "SELECT count(*) FROM aws_memberships
+             WHERE aws_state = 'present' AND provenance = 'owned'"
+        )
+        .await,
+        1
+    );
+}

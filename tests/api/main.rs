@@ -34,7 +34,6 @@ mod model;
 mod observability;
 mod openapi;
 mod pacing;
-mod pipelined;
 mod postgres;
 mod quarantine;
 mod recovery;
