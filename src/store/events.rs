@@ -10,7 +10,6 @@ use time::OffsetDateTime;
 
 use super::StoreError;
 use crate::domain::{EventSource, NewEvent};
-use tokio_postgres::types::ToSql;
 
 /// Inserts `events` in the order given, each with the applications its group is assigned to (none:
 /// stored as unrouted), skipping those whose `(source, id)` is already stored, and for each newly
@@ -188,12 +187,12 @@ fn sorted<'a>(names: &[&'a str]) -> Vec<&'a str> {
     sorted
 }
 
-/// An intake's lock statements, prepared, with their arguments.
+/// An intake's locks, as one prepared statement with its arguments.
 struct PreparedLocks<'a> {
-    applications: tokio_postgres::Statement,
+    statement: tokio_postgres::Statement,
     names: Vec<&'a str>,
-    /// The key lock's statement and keys, in [`IntakeLock::Keys`] mode with keys to lock.
-    keys: Option<(tokio_postgres::Statement, &'a [String])>,
+    /// The keys, in [`IntakeLock::Keys`] mode with keys to lock.
+    keys: Option<&'a [String]>,
 }
 
 impl<'a> PreparedLocks<'a> {
@@ -201,40 +200,39 @@ impl<'a> PreparedLocks<'a> {
         client: &impl GenericClient,
         locks: IntakeLocks<'a>,
     ) -> Result<Self, StoreError> {
-        let mode = match locks.keys {
-            None => IntakeLock::Applications,
-            Some(_) => IntakeLock::Keys,
-        };
-        let applications = client.prepare_cached(applications_lock_sql(mode)).await?;
-        let keys = match locks.keys {
-            Some(keys) if !keys.is_empty() => {
-                Some((client.prepare_cached(KEYS_LOCK_SQL).await?, keys))
-            }
-            _ => None,
+        let (sql, keys) = match locks.keys {
+            None => (applications_lock_sql(IntakeLock::Applications), None),
+            Some([]) => (applications_lock_sql(IntakeLock::Keys), None),
+            Some(keys) => (APPLICATIONS_THEN_KEYS_SQL, Some(keys)),
         };
         Ok(Self {
-            applications,
+            statement: client.prepare_cached(sql).await?,
             names: sorted(locks.names),
             keys,
         })
     }
 
-    /// Sends the statements together, applications first; both are answered before it returns.
+    /// Takes the locks; the statement leaves on the first poll.
     async fn take(&self, client: &impl GenericClient) -> Result<(), StoreError> {
-        let by_name: &[&(dyn ToSql + Sync)] = &[&self.names];
-        let applications = client.query(&self.applications, by_name);
-        match &self.keys {
-            None => {
-                applications.await?;
+        match self.keys {
+            None => client.query(&self.statement, &[&self.names]).await?,
+            Some(keys) => {
+                client
+                    .query(&self.statement, &[&self.names, &INTAKE_KEY_CLASS, &keys])
+                    .await?
             }
-            Some((statement, keys)) => {
-                let by_key: &[&(dyn ToSql + Sync)] = &[&INTAKE_KEY_CLASS, keys];
-                futures_util::try_join!(applications, client.query(statement, by_key))?;
-            }
-        }
+        };
         Ok(())
     }
 }
+
+/// [`IntakeLock::Keys`] in one statement: the applications' rows `FOR SHARE` (in name order),
+/// then each key's transaction lock (in hash order). The rows are locked by a one-time filter,
+/// which Postgres evaluates before it reads the first key: the order every intake keeps.
+const APPLICATIONS_THEN_KEYS_SQL: &str = "SELECT pg_advisory_xact_lock($2, k)
+    FROM (SELECT DISTINCT hashtext(k) AS k FROM unnest($3::text[]) AS u(k) ORDER BY k) s
+    WHERE (SELECT count(*) FROM (SELECT name FROM applications WHERE name = ANY($1)
+                                 ORDER BY name FOR SHARE) a) >= 0";
 
 /// Advisory lock class of intake's keys ("pimk"); a key is hashed into the second half.
 const INTAKE_KEY_CLASS: i32 = 0x7069_6d6b;
@@ -293,8 +291,7 @@ const ADMISSION_LOCK_SQL: &str = "SELECT pg_advisory_xact_lock($1, hashtext($2))
 pub(crate) fn hot_statements() -> Vec<String> {
     [
         INSERT_EVENTS_SQL,
-        applications_lock_sql(IntakeLock::Keys),
-        KEYS_LOCK_SQL,
+        APPLICATIONS_THEN_KEYS_SQL,
         ADMISSION_LOCK_SQL,
     ]
     .map(str::to_owned)

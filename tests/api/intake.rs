@@ -830,3 +830,40 @@ async fn an_intake_transaction_dropped_midway_stores_nothing_and_never_returns_t
     assert_eq!(app.count("SELECT count(*) FROM events").await, 0);
     assert_eq!(app.count("SELECT count(*) FROM jobs").await, 0);
 }
+
+#[tokio::test]
+async fn an_intake_waiting_for_its_application_holds_none_of_its_keys() {
+    use pimbridge::store::events::{lock_applications, IntakeLock};
+    // Arrange: a large request's intake in flight, holding alpha's row.
+    let app = spawn_app().await;
+    let pool = pool_on(app.database_url.as_str(), 1);
+    let mut holder = pool.get().await.unwrap();
+    let in_flight = holder.transaction().await.unwrap();
+    lock_applications(&in_flight, &["alpha"], IntakeLock::Applications)
+        .await
+        .unwrap();
+
+    // Act: a small request for alpha waits for the row.
+    let body = activation("behind-1", GROUP_A, "behind");
+    let waiting = app.post_events(&body);
+    tokio::pin!(waiting);
+    tokio::select! {
+        _ = &mut waiting => panic!("the intake did not wait for the application's row"),
+        () = a_backend_waits_for(&app, &["tuple", "transactionid"]) => {}
+    }
+
+    // Assert: while it waits it holds no key (locks are taken applications first, then keys,
+    // so no two intakes deadlock); once the row is free it goes through.
+    let keys_held = app
+        .count(
+            "SELECT count(*) FROM pg_locks
+             WHERE locktype = 'advisory' AND classid = 1885957483 AND granted",
+        )
+        .await;
+    assert_eq!(
+        keys_held, 0,
+        "a key was locked before the application's row"
+    );
+    in_flight.rollback().await.unwrap();
+    assert_eq!(waiting.await.status(), 202);
+}
