@@ -201,31 +201,29 @@ pub async fn plan_per_run(
 /// own can be parts of one (`outcomes`). The statements given hold no `$` but their parameters'.
 pub(crate) fn shift_params(sql: &str, by: usize) -> String {
     let mut out = String::with_capacity(sql.len() + 16);
-    let mut rest = sql;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..=at]);
-        rest = &rest[at + 1..];
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        match rest[..digits].parse::<usize>() {
-            Ok(n) => out.push_str(&(n + by).to_string()),
-            Err(_) => out.push_str(&rest[..digits]),
-        }
-        rest = &rest[digits..];
+    let mut copied = 0;
+    for (digits, n) in params_in(sql) {
+        out.push_str(&sql[copied..digits.start]);
+        out.push_str(&(n + by).to_string());
+        copied = digits.end;
     }
-    out.push_str(rest);
+    out.push_str(&sql[copied..]);
     out
 }
 
 /// The highest parameter number `sql` uses.
 pub(crate) fn last_param(sql: &str) -> usize {
-    sql.split('$')
-        .skip(1)
-        .filter_map(|after| {
-            let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-            after[..digits].parse().ok()
-        })
-        .max()
-        .unwrap_or(0)
+    params_in(sql).map(|(_, n)| n).max().unwrap_or(0)
+}
+
+/// Each parameter of `sql`: where its number's digits are, and the number.
+fn params_in(sql: &str) -> impl Iterator<Item = (std::ops::Range<usize>, usize)> + '_ {
+    sql.match_indices('$').filter_map(move |(at, _)| {
+        let start = at + 1;
+        let len = sql[start..].bytes().take_while(u8::is_ascii_digit).count();
+        let n = sql[start..start + len].parse().ok()?;
+        Some((start..start + len, n))
+    })
 }
 
 /// Records the configured applications, so that jobs can reference them and admission can lock them.

@@ -730,6 +730,8 @@ async fn a_queue_deeper_than_the_dispatchers_slots_drains_without_waiting_for_a_
 #[tokio::test]
 async fn an_outcome_that_cannot_be_recorded_leaves_nothing_half_written_and_the_job_is_tried_again()
 {
+    // The advisory lock class of the pairs' locks a reconciliation holds ("pair").
+    const PAIR_LOCKS: u32 = 0x7061_6972;
     // Arrange: leases of 1 s; the provisioning log refuses every entry, so the record of the
     // first attempt's outcome fails after AWS has applied the change.
     let (a, _b, database_url, settings) = with_short_leases().await;
@@ -751,7 +753,10 @@ async fn an_outcome_that_cannot_be_recorded_leaves_nothing_half_written_and_the_
     let deadline = Instant::now() + Duration::from_secs(10);
     while members(&a) == 0
         || app
-            .count("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND classid = 1885432178")
+            .count(&format!(
+                "SELECT count(*) FROM pg_locks WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND locktype = 'advisory' AND classid = {PAIR_LOCKS}"
+            ))
             .await
             > 0
     {

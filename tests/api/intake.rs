@@ -854,11 +854,14 @@ async fn an_intake_waiting_for_its_application_holds_none_of_its_keys() {
 
     // Assert: while it waits it holds no key (locks are taken applications first, then keys,
     // so no two intakes deadlock); once the row is free it goes through.
+    // The advisory lock class of intake's keys ("pimk").
+    const INTAKE_KEYS: u32 = 0x7069_6d6b;
     let keys_held = app
-        .count(
+        .count(&format!(
             "SELECT count(*) FROM pg_locks
-             WHERE locktype = 'advisory' AND classid = 1885957483 AND granted",
-        )
+             WHERE database = (SELECT oid FROM pg_database WHERE datname = current_database())
+               AND locktype = 'advisory' AND classid = {INTAKE_KEYS} AND granted"
+        ))
         .await;
     assert_eq!(
         keys_held, 0,
