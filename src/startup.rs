@@ -231,12 +231,15 @@ impl Application {
             move |work: Work| after_bootstrap(ready.clone(), shutdown.clone(), work)
         };
         {
-            let pool = pool.clone();
+            let (pool, shutdown) = (pool.clone(), shutdown.clone());
             let statements = immediate_lane_statements();
             background.push((
-                "connection warm-up",
+                "connection warm-up and plans",
                 tokio::spawn(gated(Box::pin(async move {
-                    store::warm(&pool, &statements).await
+                    store::warm(&pool, &statements).await;
+                    store::plans::PlanKeeper::default()
+                        .run(pool, statements, shutdown)
+                        .await
                 }))),
             ));
         }

@@ -12,6 +12,7 @@ pub mod graph_subscriptions;
 pub mod jobs;
 pub mod migrate;
 pub mod outcomes;
+pub mod plans;
 pub mod provisioning_log;
 pub mod quarantine;
 pub mod removal_holds;
@@ -138,7 +139,8 @@ pub const WARM_CONNECTIONS: usize = 8;
 /// catalog look-ups on the first statements it runs (about 30 ms of the first burst's slowest
 /// request), then a round trip to prepare each statement on each connection it first runs on. It
 /// never waits for a connection another task holds, so it cannot hold the pool while work queues
-/// behind it. Best effort: what it does not open or prepare, the first requests do.
+/// behind it. Best effort: what it does not open or prepare, the first requests do. (Their plans
+/// are made by `plans::PlanKeeper`.)
 pub async fn warm(pool: &Pool, statements: &[String]) {
     let n = WARM_CONNECTIONS.min(pool.status().max_size / 2);
     let at_once = deadpool_postgres::Timeouts {

@@ -34,6 +34,7 @@ mod model;
 mod observability;
 mod openapi;
 mod pacing;
+mod plans;
 mod postgres;
 mod quarantine;
 mod recovery;
