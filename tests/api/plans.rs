@@ -4,6 +4,18 @@
 use pimbridge::store::plans;
 use testkit::postgres::PgServer;
 
+/// A fresh, migrated database (its URL), a pool of `size` on it, and the lane's statements.
+async fn lane_database(size: usize) -> (String, deadpool_postgres::Pool, Vec<String>) {
+    let database_url = PgServer::shared().fresh_database().await;
+    let pool = crate::helpers::pool_on(&database_url, size);
+    crate::helpers::migrate_with_applications(&pool).await;
+    (
+        database_url,
+        pool,
+        pimbridge::startup::immediate_lane_statements(),
+    )
+}
+
 /// How many of `statements` prepared on `client` have had a generic plan made at least `times`.
 async fn planned_at_least(
     client: &deadpool_postgres::Client,
@@ -50,10 +62,7 @@ async fn idle_connections(pool: &deadpool_postgres::Pool) -> Vec<deadpool_postgr
 
 #[tokio::test]
 async fn idle_connections_have_the_lanes_plans_made_ahead_and_made_again_after_an_analyze() {
-    let database_url = PgServer::shared().fresh_database().await;
-    let pool = crate::helpers::pool_on(&database_url, 4);
-    crate::helpers::migrate_with_applications(&pool).await;
-    let statements = pimbridge::startup::immediate_lane_statements();
+    let (_, pool, statements) = lane_database(4).await;
     let n = statements.len() as i64;
     // Half the pool opened ahead, each with every statement prepared (none planned yet).
     pimbridge::store::warm(&pool, &statements).await;
@@ -71,7 +80,10 @@ async fn idle_connections_have_the_lanes_plans_made_ahead_and_made_again_after_a
             assert_eq!(planned_at_least(client, &statements, 1).await, n);
         }
     }
-    assert!(warmed >= 2, "{warmed} connections with the statements planned");
+    assert!(
+        warmed >= 2,
+        "{warmed} connections with the statements planned"
+    );
 
     // Nothing vacuumed or analyzed since: the next look plans nothing again.
     assert_eq!(keeper.step(&pool, &statements).await.unwrap(), None);
@@ -93,15 +105,15 @@ async fn idle_connections_have_the_lanes_plans_made_ahead_and_made_again_after_a
             again += 1;
         }
     }
-    assert_eq!(again, warmed, "connections with the statements planned again");
+    assert_eq!(
+        again, warmed,
+        "connections with the statements planned again"
+    );
 }
 
 #[tokio::test]
 async fn planning_ahead_runs_none_of_the_statements_and_leaves_the_connection_as_it_was() {
-    let database_url = PgServer::shared().fresh_database().await;
-    let pool = crate::helpers::pool_on(&database_url, 1);
-    crate::helpers::migrate_with_applications(&pool).await;
-    let statements = pimbridge::startup::immediate_lane_statements();
+    let (database_url, pool, statements) = lane_database(1).await;
     let db = pool.get().await.unwrap();
     for sql in &statements {
         db.prepare_cached(sql).await.unwrap();
@@ -122,24 +134,7 @@ async fn planning_ahead_runs_none_of_the_statements_and_leaves_the_connection_as
         .unwrap()
         .get(0);
     assert_eq!(written, 0);
-    let mode: String = db
-        .query_one("SELECT current_setting('plan_cache_mode')", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(mode, "auto");
-    let pid: i32 = db
-        .query_one("SELECT pg_backend_pid()", &[])
-        .await
-        .unwrap()
-        .get(0);
-    let admin = crate::helpers::admin_on(&database_url).await;
-    let state: String = admin
-        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(state, "idle", "a transaction was left open");
+    assert_left_as_it_was(&db, &database_url).await;
 }
 
 #[tokio::test]
@@ -156,11 +151,26 @@ async fn a_statement_that_cannot_be_planned_leaves_the_connection_as_it_was() {
 
     assert!(plans::plan_prepared(&db, &[sql]).await.is_err());
 
-    // The failed round is rolled back whole: default planning, and the connection takes work.
-    let mode: String = db
-        .query_one("SELECT current_setting('plan_cache_mode')", &[])
+    // The failed round is rolled back whole.
+    assert_left_as_it_was(&db, &database_url).await;
+}
+
+/// `db` plans as by default and is in no transaction (it would go back to the pool as it came).
+async fn assert_left_as_it_was(db: &deadpool_postgres::Client, database_url: &str) {
+    let row = db
+        .query_one(
+            "SELECT current_setting('plan_cache_mode'), pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (mode, pid): (String, i32) = (row.get(0), row.get(1));
+    assert_eq!(mode, "auto");
+    let admin = crate::helpers::admin_on(database_url).await;
+    let state: String = admin
+        .query_one("SELECT state FROM pg_stat_activity WHERE pid = $1", &[&pid])
         .await
         .unwrap()
         .get(0);
-    assert_eq!(mode, "auto");
+    assert_eq!(state, "idle", "a transaction was left open");
 }
