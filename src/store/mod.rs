@@ -143,10 +143,7 @@ pub const WARM_CONNECTIONS: usize = 8;
 /// are made by `plans::PlanKeeper`.)
 pub async fn warm(pool: &Pool, statements: &[String]) {
     let n = WARM_CONNECTIONS.min(pool.status().max_size / 2);
-    let at_once = deadpool_postgres::Timeouts {
-        wait: Some(std::time::Duration::ZERO),
-        ..pool.timeouts()
-    };
+    let at_once = without_waiting(pool);
     let opened = futures_util::future::join_all((0..n).map(|_| async {
         let client = pool.timeout_get(&at_once).await?;
         client
@@ -165,6 +162,15 @@ pub async fn warm(pool: &Pool, statements: &[String]) {
     let warmed = opened.iter().filter(|c| c.is_ok()).count();
     if let Some(Err(e)) = opened.into_iter().find(Result::is_err) {
         tracing::debug!(error.message = %e, warmed, "not every connection was opened ahead");
+    }
+}
+
+/// The pool's timeouts, but for a connection that is not free at once: for background work that
+/// must never hold up the pool (a connection is taken only if idle, or opened if there is room).
+pub(crate) fn without_waiting(pool: &Pool) -> deadpool_postgres::Timeouts {
+    deadpool_postgres::Timeouts {
+        wait: Some(std::time::Duration::ZERO),
+        ..pool.timeouts()
     }
 }
 

@@ -74,10 +74,7 @@ pub async fn plan_prepared(
 /// Plans `statements` ahead on each connection idle in `pool` now, one connection at a time, so
 /// that work never waits for the pool because of it. Returns how many connections it planned on.
 pub async fn plan_on_idle(pool: &Pool, statements: &[String]) -> usize {
-    let at_once = deadpool_postgres::Timeouts {
-        wait: Some(Duration::ZERO),
-        ..pool.timeouts()
-    };
+    let at_once = super::without_waiting(pool);
     let mut planned = 0;
     // Each connection returned goes to the back of the queue: as many turns as were idle at the
     // start reach each of them once (unless others came back meanwhile).
