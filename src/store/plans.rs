@@ -74,16 +74,11 @@ pub async fn plan_prepared(
 /// Plans `statements` ahead on each connection idle in `pool` now, one connection at a time, so
 /// that work never waits for the pool because of it. Returns how many connections it planned on.
 pub async fn plan_on_idle(pool: &Pool, statements: &[String]) -> usize {
-    let at_once = super::without_waiting(pool);
     let mut planned = 0;
     // Each connection returned goes to the back of the queue: as many turns as were idle at the
     // start reach each of them once (unless others came back meanwhile).
     for _ in 0..pool.status().available {
-        // Only connections already open: opening one would cost more than it saves.
-        if pool.status().available == 0 {
-            break;
-        }
-        let Ok(client) = pool.timeout_get(&at_once).await else {
+        let Some(client) = idle_connection(pool).await else {
             break;
         };
         match plan_prepared(&client, statements).await {
@@ -94,6 +89,14 @@ pub async fn plan_on_idle(pool: &Pool, statements: &[String]) -> usize {
         }
     }
     planned
+}
+
+/// A connection idle in `pool` now, if there is one: neither waited for nor opened.
+async fn idle_connection(pool: &Pool) -> Option<deadpool_postgres::Client> {
+    if pool.status().available == 0 {
+        return None;
+    }
+    pool.timeout_get(&super::without_waiting(pool)).await.ok()
 }
 
 /// Plans the lane's statements ahead when pimbridge's tables have been vacuumed or analyzed
@@ -113,7 +116,13 @@ impl PlanKeeper {
         pool: &Pool,
         statements: &[String],
     ) -> Result<Option<usize>, StoreError> {
-        let count = maintenance_count(&pool.get().await?).await?;
+        // Like the planning, only on a connection idle now: never queued behind work, never
+        // opening one (with a small pool, that could be the one a reconciliation needs).
+        let Some(client) = idle_connection(pool).await else {
+            return Ok(None);
+        };
+        let count = maintenance_count(&client).await?;
+        drop(client);
         if self.seen == Some(count) {
             return Ok(None);
         }
